@@ -1,0 +1,506 @@
+//! Legate's configuration model.
+//!
+//! Every configuration source (the static YAML file today, xDS later)
+//! produces a [`Config`]; the data plane compiles it into runtime objects.
+//! The serde representation is the static file format and the `/config_dump`
+//! format, so the two can never drift apart.
+
+use crate::duration::Dur;
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration of one proxy.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub admin: Admin,
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+    #[serde(default)]
+    pub clusters: Vec<Cluster>,
+}
+
+/// The admin server and process-wide settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// Address of the admin HTTP server (`/ready`, `/stats/prometheus`, ...).
+    pub address: String,
+    /// How long in-flight requests may take to finish after SIGTERM or
+    /// `/quitquitquit` before the process exits.
+    pub drain_timeout: Dur,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            address: "127.0.0.1:15000".into(),
+            drain_timeout: Dur::from_secs(5),
+        }
+    }
+}
+
+/// A listening socket with one or more filter chains.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    pub name: String,
+    /// `ip:port` to bind.
+    pub address: String,
+    /// Filter chains, tried in order; the first whose `match` fits the
+    /// connection serves it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filter_chains: Vec<FilterChain>,
+    /// Shorthand for a single filter chain with an HTTP connection manager.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpConnectionManager>,
+    /// Shorthand for a single filter chain with a TCP proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpProxy>,
+}
+
+impl Listener {
+    /// Moves the `http`/`tcp` shorthands into `filter_chains`.
+    pub fn normalize(&mut self) {
+        if let Some(http) = self.http.take() {
+            self.filter_chains.push(FilterChain {
+                http: Some(http),
+                ..Default::default()
+            });
+        }
+        if let Some(tcp) = self.tcp.take() {
+            self.filter_chains.push(FilterChain {
+                tcp: Some(tcp),
+                ..Default::default()
+            });
+        }
+    }
+}
+
+/// One filter chain: a match and exactly one network filter.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterChain {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, rename = "match", skip_serializing_if = "FilterChainMatch::is_any")]
+    pub filter_chain_match: FilterChainMatch,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpConnectionManager>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpProxy>,
+}
+
+/// Which connections a filter chain serves.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterChainMatch {
+    /// The connection's destination port (the original destination once
+    /// interception lands, otherwise the listener's port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_port: Option<u16>,
+}
+
+impl FilterChainMatch {
+    pub fn is_any(&self) -> bool {
+        self.destination_port.is_none()
+    }
+}
+
+/// Opaque TCP proxying to a cluster.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpProxy {
+    pub cluster: String,
+    /// Close the connection after this long without bytes in either direction (0 = never).
+    #[serde(default = "default_tcp_idle", skip_serializing_if = "is_default_tcp_idle")]
+    pub idle_timeout: Dur,
+}
+
+fn default_tcp_idle() -> Dur {
+    Dur::from_secs(3600)
+}
+fn is_default_tcp_idle(d: &Dur) -> bool {
+    *d == default_tcp_idle()
+}
+
+/// The HTTP connection manager: codec settings and a route table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConnectionManager {
+    pub route_config: RouteConfiguration,
+    /// Largest request header block accepted, in KiB (431 past it).
+    #[serde(default = "default_max_headers_kb")]
+    pub max_request_headers_kb: u32,
+    /// Largest number of request headers accepted (431 past it).
+    #[serde(default = "default_max_headers_count")]
+    pub max_request_headers_count: u32,
+    /// Close a downstream connection with no active requests after this long.
+    #[serde(default = "default_conn_idle")]
+    pub idle_timeout: Dur,
+    /// Time allowed to receive the full request headers (0 = no limit).
+    #[serde(default = "default_headers_timeout")]
+    pub request_headers_timeout: Dur,
+    /// Maximum concurrent streams per downstream HTTP/2 connection.
+    #[serde(default = "default_h2_streams")]
+    pub http2_max_concurrent_streams: u32,
+    /// Generate `x-request-id` when the request has none.
+    #[serde(default = "default_true")]
+    pub generate_request_id: bool,
+}
+
+fn default_max_headers_kb() -> u32 {
+    60
+}
+fn default_max_headers_count() -> u32 {
+    100
+}
+fn default_conn_idle() -> Dur {
+    Dur::from_secs(3600)
+}
+fn default_headers_timeout() -> Dur {
+    Dur::from_secs(10)
+}
+fn default_h2_streams() -> u32 {
+    1024
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Default for HttpConnectionManager {
+    fn default() -> Self {
+        HttpConnectionManager {
+            route_config: RouteConfiguration::default(),
+            max_request_headers_kb: default_max_headers_kb(),
+            max_request_headers_count: default_max_headers_count(),
+            idle_timeout: default_conn_idle(),
+            request_headers_timeout: default_headers_timeout(),
+            http2_max_concurrent_streams: default_h2_streams(),
+            generate_request_id: true,
+        }
+    }
+}
+
+/// A route table: virtual hosts chosen by `Host`/`:authority`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfiguration {
+    #[serde(default)]
+    pub name: String,
+    pub virtual_hosts: Vec<VirtualHost>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualHost {
+    pub name: String,
+    /// `example.com`, `example.com:8080`, `*.example.com`, `example.*` or `*`.
+    pub domains: Vec<String>,
+    pub routes: Vec<Route>,
+    #[serde(default, skip_serializing_if = "HeaderMutation::is_empty")]
+    pub request_headers: HeaderMutation,
+    #[serde(default, skip_serializing_if = "HeaderMutation::is_empty")]
+    pub response_headers: HeaderMutation,
+}
+
+/// Headers to add (or set) and remove.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMutation {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<HeaderValueOption>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+impl HeaderMutation {
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderValueOption {
+    pub name: String,
+    pub value: String,
+    /// `true`: add another value; `false` (default): replace existing values.
+    #[serde(default)]
+    pub append: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(rename = "match")]
+    pub route_match: RouteMatch,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<RouteAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<RedirectAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct_response: Option<DirectResponse>,
+    #[serde(default, skip_serializing_if = "HeaderMutation::is_empty")]
+    pub request_headers: HeaderMutation,
+    #[serde(default, skip_serializing_if = "HeaderMutation::is_empty")]
+    pub response_headers: HeaderMutation,
+}
+
+/// What a route matches. Exactly one of `prefix`, `path`, `regex`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// A regular expression that must match the whole path (query excluded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub case_sensitive: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderMatcher>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query_parameters: Vec<QueryParameterMatcher>,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// Matches one request header. Exactly one of `exact`, `prefix`, `regex`, `present`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatcher {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub present: Option<bool>,
+    /// Inverts the result.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub invert: bool,
+}
+
+/// Matches one query parameter. Exactly one of `exact`, `regex`, `present`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryParameterMatcher {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub present: Option<bool>,
+}
+
+/// Forward to a cluster (or a weighted set of clusters).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteAction {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub weighted_clusters: Vec<ClusterWeight>,
+    /// Replaces the matched prefix (with `prefix` matches) of the path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_rewrite: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex_rewrite: Option<RegexRewrite>,
+    /// Replaces the `Host`/`:authority` sent upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_rewrite: Option<String>,
+    /// Whole-request timeout, 0 disables (Envoy's default 15 s).
+    #[serde(default = "default_route_timeout")]
+    pub timeout: Dur,
+    /// Hash inputs for `ring_hash` clusters; the first that yields a value wins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hash_policy: Vec<HashPolicy>,
+}
+
+fn default_route_timeout() -> Dur {
+    Dur::from_secs(15)
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterWeight {
+    pub name: String,
+    pub weight: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegexRewrite {
+    pub pattern: String,
+    /// Substitution; `\1` (Envoy/RE2 style) or `$1` refer to capture groups.
+    pub substitution: String,
+}
+
+/// One input for consistent hashing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum HashPolicy {
+    /// Hash the value of this request header.
+    Header(String),
+    /// Hash the value of this cookie.
+    Cookie(String),
+    /// Hash the downstream source IP.
+    SourceIp(bool),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectAction {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_rewrite: Option<String>,
+    /// 301 (default), 302, 303, 307 or 308.
+    #[serde(default = "default_redirect_code")]
+    pub response_code: u16,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub strip_query: bool,
+}
+
+fn default_redirect_code() -> u16 {
+    301
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectResponse {
+    pub status: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+/// An upstream cluster.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    pub name: String,
+    #[serde(default, rename = "type")]
+    pub discovery: DiscoveryType,
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+    #[serde(default)]
+    pub lb_policy: LbPolicy,
+    /// Protocol spoken to the endpoints.
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Dur,
+    /// Close pooled upstream connections idle for this long.
+    #[serde(default = "default_conn_idle")]
+    pub idle_timeout: Dur,
+    /// Re-resolution interval for `strict_dns` clusters.
+    #[serde(default = "default_dns_refresh")]
+    pub dns_refresh_rate: Dur,
+    /// Maximum concurrent streams on each upstream HTTP/2 connection.
+    #[serde(default = "default_h2_upstream_streams")]
+    pub http2_max_concurrent_streams: u32,
+    /// Idle HTTP/1 connections kept per endpoint.
+    #[serde(default = "default_max_idle")]
+    pub max_idle_connections_per_endpoint: u32,
+    /// Ring size for `ring_hash` (Envoy's default minimum 1024).
+    #[serde(default = "default_ring_size")]
+    pub ring_size: u32,
+}
+
+fn default_connect_timeout() -> Dur {
+    Dur::from_secs(5)
+}
+fn default_dns_refresh() -> Dur {
+    Dur::from_secs(5)
+}
+fn default_h2_upstream_streams() -> u32 {
+    100
+}
+fn default_max_idle() -> u32 {
+    64
+}
+fn default_ring_size() -> u32 {
+    1024
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster {
+            name: String::new(),
+            discovery: DiscoveryType::Static,
+            endpoints: Vec::new(),
+            lb_policy: LbPolicy::RoundRobin,
+            protocol: UpstreamProtocol::Http1,
+            connect_timeout: default_connect_timeout(),
+            idle_timeout: default_conn_idle(),
+            dns_refresh_rate: default_dns_refresh(),
+            http2_max_concurrent_streams: default_h2_upstream_streams(),
+            max_idle_connections_per_endpoint: default_max_idle(),
+            ring_size: default_ring_size(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiscoveryType {
+    /// Endpoints are `ip:port` literals.
+    #[default]
+    Static,
+    /// Endpoints are `host:port`; every address each name resolves to is an
+    /// endpoint, re-resolved every `dns_refresh_rate`.
+    StrictDns,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LbPolicy {
+    #[default]
+    RoundRobin,
+    /// Power of two choices on active requests.
+    LeastRequest,
+    Random,
+    /// Consistent hashing on the route's `hash_policy`.
+    RingHash,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 with keep-alive (Envoy's default).
+    #[default]
+    Http1,
+    /// HTTP/2 over cleartext with prior knowledge.
+    Http2,
+    /// Whatever the downstream request used.
+    UseDownstream,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// `ip:port` (static) or `host:port` (strict_dns).
+    pub address: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}

@@ -1,0 +1,544 @@
+//! Whole-config validation. Every problem is reported with the path of the
+//! offending field, e.g. `clusters[2].endpoints[0].address: invalid socket
+//! address "10.0.0.1:99999"`; a configuration with any error is refused whole.
+
+use crate::model::*;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+
+/// One problem in a configuration, with the path of the field at fault.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+impl std::error::Error for FieldError {}
+
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Validates a whole configuration (after [`Listener::normalize`]).
+/// Returns every error found; empty means valid.
+pub fn validate(config: &Config) -> Vec<FieldError> {
+    let mut e = Errors(Vec::new());
+    if config.admin.address.parse::<SocketAddr>().is_err() {
+        e.push(
+            "admin.address",
+            format!("invalid socket address {:?}", config.admin.address),
+        );
+    }
+
+    let mut cluster_names = HashSet::new();
+    for (i, c) in config.clusters.iter().enumerate() {
+        let p = format!("clusters[{i}]");
+        validate_cluster(&mut e, &p, c);
+        if !c.name.is_empty() && !cluster_names.insert(c.name.as_str()) {
+            e.push(format!("{p}.name"), format!("duplicate cluster name {:?}", c.name));
+        }
+    }
+
+    let mut listener_names = HashSet::new();
+    let mut addresses: HashMap<SocketAddr, usize> = HashMap::new();
+    for (i, l) in config.listeners.iter().enumerate() {
+        let p = format!("listeners[{i}]");
+        if l.name.is_empty() {
+            e.push(format!("{p}.name"), "must not be empty");
+        } else if !listener_names.insert(l.name.as_str()) {
+            e.push(format!("{p}.name"), format!("duplicate listener name {:?}", l.name));
+        }
+        match l.address.parse::<SocketAddr>() {
+            Ok(addr) => {
+                if addr.port() != 0 {
+                    if let Some(other) = addresses.insert(addr, i) {
+                        e.push(
+                            format!("{p}.address"),
+                            format!("{addr} is already used by listeners[{other}]"),
+                        );
+                    }
+                }
+            }
+            Err(_) => e.push(
+                format!("{p}.address"),
+                format!("invalid socket address {:?}", l.address),
+            ),
+        }
+        if l.http.is_some() || l.tcp.is_some() {
+            e.push(format!("{p}"), "internal: listener not normalized");
+        }
+        if l.filter_chains.is_empty() {
+            e.push(
+                format!("{p}.filter_chains"),
+                "a listener needs at least one filter chain (or `http:`/`tcp:`)",
+            );
+        }
+        let mut seen_any = false;
+        for (j, fc) in l.filter_chains.iter().enumerate() {
+            let fp = format!("{p}.filter_chains[{j}]");
+            if seen_any {
+                e.push(
+                    fp.clone(),
+                    "unreachable: an earlier filter chain without `match` takes every connection",
+                );
+            }
+            if fc.filter_chain_match.is_any() {
+                seen_any = true;
+            }
+            match (&fc.http, &fc.tcp) {
+                (Some(h), None) => validate_hcm(&mut e, &format!("{fp}.http"), h, &cluster_names),
+                (None, Some(t)) => {
+                    if !cluster_names.contains(t.cluster.as_str()) {
+                        e.push(
+                            format!("{fp}.tcp.cluster"),
+                            format!("unknown cluster {:?}", t.cluster),
+                        );
+                    }
+                }
+                (Some(_), Some(_)) => e.push(fp, "set exactly one of `http` or `tcp`, not both"),
+                (None, None) => e.push(fp, "set exactly one of `http` or `tcp`"),
+            }
+        }
+    }
+    e.0
+}
+
+fn validate_cluster(e: &mut Errors, p: &str, c: &Cluster) {
+    if c.name.is_empty() {
+        e.push(format!("{p}.name"), "must not be empty");
+    }
+    if c.connect_timeout.is_zero() {
+        e.push(format!("{p}.connect_timeout"), "must be greater than 0");
+    }
+    if c.discovery == DiscoveryType::StrictDns && c.dns_refresh_rate.get().as_millis() < 1 {
+        e.push(format!("{p}.dns_refresh_rate"), "must be at least 1ms");
+    }
+    if c.http2_max_concurrent_streams == 0 {
+        e.push(format!("{p}.http2_max_concurrent_streams"), "must be at least 1");
+    }
+    if !(1..=8_388_608).contains(&c.ring_size) {
+        e.push(format!("{p}.ring_size"), "must be between 1 and 8388608");
+    }
+    for (j, ep) in c.endpoints.iter().enumerate() {
+        let ap = format!("{p}.endpoints[{j}].address");
+        match c.discovery {
+            DiscoveryType::Static => {
+                if ep.address.parse::<SocketAddr>().is_err() {
+                    e.push(ap, format!("invalid socket address {:?}", ep.address));
+                }
+            }
+            DiscoveryType::StrictDns => {
+                if let Err(m) = check_host_port(&ep.address) {
+                    e.push(ap, m);
+                }
+            }
+        }
+        if ep.weight == 0 {
+            e.push(format!("{p}.endpoints[{j}].weight"), "must be at least 1");
+        }
+    }
+}
+
+fn check_host_port(s: &str) -> Result<(), String> {
+    if s.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!("invalid address {s:?}: expected host:port"));
+    };
+    if port.parse::<u16>().is_err() {
+        return Err(format!("invalid address {s:?}: invalid port {port:?}"));
+    }
+    let ok_host = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .split('.')
+            .all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    if !ok_host {
+        return Err(format!("invalid address {s:?}: invalid host name {host:?}"));
+    }
+    Ok(())
+}
+
+fn validate_hcm(e: &mut Errors, p: &str, h: &HttpConnectionManager, clusters: &HashSet<&str>) {
+    if !(8..=8192).contains(&h.max_request_headers_kb) {
+        e.push(format!("{p}.max_request_headers_kb"), "must be between 8 and 8192");
+    }
+    if !(1..=10_000).contains(&h.max_request_headers_count) {
+        e.push(format!("{p}.max_request_headers_count"), "must be between 1 and 10000");
+    }
+    if h.http2_max_concurrent_streams == 0 {
+        e.push(format!("{p}.http2_max_concurrent_streams"), "must be at least 1");
+    }
+    let rp = format!("{p}.route_config");
+    let mut domains: HashMap<String, usize> = HashMap::new();
+    for (i, vh) in h.route_config.virtual_hosts.iter().enumerate() {
+        let vp = format!("{rp}.virtual_hosts[{i}]");
+        if vh.domains.is_empty() {
+            e.push(format!("{vp}.domains"), "must list at least one domain (use \"*\" for any)");
+        }
+        for (j, d) in vh.domains.iter().enumerate() {
+            let dp = format!("{vp}.domains[{j}]");
+            if let Err(m) = check_domain(d) {
+                e.push(dp.clone(), m);
+            }
+            if let Some(other) = domains.insert(d.to_ascii_lowercase(), i) {
+                e.push(
+                    dp,
+                    format!("domain {d:?} is already used by virtual_hosts[{other}]"),
+                );
+            }
+        }
+        check_mutation(e, &format!("{vp}.request_headers"), &vh.request_headers, true);
+        check_mutation(e, &format!("{vp}.response_headers"), &vh.response_headers, false);
+        for (j, r) in vh.routes.iter().enumerate() {
+            validate_route(e, &format!("{vp}.routes[{j}]"), r, clusters);
+        }
+    }
+}
+
+fn check_domain(d: &str) -> Result<(), String> {
+    if d == "*" {
+        return Ok(());
+    }
+    if d.is_empty() {
+        return Err("must not be empty".into());
+    }
+    let body = d.strip_prefix('*').or_else(|| d.strip_suffix('*')).unwrap_or(d);
+    if body.is_empty() || body.contains('*') {
+        return Err(format!(
+            "invalid domain {d:?}: a wildcard may only be the first or last character"
+        ));
+    }
+    if !body
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':' | b'[' | b']'))
+    {
+        return Err(format!("invalid domain {d:?}"));
+    }
+    Ok(())
+}
+
+fn validate_route(e: &mut Errors, p: &str, r: &Route, clusters: &HashSet<&str>) {
+    let m = &r.route_match;
+    let mp = format!("{p}.match");
+    let kinds = [m.prefix.is_some(), m.path.is_some(), m.regex.is_some()]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    if kinds != 1 {
+        e.push(mp.clone(), "set exactly one of `prefix`, `path` or `regex`");
+    }
+    if let Some(prefix) = &m.prefix {
+        if !prefix.is_empty() && !prefix.starts_with('/') {
+            e.push(format!("{mp}.prefix"), format!("{prefix:?} must start with '/'"));
+        }
+    }
+    if let Some(path) = &m.path {
+        if !path.starts_with('/') {
+            e.push(format!("{mp}.path"), format!("{path:?} must start with '/'"));
+        }
+    }
+    if let Some(re) = &m.regex {
+        if let Err(err) = regex::Regex::new(re) {
+            e.push(format!("{mp}.regex"), format!("invalid regex: {err}"));
+        }
+    }
+    for (i, h) in m.headers.iter().enumerate() {
+        let hp = format!("{mp}.headers[{i}]");
+        if let Err(msg) = check_header_name(&h.name) {
+            e.push(format!("{hp}.name"), msg);
+        }
+        let n = [h.exact.is_some(), h.prefix.is_some(), h.regex.is_some(), h.present.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count();
+        if n != 1 {
+            e.push(hp.clone(), "set exactly one of `exact`, `prefix`, `regex` or `present`");
+        }
+        if let Some(re) = &h.regex {
+            if let Err(err) = regex::Regex::new(re) {
+                e.push(format!("{hp}.regex"), format!("invalid regex: {err}"));
+            }
+        }
+    }
+    for (i, q) in m.query_parameters.iter().enumerate() {
+        let qp = format!("{mp}.query_parameters[{i}]");
+        if q.name.is_empty() {
+            e.push(format!("{qp}.name"), "must not be empty");
+        }
+        let n = [q.exact.is_some(), q.regex.is_some(), q.present.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count();
+        if n != 1 {
+            e.push(qp.clone(), "set exactly one of `exact`, `regex` or `present`");
+        }
+        if let Some(re) = &q.regex {
+            if let Err(err) = regex::Regex::new(re) {
+                e.push(format!("{qp}.regex"), format!("invalid regex: {err}"));
+            }
+        }
+    }
+
+    let actions = [r.route.is_some(), r.redirect.is_some(), r.direct_response.is_some()]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    if actions != 1 {
+        e.push(
+            p.to_string(),
+            "set exactly one of `route`, `redirect` or `direct_response`",
+        );
+    }
+    check_mutation(e, &format!("{p}.request_headers"), &r.request_headers, true);
+    check_mutation(e, &format!("{p}.response_headers"), &r.response_headers, false);
+
+    if let Some(a) = &r.route {
+        let ap = format!("{p}.route");
+        match (&a.cluster, a.weighted_clusters.is_empty()) {
+            (Some(c), true) => {
+                if !clusters.contains(c.as_str()) {
+                    e.push(format!("{ap}.cluster"), format!("unknown cluster {c:?}"));
+                }
+            }
+            (None, false) => {
+                let mut total: u64 = 0;
+                for (i, w) in a.weighted_clusters.iter().enumerate() {
+                    if !clusters.contains(w.name.as_str()) {
+                        e.push(
+                            format!("{ap}.weighted_clusters[{i}].name"),
+                            format!("unknown cluster {:?}", w.name),
+                        );
+                    }
+                    total += u64::from(w.weight);
+                }
+                if total == 0 {
+                    e.push(format!("{ap}.weighted_clusters"), "weights must not all be 0");
+                } else if total > u64::from(u32::MAX) {
+                    e.push(format!("{ap}.weighted_clusters"), "sum of weights overflows 32 bits");
+                }
+            }
+            (Some(_), false) => e.push(ap.clone(), "set `cluster` or `weighted_clusters`, not both"),
+            (None, true) => e.push(ap.clone(), "set `cluster` or `weighted_clusters`"),
+        }
+        if a.prefix_rewrite.is_some() && a.regex_rewrite.is_some() {
+            e.push(ap.clone(), "set at most one of `prefix_rewrite` or `regex_rewrite`");
+        }
+        if a.prefix_rewrite.is_some() && m.regex.is_some() {
+            e.push(
+                format!("{ap}.prefix_rewrite"),
+                "needs a `prefix` or `path` match (use `regex_rewrite` with `regex`)",
+            );
+        }
+        if let Some(rr) = &a.regex_rewrite {
+            if let Err(err) = regex::Regex::new(&rr.pattern) {
+                e.push(format!("{ap}.regex_rewrite.pattern"), format!("invalid regex: {err}"));
+            }
+        }
+        if let Some(h) = &a.host_rewrite {
+            if h.is_empty() || check_header_value(h).is_err() {
+                e.push(format!("{ap}.host_rewrite"), format!("invalid host {h:?}"));
+            }
+        }
+        for (i, hp) in a.hash_policy.iter().enumerate() {
+            let name = match hp {
+                HashPolicy::Header(n) => Some(n),
+                HashPolicy::Cookie(n) => Some(n),
+                HashPolicy::SourceIp(_) => None,
+            };
+            if let Some(n) = name {
+                if n.is_empty() || check_header_name(n).is_err() {
+                    e.push(format!("{ap}.hash_policy[{i}]"), format!("invalid name {n:?}"));
+                }
+            }
+        }
+    }
+    if let Some(rd) = &r.redirect {
+        let rp = format!("{p}.redirect");
+        if ![301, 302, 303, 307, 308].contains(&rd.response_code) {
+            e.push(
+                format!("{rp}.response_code"),
+                format!("{} is not a redirect code (301, 302, 303, 307, 308)", rd.response_code),
+            );
+        }
+        if let Some(s) = &rd.scheme {
+            if s != "http" && s != "https" {
+                e.push(format!("{rp}.scheme"), format!("{s:?} must be \"http\" or \"https\""));
+            }
+        }
+        if rd.path.is_some() && rd.prefix_rewrite.is_some() {
+            e.push(rp.clone(), "set at most one of `path` or `prefix_rewrite`");
+        }
+        if let Some(path) = &rd.path {
+            if !path.starts_with('/') {
+                e.push(format!("{rp}.path"), format!("{path:?} must start with '/'"));
+            }
+        }
+        if let Some(h) = &rd.host {
+            if check_domain(h).is_err() || h.contains('*') {
+                e.push(format!("{rp}.host"), format!("invalid host {h:?}"));
+            }
+        }
+    }
+    if let Some(d) = &r.direct_response {
+        if !(200..=599).contains(&d.status) {
+            e.push(
+                format!("{p}.direct_response.status"),
+                format!("{} is not between 200 and 599", d.status),
+            );
+        }
+    }
+}
+
+fn check_mutation(e: &mut Errors, p: &str, m: &HeaderMutation, request: bool) {
+    for (i, h) in m.add.iter().enumerate() {
+        if let Err(msg) = check_header_name(&h.name) {
+            e.push(format!("{p}.add[{i}].name"), msg);
+        } else if request && h.name.eq_ignore_ascii_case("host") {
+            e.push(format!("{p}.add[{i}].name"), "use the route's `host_rewrite` to change the host");
+        }
+        if let Err(msg) = check_header_value(&h.value) {
+            e.push(format!("{p}.add[{i}].value"), msg);
+        }
+    }
+    for (i, n) in m.remove.iter().enumerate() {
+        if let Err(msg) = check_header_name(n) {
+            e.push(format!("{p}.remove[{i}]"), msg);
+        } else if request && n.eq_ignore_ascii_case("host") {
+            e.push(format!("{p}.remove[{i}]"), "the host header cannot be removed");
+        }
+    }
+}
+
+/// RFC 9110 token characters; pseudo-headers are refused.
+pub fn check_header_name(n: &str) -> Result<(), String> {
+    if n.is_empty() {
+        return Err("header name must not be empty".into());
+    }
+    if n.starts_with(':') {
+        return Err(format!("{n:?}: pseudo-headers cannot be used here"));
+    }
+    let ok = n.bytes().all(|b| {
+        b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("invalid header name {n:?}"))
+    }
+}
+
+pub fn check_header_value(v: &str) -> Result<(), String> {
+    if v.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80) {
+        Ok(())
+    } else {
+        Err(format!("invalid header value {v:?}: control characters are not allowed"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::parse_str;
+
+    fn errors(yaml: &str) -> Vec<String> {
+        match parse_str(yaml) {
+            Ok(_) => vec![],
+            Err(e) => e.messages(),
+        }
+    }
+
+    #[test]
+    fn reports_every_error_with_its_path() {
+        let errs = errors(
+            r#"
+listeners:
+  - name: web
+    address: 127.0.0.1:99999
+    http:
+      route_config:
+        virtual_hosts:
+          - name: a
+            domains: ["*"]
+            routes:
+              - match: { prefix: "/" }
+                route: { cluster: missing }
+              - match: { prefix: "/x", path: "/y" }
+                direct_response: { status: 200 }
+clusters:
+  - name: one
+    endpoints: [{ address: "127.0.0.1:80" }]
+  - name: two
+    endpoints: [{ address: "127.0.0.1:80" }]
+  - name: three
+    endpoints: [{ address: "10.0.0.1:99999" }]
+"#,
+        );
+        assert!(
+            errs.contains(&r#"clusters[2].endpoints[0].address: invalid socket address "10.0.0.1:99999""#.to_string()),
+            "{errs:#?}"
+        );
+        assert!(errs.contains(&r#"listeners[0].address: invalid socket address "127.0.0.1:99999""#.to_string()), "{errs:#?}");
+        assert!(
+            errs.contains(&r#"listeners[0].filter_chains[0].http.route_config.virtual_hosts[0].routes[0].route.cluster: unknown cluster "missing""#.to_string()),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter().any(|e| e.starts_with("listeners[0].filter_chains[0].http.route_config.virtual_hosts[0].routes[1].match: set exactly one")),
+            "{errs:#?}"
+        );
+        assert_eq!(errs.len(), 4, "{errs:#?}");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_field() {
+        let errs = errors("clusters:\n  - name: a\n    connect_timeout: 5 parsecs\n");
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].contains("clusters[0].connect_timeout"), "{errs:?}");
+        let errs = errors("clusters:\n  - name: a\n    colour: blue\n");
+        assert!(errs[0].contains("unknown field `colour`"), "{errs:?}");
+    }
+
+    #[test]
+    fn valid_config_parses() {
+        let c = crate::parse_str(
+            r#"
+listeners:
+  - name: web
+    address: 127.0.0.1:0
+    http:
+      route_config:
+        virtual_hosts:
+          - name: a
+            domains: ["*.example.com", "*"]
+            routes:
+              - match: { prefix: "/" }
+                route:
+                  weighted_clusters: [{ name: one, weight: 80 }, { name: dns, weight: 20 }]
+clusters:
+  - name: one
+    endpoints: [{ address: "127.0.0.1:80" }]
+  - name: dns
+    type: strict_dns
+    endpoints: [{ address: "localhost:80" }]
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.listeners[0].filter_chains.len(), 1);
+        assert!(c.listeners[0].http.is_none());
+    }
+}
