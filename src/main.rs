@@ -1,1 +1,96 @@
-fn main() {}
+use clap::Parser;
+use legate::cli::{Cli, Command};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = std::env::var("LEGATE_LOG").unwrap_or_else(|_| cli.log_level.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&filter)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    if let Command::Validate { files } = &cli.command {
+        return validate(files);
+    }
+
+    let threads = cli.concurrency.or_else(|| {
+        std::env::var("LEGATE_WORKER_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().thread_name("legate-worker");
+    if let Some(n) = threads.filter(|n| *n > 0) {
+        builder.worker_threads(n);
+    }
+    let rt = match builder.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        match cli.command {
+            Command::Run { config } => run(&config).await,
+            Command::Demo { listen, admin } => legate::demo::run(&listen, &admin).await,
+            Command::Validate { .. } => ExitCode::FAILURE,
+        }
+    })
+}
+
+fn validate(files: &[std::path::PathBuf]) -> ExitCode {
+    let mut ok = true;
+    for f in files {
+        match legate_xds::load_file(f) {
+            Ok(_) => println!("{}: ok", f.display()),
+            Err(e) => {
+                ok = false;
+                for m in e.messages() {
+                    eprintln!("{}: {m}", f.display());
+                }
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+async fn run(path: &std::path::Path) -> ExitCode {
+    let config = match legate_xds::load_file(path) {
+        Ok(c) => c,
+        Err(e) => {
+            for m in e.messages() {
+                eprintln!("error: {}: {m}", path.display());
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    match legate::start(config).await {
+        Ok(proxy) => serve_until_stopped(proxy).await,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Waits for SIGTERM, SIGINT or `/quitquitquit`, then drains and exits 0.
+pub async fn serve_until_stopped(mut proxy: legate::RunningProxy) -> ExitCode {
+    legate::demo::wait_for_stop(&mut proxy).await;
+    tracing::info!("draining");
+    if proxy.drain().await {
+        tracing::info!("drained; exiting");
+    } else {
+        tracing::warn!("drain deadline passed with connections still open; exiting");
+    }
+    ExitCode::SUCCESS
+}

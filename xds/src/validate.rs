@@ -49,7 +49,10 @@ pub fn validate(config: &Config) -> Vec<FieldError> {
         let p = format!("clusters[{i}]");
         validate_cluster(&mut e, &p, c);
         if !c.name.is_empty() && !cluster_names.insert(c.name.as_str()) {
-            e.push(format!("{p}.name"), format!("duplicate cluster name {:?}", c.name));
+            e.push(
+                format!("{p}.name"),
+                format!("duplicate cluster name {:?}", c.name),
+            );
         }
     }
 
@@ -60,7 +63,10 @@ pub fn validate(config: &Config) -> Vec<FieldError> {
         if l.name.is_empty() {
             e.push(format!("{p}.name"), "must not be empty");
         } else if !listener_names.insert(l.name.as_str()) {
-            e.push(format!("{p}.name"), format!("duplicate listener name {:?}", l.name));
+            e.push(
+                format!("{p}.name"),
+                format!("duplicate listener name {:?}", l.name),
+            );
         }
         match l.address.parse::<SocketAddr>() {
             Ok(addr) => {
@@ -128,7 +134,10 @@ fn validate_cluster(e: &mut Errors, p: &str, c: &Cluster) {
         e.push(format!("{p}.dns_refresh_rate"), "must be at least 1ms");
     }
     if c.http2_max_concurrent_streams == 0 {
-        e.push(format!("{p}.http2_max_concurrent_streams"), "must be at least 1");
+        e.push(
+            format!("{p}.http2_max_concurrent_streams"),
+            "must be at least 1",
+        );
     }
     if !(1..=8_388_608).contains(&c.ring_size) {
         e.push(format!("{p}.ring_size"), "must be between 1 and 8388608");
@@ -165,9 +174,12 @@ fn check_host_port(s: &str) -> Result<(), String> {
     }
     let ok_host = !host.is_empty()
         && host.len() <= 253
-        && host
-            .split('.')
-            .all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
     if !ok_host {
         return Err(format!("invalid address {s:?}: invalid host name {host:?}"));
     }
@@ -176,20 +188,32 @@ fn check_host_port(s: &str) -> Result<(), String> {
 
 fn validate_hcm(e: &mut Errors, p: &str, h: &HttpConnectionManager, clusters: &HashSet<&str>) {
     if !(8..=8192).contains(&h.max_request_headers_kb) {
-        e.push(format!("{p}.max_request_headers_kb"), "must be between 8 and 8192");
+        e.push(
+            format!("{p}.max_request_headers_kb"),
+            "must be between 8 and 8192",
+        );
     }
     if !(1..=10_000).contains(&h.max_request_headers_count) {
-        e.push(format!("{p}.max_request_headers_count"), "must be between 1 and 10000");
+        e.push(
+            format!("{p}.max_request_headers_count"),
+            "must be between 1 and 10000",
+        );
     }
     if h.http2_max_concurrent_streams == 0 {
-        e.push(format!("{p}.http2_max_concurrent_streams"), "must be at least 1");
+        e.push(
+            format!("{p}.http2_max_concurrent_streams"),
+            "must be at least 1",
+        );
     }
     let rp = format!("{p}.route_config");
     let mut domains: HashMap<String, usize> = HashMap::new();
     for (i, vh) in h.route_config.virtual_hosts.iter().enumerate() {
         let vp = format!("{rp}.virtual_hosts[{i}]");
         if vh.domains.is_empty() {
-            e.push(format!("{vp}.domains"), "must list at least one domain (use \"*\" for any)");
+            e.push(
+                format!("{vp}.domains"),
+                "must list at least one domain (use \"*\" for any)",
+            );
         }
         for (j, d) in vh.domains.iter().enumerate() {
             let dp = format!("{vp}.domains[{j}]");
@@ -203,8 +227,18 @@ fn validate_hcm(e: &mut Errors, p: &str, h: &HttpConnectionManager, clusters: &H
                 );
             }
         }
-        check_mutation(e, &format!("{vp}.request_headers"), &vh.request_headers, true);
-        check_mutation(e, &format!("{vp}.response_headers"), &vh.response_headers, false);
+        check_mutation(
+            e,
+            &format!("{vp}.request_headers"),
+            &vh.request_headers,
+            true,
+        );
+        check_mutation(
+            e,
+            &format!("{vp}.response_headers"),
+            &vh.response_headers,
+            false,
+        );
         for (j, r) in vh.routes.iter().enumerate() {
             validate_route(e, &format!("{vp}.routes[{j}]"), r, clusters);
         }
@@ -218,7 +252,10 @@ fn check_domain(d: &str) -> Result<(), String> {
     if d.is_empty() {
         return Err("must not be empty".into());
     }
-    let body = d.strip_prefix('*').or_else(|| d.strip_suffix('*')).unwrap_or(d);
+    let body = d
+        .strip_prefix('*')
+        .or_else(|| d.strip_suffix('*'))
+        .unwrap_or(d);
     if body.is_empty() || body.contains('*') {
         return Err(format!(
             "invalid domain {d:?}: a wildcard may only be the first or last character"
@@ -245,12 +282,18 @@ fn validate_route(e: &mut Errors, p: &str, r: &Route, clusters: &HashSet<&str>) 
     }
     if let Some(prefix) = &m.prefix {
         if !prefix.is_empty() && !prefix.starts_with('/') {
-            e.push(format!("{mp}.prefix"), format!("{prefix:?} must start with '/'"));
+            e.push(
+                format!("{mp}.prefix"),
+                format!("{prefix:?} must start with '/'"),
+            );
         }
     }
     if let Some(path) = &m.path {
         if !path.starts_with('/') {
-            e.push(format!("{mp}.path"), format!("{path:?} must start with '/'"));
+            e.push(
+                format!("{mp}.path"),
+                format!("{path:?} must start with '/'"),
+            );
         }
     }
     if let Some(re) = &m.regex {
@@ -263,12 +306,20 @@ fn validate_route(e: &mut Errors, p: &str, r: &Route, clusters: &HashSet<&str>) 
         if let Err(msg) = check_header_name(&h.name) {
             e.push(format!("{hp}.name"), msg);
         }
-        let n = [h.exact.is_some(), h.prefix.is_some(), h.regex.is_some(), h.present.is_some()]
-            .iter()
-            .filter(|b| **b)
-            .count();
+        let n = [
+            h.exact.is_some(),
+            h.prefix.is_some(),
+            h.regex.is_some(),
+            h.present.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
         if n != 1 {
-            e.push(hp.clone(), "set exactly one of `exact`, `prefix`, `regex` or `present`");
+            e.push(
+                hp.clone(),
+                "set exactly one of `exact`, `prefix`, `regex` or `present`",
+            );
         }
         if let Some(re) = &h.regex {
             if let Err(err) = regex::Regex::new(re) {
@@ -286,7 +337,10 @@ fn validate_route(e: &mut Errors, p: &str, r: &Route, clusters: &HashSet<&str>) 
             .filter(|b| **b)
             .count();
         if n != 1 {
-            e.push(qp.clone(), "set exactly one of `exact`, `regex` or `present`");
+            e.push(
+                qp.clone(),
+                "set exactly one of `exact`, `regex` or `present`",
+            );
         }
         if let Some(re) = &q.regex {
             if let Err(err) = regex::Regex::new(re) {
@@ -295,10 +349,14 @@ fn validate_route(e: &mut Errors, p: &str, r: &Route, clusters: &HashSet<&str>) 
         }
     }
 
-    let actions = [r.route.is_some(), r.redirect.is_some(), r.direct_response.is_some()]
-        .iter()
-        .filter(|b| **b)
-        .count();
+    let actions = [
+        r.route.is_some(),
+        r.redirect.is_some(),
+        r.direct_response.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
     if actions != 1 {
         e.push(
             p.to_string(),
@@ -306,7 +364,12 @@ fn validate_route(e: &mut Errors, p: &str, r: &Route, clusters: &HashSet<&str>) 
         );
     }
     check_mutation(e, &format!("{p}.request_headers"), &r.request_headers, true);
-    check_mutation(e, &format!("{p}.response_headers"), &r.response_headers, false);
+    check_mutation(
+        e,
+        &format!("{p}.response_headers"),
+        &r.response_headers,
+        false,
+    );
 
     if let Some(a) = &r.route {
         let ap = format!("{p}.route");
@@ -328,16 +391,27 @@ fn validate_route(e: &mut Errors, p: &str, r: &Route, clusters: &HashSet<&str>) 
                     total += u64::from(w.weight);
                 }
                 if total == 0 {
-                    e.push(format!("{ap}.weighted_clusters"), "weights must not all be 0");
+                    e.push(
+                        format!("{ap}.weighted_clusters"),
+                        "weights must not all be 0",
+                    );
                 } else if total > u64::from(u32::MAX) {
-                    e.push(format!("{ap}.weighted_clusters"), "sum of weights overflows 32 bits");
+                    e.push(
+                        format!("{ap}.weighted_clusters"),
+                        "sum of weights overflows 32 bits",
+                    );
                 }
             }
-            (Some(_), false) => e.push(ap.clone(), "set `cluster` or `weighted_clusters`, not both"),
+            (Some(_), false) => {
+                e.push(ap.clone(), "set `cluster` or `weighted_clusters`, not both")
+            }
             (None, true) => e.push(ap.clone(), "set `cluster` or `weighted_clusters`"),
         }
         if a.prefix_rewrite.is_some() && a.regex_rewrite.is_some() {
-            e.push(ap.clone(), "set at most one of `prefix_rewrite` or `regex_rewrite`");
+            e.push(
+                ap.clone(),
+                "set at most one of `prefix_rewrite` or `regex_rewrite`",
+            );
         }
         if a.prefix_rewrite.is_some() && m.regex.is_some() {
             e.push(
@@ -347,7 +421,10 @@ fn validate_route(e: &mut Errors, p: &str, r: &Route, clusters: &HashSet<&str>) 
         }
         if let Some(rr) = &a.regex_rewrite {
             if let Err(err) = regex::Regex::new(&rr.pattern) {
-                e.push(format!("{ap}.regex_rewrite.pattern"), format!("invalid regex: {err}"));
+                e.push(
+                    format!("{ap}.regex_rewrite.pattern"),
+                    format!("invalid regex: {err}"),
+                );
             }
         }
         if let Some(h) = &a.host_rewrite {
@@ -363,7 +440,10 @@ fn validate_route(e: &mut Errors, p: &str, r: &Route, clusters: &HashSet<&str>) 
             };
             if let Some(n) = name {
                 if n.is_empty() || check_header_name(n).is_err() {
-                    e.push(format!("{ap}.hash_policy[{i}]"), format!("invalid name {n:?}"));
+                    e.push(
+                        format!("{ap}.hash_policy[{i}]"),
+                        format!("invalid name {n:?}"),
+                    );
                 }
             }
         }
@@ -373,12 +453,18 @@ fn validate_route(e: &mut Errors, p: &str, r: &Route, clusters: &HashSet<&str>) 
         if ![301, 302, 303, 307, 308].contains(&rd.response_code) {
             e.push(
                 format!("{rp}.response_code"),
-                format!("{} is not a redirect code (301, 302, 303, 307, 308)", rd.response_code),
+                format!(
+                    "{} is not a redirect code (301, 302, 303, 307, 308)",
+                    rd.response_code
+                ),
             );
         }
         if let Some(s) = &rd.scheme {
             if s != "http" && s != "https" {
-                e.push(format!("{rp}.scheme"), format!("{s:?} must be \"http\" or \"https\""));
+                e.push(
+                    format!("{rp}.scheme"),
+                    format!("{s:?} must be \"http\" or \"https\""),
+                );
             }
         }
         if rd.path.is_some() && rd.prefix_rewrite.is_some() {
@@ -386,7 +472,10 @@ fn validate_route(e: &mut Errors, p: &str, r: &Route, clusters: &HashSet<&str>) 
         }
         if let Some(path) = &rd.path {
             if !path.starts_with('/') {
-                e.push(format!("{rp}.path"), format!("{path:?} must start with '/'"));
+                e.push(
+                    format!("{rp}.path"),
+                    format!("{path:?} must start with '/'"),
+                );
             }
         }
         if let Some(h) = &rd.host {
@@ -410,7 +499,10 @@ fn check_mutation(e: &mut Errors, p: &str, m: &HeaderMutation, request: bool) {
         if let Err(msg) = check_header_name(&h.name) {
             e.push(format!("{p}.add[{i}].name"), msg);
         } else if request && h.name.eq_ignore_ascii_case("host") {
-            e.push(format!("{p}.add[{i}].name"), "use the route's `host_rewrite` to change the host");
+            e.push(
+                format!("{p}.add[{i}].name"),
+                "use the route's `host_rewrite` to change the host",
+            );
         }
         if let Err(msg) = check_header_value(&h.value) {
             e.push(format!("{p}.add[{i}].value"), msg);
@@ -420,7 +512,10 @@ fn check_mutation(e: &mut Errors, p: &str, m: &HeaderMutation, request: bool) {
         if let Err(msg) = check_header_name(n) {
             e.push(format!("{p}.remove[{i}]"), msg);
         } else if request && n.eq_ignore_ascii_case("host") {
-            e.push(format!("{p}.remove[{i}]"), "the host header cannot be removed");
+            e.push(
+                format!("{p}.remove[{i}]"),
+                "the host header cannot be removed",
+            );
         }
     }
 }
@@ -433,9 +528,9 @@ pub fn check_header_name(n: &str) -> Result<(), String> {
     if n.starts_with(':') {
         return Err(format!("{n:?}: pseudo-headers cannot be used here"));
     }
-    let ok = n.bytes().all(|b| {
-        b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-    });
+    let ok = n
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
     if ok {
         Ok(())
     } else {
@@ -444,10 +539,14 @@ pub fn check_header_name(n: &str) -> Result<(), String> {
 }
 
 pub fn check_header_value(v: &str) -> Result<(), String> {
-    if v.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80) {
+    if v.bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80)
+    {
         Ok(())
     } else {
-        Err(format!("invalid header value {v:?}: control characters are not allowed"))
+        Err(format!(
+            "invalid header value {v:?}: control characters are not allowed"
+        ))
     }
 }
 
@@ -489,10 +588,18 @@ clusters:
 "#,
         );
         assert!(
-            errs.contains(&r#"clusters[2].endpoints[0].address: invalid socket address "10.0.0.1:99999""#.to_string()),
+            errs.contains(
+                &r#"clusters[2].endpoints[0].address: invalid socket address "10.0.0.1:99999""#
+                    .to_string()
+            ),
             "{errs:#?}"
         );
-        assert!(errs.contains(&r#"listeners[0].address: invalid socket address "127.0.0.1:99999""#.to_string()), "{errs:#?}");
+        assert!(
+            errs.contains(
+                &r#"listeners[0].address: invalid socket address "127.0.0.1:99999""#.to_string()
+            ),
+            "{errs:#?}"
+        );
         assert!(
             errs.contains(&r#"listeners[0].filter_chains[0].http.route_config.virtual_hosts[0].routes[0].route.cluster: unknown cluster "missing""#.to_string()),
             "{errs:#?}"

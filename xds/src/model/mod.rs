@@ -83,7 +83,11 @@ impl Listener {
 pub struct FilterChain {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default, rename = "match", skip_serializing_if = "FilterChainMatch::is_any")]
+    #[serde(
+        default,
+        rename = "match",
+        skip_serializing_if = "FilterChainMatch::is_any"
+    )]
     pub filter_chain_match: FilterChainMatch,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpConnectionManager>,
@@ -113,7 +117,10 @@ impl FilterChainMatch {
 pub struct TcpProxy {
     pub cluster: String,
     /// Close the connection after this long without bytes in either direction (0 = never).
-    #[serde(default = "default_tcp_idle", skip_serializing_if = "is_default_tcp_idle")]
+    #[serde(
+        default = "default_tcp_idle",
+        skip_serializing_if = "is_default_tcp_idle"
+    )]
     pub idle_timeout: Dur,
 }
 
@@ -135,9 +142,6 @@ pub struct HttpConnectionManager {
     /// Largest number of request headers accepted (431 past it).
     #[serde(default = "default_max_headers_count")]
     pub max_request_headers_count: u32,
-    /// Close a downstream connection with no active requests after this long.
-    #[serde(default = "default_conn_idle")]
-    pub idle_timeout: Dur,
     /// Time allowed to receive the full request headers (0 = no limit).
     #[serde(default = "default_headers_timeout")]
     pub request_headers_timeout: Dur,
@@ -174,7 +178,6 @@ impl Default for HttpConnectionManager {
             route_config: RouteConfiguration::default(),
             max_request_headers_kb: default_max_headers_kb(),
             max_request_headers_count: default_max_headers_count(),
-            idle_timeout: default_conn_idle(),
             request_headers_timeout: default_headers_timeout(),
             http2_max_concurrent_streams: default_h2_streams(),
             generate_request_id: true,

@@ -1,0 +1,242 @@
+//! The admin server. It runs on its own thread with its own single-threaded
+//! runtime, so rendering metrics or dumping config never runs on (or
+//! stalls) the proxy's worker threads.
+
+use crate::proxy::Snapshot;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+
+pub struct AdminState {
+    snapshot: Arc<Snapshot>,
+    listeners: Vec<(String, SocketAddr)>,
+    prometheus: Option<PrometheusHandle>,
+    quit: watch::Sender<bool>,
+    draining: AtomicBool,
+}
+
+impl AdminState {
+    pub fn new(
+        snapshot: Arc<Snapshot>,
+        listeners: Vec<(String, SocketAddr)>,
+        prometheus: Option<PrometheusHandle>,
+        quit: watch::Sender<bool>,
+    ) -> Self {
+        AdminState {
+            snapshot,
+            listeners,
+            prometheus,
+            quit,
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+}
+
+pub struct AdminHandle {
+    pub state: Arc<AdminState>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl AdminHandle {
+    pub fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// Starts the admin server on its own thread.
+pub fn spawn(
+    listener: std::net::TcpListener,
+    state: Arc<AdminState>,
+) -> std::io::Result<AdminHandle> {
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let thread_state = state.clone();
+    std::thread::Builder::new()
+        .name("legate-admin".into())
+        .spawn(move || rt.block_on(run(listener, thread_state, stop_rx)))?;
+    Ok(AdminHandle {
+        state,
+        stop: Some(stop_tx),
+    })
+}
+
+async fn run(
+    listener: std::net::TcpListener,
+    state: Arc<AdminState>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "admin server failed to start");
+            return;
+        }
+    };
+    // Histograms accumulate samples until drained; keep them bounded even
+    // when nobody scrapes.
+    let mut upkeep = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = upkeep.tick() => {
+                if let Some(p) = &state.prometheus {
+                    p.run_upkeep();
+                }
+            }
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(handle(&state, req)) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        }
+    }
+}
+
+fn reply(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    r
+}
+
+const HELP: &str = "admin commands:\n  /ready            200 LIVE while serving, 503 DRAINING while draining\n  /stats/prometheus metrics in Prometheus text format\n  /config_dump      the live configuration (JSON)\n  /clusters         endpoints and their state (?format=json)\n  /listeners        listeners and their bound addresses (JSON)\n  /quitquitquit     POST: drain and exit\n";
+
+fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    let json_format = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "format=json"));
+    match (req.method(), path) {
+        (&Method::GET | &Method::HEAD, "/ready") => {
+            if state.draining.load(Ordering::SeqCst) {
+                reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "DRAINING\n")
+            } else {
+                reply(StatusCode::OK, "text/plain", "LIVE\n")
+            }
+        }
+        (&Method::GET, "/stats/prometheus") => match &state.prometheus {
+            Some(p) => reply(StatusCode::OK, "text/plain; version=0.0.4", p.render()),
+            None => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "metrics recorder unavailable: another recorder was installed in this process\n",
+            ),
+        },
+        (&Method::GET, "/config_dump") => {
+            match serde_json::to_vec_pretty(&*state.snapshot.config) {
+                Ok(body) => reply(StatusCode::OK, "application/json", body),
+                Err(e) => reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    format!("{e}\n"),
+                ),
+            }
+        }
+        (&Method::GET, "/clusters") => clusters(state, json_format),
+        (&Method::GET, "/listeners") => {
+            let list: Vec<_> = state
+                .listeners
+                .iter()
+                .map(|(n, a)| json!({"name": n, "address": a.to_string()}))
+                .collect();
+            reply(StatusCode::OK, "application/json", json!(list).to_string())
+        }
+        (&Method::POST, "/quitquitquit") => {
+            state.set_draining();
+            state.quit.send_replace(true);
+            reply(StatusCode::OK, "text/plain", "OK\n")
+        }
+        (_, "/quitquitquit") => reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use POST\n"),
+        (&Method::GET, "/") => reply(StatusCode::OK, "text/plain", HELP),
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", HELP),
+    }
+}
+
+fn clusters(state: &AdminState, as_json: bool) -> Response<Full<Bytes>> {
+    let mut names: Vec<&String> = state.snapshot.clusters.keys().collect();
+    names.sort();
+    if as_json {
+        let list: Vec<_> = names
+            .iter()
+            .map(|n| {
+                let c = &state.snapshot.clusters[*n];
+                let eps: Vec<_> = c
+                    .endpoints()
+                    .endpoints
+                    .iter()
+                    .map(|e| {
+                        let (idle, h2) = e.pool.idle_counts();
+                        json!({
+                            "address": e.addr.to_string(),
+                            "weight": e.weight,
+                            "active_requests": e.active.load(Ordering::Relaxed),
+                            "idle_connections": idle,
+                            "http2_connected": h2,
+                            "health": "healthy",
+                        })
+                    })
+                    .collect();
+                json!({"name": n, "lb_policy": c.lb_policy, "protocol": c.protocol, "endpoints": eps})
+            })
+            .collect();
+        return reply(
+            StatusCode::OK,
+            "application/json",
+            json!({"clusters": list}).to_string(),
+        );
+    }
+    let mut out = String::new();
+    for n in names {
+        let c = &state.snapshot.clusters[n];
+        for e in &c.endpoints().endpoints {
+            let (idle, h2) = e.pool.idle_counts();
+            let a = e.addr;
+            let _ = writeln!(out, "{n}::{a}::weight::{}", e.weight);
+            let _ = writeln!(
+                out,
+                "{n}::{a}::rq_active::{}",
+                e.active.load(Ordering::Relaxed)
+            );
+            let _ = writeln!(out, "{n}::{a}::cx_idle::{idle}");
+            let _ = writeln!(out, "{n}::{a}::http2_connected::{h2}");
+            let _ = writeln!(out, "{n}::{a}::health_flags::healthy");
+        }
+    }
+    reply(StatusCode::OK, "text/plain", out)
+}

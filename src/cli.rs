@@ -1,0 +1,45 @@
+//! Command line: `legate run`, `legate validate`, `legate demo`.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "legate",
+    version,
+    about = "A small, fast sidecar proxy for service meshes"
+)]
+pub struct Cli {
+    /// Log filter (also LEGATE_LOG), e.g. `info`, `legate=debug`.
+    #[arg(long, global = true, default_value = "info")]
+    pub log_level: String,
+    /// Worker threads (also LEGATE_WORKER_THREADS); default: one per core.
+    #[arg(long, global = true)]
+    pub concurrency: Option<usize>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the proxy from a static YAML configuration file.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check configuration files; prints every error with its field path.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Run a self-contained demo: two upstream services behind Legate,
+    /// traffic split 80/20 between them.
+    Demo {
+        /// Address of the demo's proxy listener.
+        #[arg(long, default_value = "127.0.0.1:10000")]
+        listen: String,
+        /// Address of the admin server.
+        #[arg(long, default_value = "127.0.0.1:15000")]
+        admin: String,
+    },
+}

@@ -1,0 +1,167 @@
+//! Clusters: endpoint sets (static or DNS-resolved), load balancing and
+//! per-endpoint connection pools.
+
+pub mod lb;
+pub mod pool;
+
+use crate::telemetry::ClusterStats;
+use arc_swap::ArcSwap;
+use legate_xds::model::{self, DiscoveryType, LbPolicy, UpstreamProtocol};
+use pool::{Pool, PoolSettings};
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// One upstream endpoint and its connection pool.
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub weight: u32,
+    /// Requests in flight (least-request balancing, `/clusters`).
+    pub active: AtomicUsize,
+    pub pool: Pool,
+    pub settings: Arc<PoolSettings>,
+    pub stats: Arc<ClusterStats>,
+}
+
+/// An immutable set of endpoints plus the load-balancer tables built for it.
+pub struct EndpointSet {
+    pub endpoints: Vec<Arc<Endpoint>>,
+    pub lb: lb::LbTables,
+}
+
+pub struct Cluster {
+    pub name: Arc<str>,
+    pub lb_policy: LbPolicy,
+    pub protocol: UpstreamProtocol,
+    pub stats: Arc<ClusterStats>,
+    settings: Arc<PoolSettings>,
+    ring_size: u32,
+    rr: AtomicUsize,
+    endpoints: ArcSwap<EndpointSet>,
+}
+
+impl Cluster {
+    /// Builds a cluster from its model. DNS clusters start empty and fill in
+    /// when [`Cluster::start_discovery`] has resolved them.
+    pub fn new(m: &model::Cluster) -> Arc<Cluster> {
+        let settings = Arc::new(PoolSettings {
+            connect_timeout: m.connect_timeout.get(),
+            idle_timeout: m.idle_timeout.get(),
+            max_idle: m.max_idle_connections_per_endpoint as usize,
+            h2_max_streams: m.http2_max_concurrent_streams as usize,
+        });
+        let stats = Arc::new(ClusterStats::new(&m.name));
+        let cluster = Arc::new(Cluster {
+            name: m.name.as_str().into(),
+            lb_policy: m.lb_policy,
+            protocol: m.protocol,
+            stats,
+            settings,
+            ring_size: m.ring_size,
+            rr: AtomicUsize::new(0),
+            endpoints: ArcSwap::from_pointee(EndpointSet {
+                endpoints: Vec::new(),
+                lb: lb::LbTables::default(),
+            }),
+        });
+        if m.discovery == DiscoveryType::Static {
+            let addrs = m
+                .endpoints
+                .iter()
+                .filter_map(|e| Some((e.address.parse().ok()?, e.weight)))
+                .collect::<Vec<_>>();
+            cluster.set_endpoints(&addrs);
+        }
+        cluster
+    }
+
+    /// Replaces the endpoint set, keeping the pools of endpoints that stay.
+    pub fn set_endpoints(&self, addrs: &[(SocketAddr, u32)]) {
+        let current = self.endpoints.load();
+        let endpoints: Vec<Arc<Endpoint>> = addrs
+            .iter()
+            .map(|&(addr, weight)| {
+                current
+                    .endpoints
+                    .iter()
+                    .find(|e| e.addr == addr && e.weight == weight)
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        Arc::new(Endpoint {
+                            addr,
+                            weight,
+                            active: AtomicUsize::new(0),
+                            pool: Pool::new(&self.settings),
+                            settings: self.settings.clone(),
+                            stats: self.stats.clone(),
+                        })
+                    })
+            })
+            .collect();
+        let lb = lb::LbTables::build(self.lb_policy, &endpoints, self.ring_size);
+        self.stats.membership.set(endpoints.len() as f64);
+        self.endpoints
+            .store(Arc::new(EndpointSet { endpoints, lb }));
+    }
+
+    pub fn endpoints(&self) -> arc_swap::Guard<Arc<EndpointSet>> {
+        self.endpoints.load()
+    }
+
+    /// Picks an endpoint; `hash` feeds ring hash (random without one).
+    pub fn pick(&self, hash: Option<u64>) -> Option<Arc<Endpoint>> {
+        let set = self.endpoints.load();
+        lb::pick(self.lb_policy, &set, &self.rr, hash).cloned()
+    }
+
+    /// Starts DNS resolution for `strict_dns` clusters: resolves now, then
+    /// every `dns_refresh_rate`. The task ends when the cluster is dropped.
+    pub fn start_discovery(self: &Arc<Self>, m: &model::Cluster) {
+        if m.discovery != DiscoveryType::StrictDns {
+            return;
+        }
+        let targets: Vec<(String, u32)> = m
+            .endpoints
+            .iter()
+            .map(|e| (e.address.clone(), e.weight))
+            .collect();
+        let weak: Weak<Cluster> = Arc::downgrade(self);
+        let every = m.dns_refresh_rate.get();
+        tokio::spawn(dns_loop(weak, targets, every));
+    }
+}
+
+async fn dns_loop(weak: Weak<Cluster>, targets: Vec<(String, u32)>, every: Duration) {
+    let mut last: Option<Vec<(SocketAddr, u32)>> = None;
+    loop {
+        let mut addrs = Vec::new();
+        let mut failed = false;
+        for (target, weight) in &targets {
+            match tokio::net::lookup_host(target.as_str()).await {
+                Ok(resolved) => {
+                    for a in resolved {
+                        if !addrs.iter().any(|(x, _)| *x == a) {
+                            addrs.push((a, *weight));
+                        }
+                    }
+                }
+                Err(e) => {
+                    failed = true;
+                    tracing::warn!(target = %target, error = %e, "DNS resolution failed");
+                }
+            }
+        }
+        let Some(cluster) = weak.upgrade() else {
+            return;
+        };
+        // On a failed lookup keep the last good answer, as Envoy does.
+        if !(failed && addrs.is_empty() && last.is_some()) && last.as_ref() != Some(&addrs) {
+            tracing::info!(cluster = %cluster.name, endpoints = addrs.len(), "DNS endpoints updated");
+            cluster.set_endpoints(&addrs);
+            last = Some(addrs);
+        }
+        drop(cluster);
+        tokio::time::sleep(every).await;
+    }
+}

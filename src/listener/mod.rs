@@ -1,0 +1,157 @@
+//! Listeners: bind, accept, choose the filter chain, hand the connection to
+//! the HTTP connection manager or the TCP proxy. Drain stops the accept
+//! loops and tells every connection to finish.
+
+use crate::http::{self, HttpChain};
+use crate::tcp::{self, TcpChain};
+use crate::telemetry::ListenerStats;
+use arc_swap::ArcSwap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+pub enum ChainKind {
+    Http(Arc<HttpChain>),
+    Tcp(Arc<TcpChain>),
+}
+
+pub struct FilterChain {
+    pub destination_port: Option<u16>,
+    pub kind: ChainKind,
+}
+
+/// A listener's compiled filter chains; swapped whole on config change.
+pub struct ListenerConfig {
+    pub name: Arc<str>,
+    pub chains: Vec<FilterChain>,
+    pub stats: Arc<ListenerStats>,
+}
+
+impl ListenerConfig {
+    fn choose(&self, destination: SocketAddr) -> Option<&FilterChain> {
+        self.chains
+            .iter()
+            .find(|c| c.destination_port.is_none_or(|p| p == destination.port()))
+    }
+}
+
+/// A drain signal plus a token whose clones count live connections: when
+/// every clone is dropped, everything has finished.
+#[derive(Clone)]
+pub struct Drain {
+    pub signal: watch::Receiver<bool>,
+    _token: mpsc::Sender<()>,
+}
+
+pub struct DrainControl {
+    signal: watch::Sender<bool>,
+    done: mpsc::Receiver<()>,
+    token: Option<mpsc::Sender<()>>,
+}
+
+impl DrainControl {
+    pub fn new() -> Self {
+        let (signal, _) = watch::channel(false);
+        let (token, done) = mpsc::channel(1);
+        DrainControl {
+            signal,
+            done,
+            token: Some(token),
+        }
+    }
+
+    pub fn watcher(&self) -> Option<Drain> {
+        Some(Drain {
+            signal: self.signal.subscribe(),
+            _token: self.token.clone()?,
+        })
+    }
+
+    pub fn is_draining(&self) -> bool {
+        *self.signal.borrow()
+    }
+
+    /// Signals drain and waits until every connection has finished or the
+    /// deadline passes. Returns true when everything finished in time.
+    pub async fn drain(&mut self, deadline: Duration) -> bool {
+        self.signal.send_replace(true);
+        self.token = None;
+        tokio::time::timeout(deadline, self.done.recv())
+            .await
+            .is_ok()
+    }
+}
+
+impl Default for DrainControl {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Binds `addr` with SO_REUSEADDR and a large backlog.
+pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// Accepts connections until drain is signalled.
+pub async fn accept_loop(
+    listener: TcpListener,
+    config: Arc<ArcSwap<ListenerConfig>>,
+    drain: Drain,
+) {
+    let mut signal = drain.signal.clone();
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = async { let _ = signal.wait_for(|d| *d).await; } => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let cfg = config.load_full();
+                let conn_drain = drain.clone();
+                tokio::spawn(serve_connection(stream, peer, cfg, conn_drain));
+            }
+            Err(e) => {
+                // Out of descriptors and similar: back off briefly rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    cfg: Arc<ListenerConfig>,
+    drain: Drain,
+) {
+    let _ = stream.set_nodelay(true);
+    let local = match stream.local_addr() {
+        Ok(a) => a,
+        Err(_) => return,
+    };
+    let Some(chain) = cfg.choose(local) else {
+        tracing::debug!(listener = %cfg.name, %peer, "no filter chain matches; closing");
+        return;
+    };
+    cfg.stats.cx_total.increment(1);
+    cfg.stats.cx_active.increment(1.0);
+    match &chain.kind {
+        ChainKind::Http(h) => http::serve(stream, peer, h.clone(), drain.signal.clone()).await,
+        ChainKind::Tcp(t) => tcp::proxy(stream, peer, t.clone()).await,
+    }
+    cfg.stats.cx_active.decrement(1.0);
+    drop(drain);
+}

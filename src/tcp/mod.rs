@@ -1,0 +1,153 @@
+//! Opaque TCP proxying: byte for byte, both directions, with half-close
+//! (one side's FIN is passed on while the other direction keeps flowing)
+//! and an idle timeout.
+
+use crate::cluster::Cluster;
+use pin_project::pin_project;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+pub struct TcpChain {
+    pub cluster: Arc<Cluster>,
+    pub idle_timeout: Option<Duration>,
+}
+
+/// Last activity on a proxied connection, in milliseconds since `epoch`.
+struct Activity {
+    epoch: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn touch(&self) {
+        self.last_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+    fn last(&self) -> Instant {
+        self.epoch + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+#[pin_project]
+struct Tracked<S> {
+    #[pin]
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S: AsyncRead> AsyncRead for Tracked<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let r = this.inner.poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.touch();
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite> AsyncWrite for Tracked<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let r = this.inner.poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r {
+            if *n > 0 {
+                this.activity.touch();
+            }
+        }
+        r
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
+
+/// Proxies one downstream connection to an endpoint of the chain's cluster.
+pub async fn proxy(downstream: TcpStream, peer: SocketAddr, chain: Arc<TcpChain>) {
+    let cluster = &chain.cluster;
+    let hash = crate::cluster::lb::hash_bytes(peer.ip().to_string().as_bytes());
+    let Some(endpoint) = cluster.pick(Some(hash)) else {
+        cluster.stats.none_healthy.increment(1);
+        tracing::debug!(cluster = %cluster.name, "tcp: no healthy upstream");
+        return;
+    };
+    let connect = tokio::time::timeout(
+        endpoint.settings.connect_timeout,
+        TcpStream::connect(endpoint.addr),
+    );
+    let upstream = match connect.await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            cluster.stats.cx_connect_fail.increment(1);
+            tracing::debug!(cluster = %cluster.name, endpoint = %endpoint.addr, error = %e, "tcp: upstream connect failed");
+            return;
+        }
+        Err(_) => {
+            cluster.stats.cx_connect_fail.increment(1);
+            tracing::debug!(cluster = %cluster.name, endpoint = %endpoint.addr, "tcp: upstream connect timed out");
+            return;
+        }
+    };
+    cluster.stats.cx_total.increment(1);
+    cluster.stats.cx_active.increment(1.0);
+    let _ = upstream.set_nodelay(true);
+    let activity = Arc::new(Activity {
+        epoch: Instant::now(),
+        last_ms: AtomicU64::new(0),
+    });
+    let mut down = Tracked {
+        inner: downstream,
+        activity: activity.clone(),
+    };
+    let mut up = Tracked {
+        inner: upstream,
+        activity: activity.clone(),
+    };
+    let copy = tokio::io::copy_bidirectional(&mut down, &mut up);
+    let result = match chain.idle_timeout {
+        None => copy.await,
+        Some(idle) => {
+            tokio::pin!(copy);
+            loop {
+                let deadline = activity.last() + idle;
+                tokio::select! {
+                    r = copy.as_mut() => break r,
+                    _ = tokio::time::sleep_until(deadline) => {
+                        if activity.last() + idle <= Instant::now() {
+                            tracing::debug!(%peer, "tcp: idle timeout");
+                            break Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout"));
+                        }
+                    }
+                }
+            }
+        }
+    };
+    cluster.stats.cx_active.decrement(1.0);
+    match result {
+        Ok((received, sent)) => {
+            cluster.stats.tcp_received.increment(received);
+            cluster.stats.tcp_sent.increment(sent);
+        }
+        Err(e) => tracing::debug!(%peer, error = %e, "tcp: connection ended with an error"),
+    }
+}

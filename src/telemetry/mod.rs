@@ -1,0 +1,165 @@
+//! Metrics: names, help texts, and the Prometheus recorder.
+//!
+//! Handles (`Counter`, `Gauge`, `Histogram`) are created when configuration
+//! is compiled, never per request: recording is then an atomic add.
+
+use metrics::{
+    Counter, Gauge, Histogram, counter, describe_counter, describe_gauge, describe_histogram,
+    gauge, histogram,
+};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Upstream request duration buckets, in milliseconds (Istio's buckets).
+pub const DURATION_BUCKETS_MS: &[f64] = &[
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+
+/// Installs the process-wide Prometheus recorder (once) and returns the
+/// handle used by the admin server to render `/stats/prometheus`.
+pub fn install() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(DURATION_BUCKETS_MS)
+                .ok()?
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            describe();
+            Some(handle)
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!(
+        "legate_cluster_upstream_rq_total",
+        "Upstream requests completed with response headers, by cluster and response code class."
+    );
+    describe_histogram!(
+        "legate_cluster_upstream_rq_time_milliseconds",
+        "Time from sending the upstream request to receiving its response headers, in milliseconds."
+    );
+    describe_counter!(
+        "legate_cluster_upstream_cx_total",
+        "Upstream connections opened."
+    );
+    describe_gauge!(
+        "legate_cluster_upstream_cx_active",
+        "Upstream connections currently open."
+    );
+    describe_counter!(
+        "legate_cluster_upstream_cx_connect_fail_total",
+        "Upstream connection attempts that failed or timed out."
+    );
+    describe_counter!(
+        "legate_cluster_upstream_rq_timeout_total",
+        "Upstream requests that hit the route timeout (504)."
+    );
+    describe_counter!(
+        "legate_cluster_upstream_rq_reset_total",
+        "Upstream requests whose connection failed after it was established (503)."
+    );
+    describe_counter!(
+        "legate_cluster_upstream_cx_none_healthy_total",
+        "Requests that found no endpoint to send to (503)."
+    );
+    describe_gauge!(
+        "legate_cluster_membership_total",
+        "Endpoints currently in the cluster."
+    );
+    describe_counter!(
+        "legate_listener_downstream_cx_total",
+        "Downstream connections accepted."
+    );
+    describe_gauge!(
+        "legate_listener_downstream_cx_active",
+        "Downstream connections currently open."
+    );
+    describe_counter!(
+        "legate_http_downstream_rq_total",
+        "Downstream HTTP requests answered, by listener and response code class."
+    );
+    describe_counter!(
+        "legate_http_no_route_total",
+        "Downstream requests that matched no route (404)."
+    );
+    describe_counter!(
+        "legate_tcp_sent_bytes_total",
+        "Bytes sent to downstream by TCP proxies, by cluster."
+    );
+    describe_counter!(
+        "legate_tcp_received_bytes_total",
+        "Bytes received from downstream by TCP proxies, by cluster."
+    );
+}
+
+/// Index 0..=4 for response classes 1xx..5xx.
+#[inline]
+pub fn class_index(status: u16) -> usize {
+    ((status / 100).clamp(1, 5) - 1) as usize
+}
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Per-cluster statistics handles.
+pub struct ClusterStats {
+    pub rq: [Counter; 5],
+    pub rq_time: Histogram,
+    pub cx_total: Counter,
+    pub cx_active: Gauge,
+    pub cx_connect_fail: Counter,
+    pub rq_timeout: Counter,
+    pub rq_reset: Counter,
+    pub none_healthy: Counter,
+    pub membership: Gauge,
+    pub tcp_sent: Counter,
+    pub tcp_received: Counter,
+}
+
+impl ClusterStats {
+    pub fn new(cluster: &str) -> Self {
+        let c = cluster.to_string();
+        ClusterStats {
+            rq: CLASSES.map(|class| {
+                counter!("legate_cluster_upstream_rq_total", "cluster" => c.clone(), "response_code_class" => class)
+            }),
+            rq_time: histogram!("legate_cluster_upstream_rq_time_milliseconds", "cluster" => c.clone()),
+            cx_total: counter!("legate_cluster_upstream_cx_total", "cluster" => c.clone()),
+            cx_active: gauge!("legate_cluster_upstream_cx_active", "cluster" => c.clone()),
+            cx_connect_fail: counter!("legate_cluster_upstream_cx_connect_fail_total", "cluster" => c.clone()),
+            rq_timeout: counter!("legate_cluster_upstream_rq_timeout_total", "cluster" => c.clone()),
+            rq_reset: counter!("legate_cluster_upstream_rq_reset_total", "cluster" => c.clone()),
+            none_healthy: counter!("legate_cluster_upstream_cx_none_healthy_total", "cluster" => c.clone()),
+            membership: gauge!("legate_cluster_membership_total", "cluster" => c.clone()),
+            tcp_sent: counter!("legate_tcp_sent_bytes_total", "cluster" => c.clone()),
+            tcp_received: counter!("legate_tcp_received_bytes_total", "cluster" => c),
+        }
+    }
+}
+
+/// Per-listener statistics handles.
+pub struct ListenerStats {
+    pub cx_total: Counter,
+    pub cx_active: Gauge,
+    pub rq: [Counter; 5],
+    pub no_route: Counter,
+}
+
+impl ListenerStats {
+    pub fn new(listener: &str) -> Self {
+        let l = listener.to_string();
+        ListenerStats {
+            cx_total: counter!("legate_listener_downstream_cx_total", "listener" => l.clone()),
+            cx_active: gauge!("legate_listener_downstream_cx_active", "listener" => l.clone()),
+            rq: CLASSES.map(|class| {
+                counter!("legate_http_downstream_rq_total", "listener" => l.clone(), "response_code_class" => class)
+            }),
+            no_route: counter!("legate_http_no_route_total", "listener" => l),
+        }
+    }
+}
