@@ -211,26 +211,23 @@ fn request_id() -> HeaderValue {
 
 fn hash_key(policies: &[HashPolicy], headers: &HeaderMap, conn: &ConnInfo) -> Option<u64> {
     for p in policies {
-        match p {
-            HashPolicy::Header(name) => {
-                if let Some(v) = headers.get(name.as_str()) {
-                    return Some(hash_bytes(v.as_bytes()));
-                }
+        if let Some(name) = &p.header {
+            if let Some(v) = headers.get(name.as_str()) {
+                return Some(hash_bytes(v.as_bytes()));
             }
-            HashPolicy::Cookie(name) => {
-                for c in headers.get_all(header::COOKIE) {
-                    let Ok(s) = c.to_str() else { continue };
-                    for pair in s.split(';') {
-                        if let Some((k, v)) = pair.trim().split_once('=') {
-                            if k == name {
-                                return Some(hash_bytes(v.as_bytes()));
-                            }
+        } else if let Some(name) = &p.cookie {
+            for c in headers.get_all(header::COOKIE) {
+                let Ok(s) = c.to_str() else { continue };
+                for pair in s.split(';') {
+                    if let Some((k, v)) = pair.trim().split_once('=') {
+                        if k == name {
+                            return Some(hash_bytes(v.as_bytes()));
                         }
                     }
                 }
             }
-            HashPolicy::SourceIp(true) => return Some(hash_bytes(conn.peer_ip.as_bytes())),
-            HashPolicy::SourceIp(false) => {}
+        } else if p.source_ip {
+            return Some(hash_bytes(conn.peer_ip.as_bytes()));
         }
     }
     None

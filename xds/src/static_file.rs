@@ -49,9 +49,10 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
     let de = serde_yaml_ng::Deserializer::from_str(text);
     let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." || path.is_empty() {
-            ConfigError::Syntax(inner.to_string())
+        let inner = e.into_inner().to_string();
+        // serde_yaml_ng sometimes names the path itself; say it once.
+        if path == "." || path.is_empty() || inner.starts_with(&format!("{path}: ")) {
+            ConfigError::Syntax(inner)
         } else {
             ConfigError::Syntax(format!("{path}: {inner}"))
         }

@@ -433,16 +433,27 @@ fn validate_route(e: &mut Errors, p: &str, r: &Route, clusters: &HashSet<&str>) 
             }
         }
         for (i, hp) in a.hash_policy.iter().enumerate() {
-            let name = match hp {
-                HashPolicy::Header(n) => Some(n),
-                HashPolicy::Cookie(n) => Some(n),
-                HashPolicy::SourceIp(_) => None,
-            };
-            if let Some(n) = name {
-                if n.is_empty() || check_header_name(n).is_err() {
+            let hpp = format!("{ap}.hash_policy[{i}]");
+            let set = [hp.header.is_some(), hp.cookie.is_some(), hp.source_ip]
+                .iter()
+                .filter(|b| **b)
+                .count();
+            if set != 1 {
+                e.push(
+                    hpp.clone(),
+                    "set exactly one of `header`, `cookie` or `source_ip: true`",
+                );
+            }
+            if let Some(n) = &hp.header {
+                if let Err(m) = check_header_name(n) {
+                    e.push(format!("{hpp}.header"), m);
+                }
+            }
+            if let Some(n) = &hp.cookie {
+                if n.is_empty() || n.contains([';', '=', ' ']) {
                     e.push(
-                        format!("{ap}.hash_policy[{i}]"),
-                        format!("invalid name {n:?}"),
+                        format!("{hpp}.cookie"),
+                        format!("invalid cookie name {n:?}"),
                     );
                 }
             }

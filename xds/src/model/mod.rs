@@ -349,16 +349,19 @@ pub struct RegexRewrite {
     pub substitution: String,
 }
 
-/// One input for consistent hashing.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-pub enum HashPolicy {
+/// One input for consistent hashing. Exactly one of the fields is set.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HashPolicy {
     /// Hash the value of this request header.
-    Header(String),
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
     /// Hash the value of this cookie.
-    Cookie(String),
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
     /// Hash the downstream source IP.
-    SourceIp(bool),
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub source_ip: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,209 @@
+//! Shared test harness: real upstream servers on 127.0.0.1 ephemeral ports,
+//! an in-process Legate started from YAML, and real hyper clients.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http::{HeaderMap, Request};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use legate::RunningProxy;
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// A real HTTP/1.1 + HTTP/2 upstream. It answers with a JSON description of
+/// the request it saw. Special paths: `/status/N` answers N, `/sleep/MS`
+/// waits MS milliseconds first, `/echo` returns the request body.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub name: &'static str,
+    pub connections: Arc<AtomicUsize>,
+    pub requests: Arc<AtomicUsize>,
+}
+
+pub async fn upstream(name: &'static str) -> Upstream {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let (c, r) = (connections.clone(), requests.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            c.fetch_add(1, Ordering::SeqCst);
+            let r = r.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    r.fetch_add(1, Ordering::SeqCst);
+                    answer(name, req)
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Upstream {
+        addr,
+        name,
+        connections,
+        requests,
+    }
+}
+
+async fn answer(
+    name: &'static str,
+    req: Request<Incoming>,
+) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().to_string();
+    let mut status = 200;
+    // "/sleep/MS" and "/status/N" work anywhere in the path.
+    let segment = |key: &str| {
+        path.split_once(key)
+            .and_then(|(_, rest)| rest.split('/').next())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    if let Some(ms) = segment("/sleep/") {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if let Some(code) = segment("/status/") {
+        status = code as u16;
+    }
+    let mut headers = BTreeMap::new();
+    for (k, v) in req.headers() {
+        headers.insert(k.as_str().to_string(), v.to_str().unwrap_or("").to_string());
+    }
+    let info = serde_json::json!({
+        "name": name,
+        "method": req.method().as_str(),
+        "path": req.uri().path_and_query().map(|p| p.as_str()).unwrap_or(""),
+        "authority": req.uri().authority().map(|a| a.as_str()),
+        "version": format!("{:?}", req.version()),
+        "headers": headers,
+    });
+    let body = if path == "/echo" {
+        req.into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default()
+    } else {
+        Bytes::from(info.to_string())
+    };
+    let mut resp = hyper::Response::new(Full::new(body));
+    *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+    resp.headers_mut()
+        .insert("x-upstream", http::HeaderValue::from_static(name));
+    Ok(resp)
+}
+
+/// Starts Legate in-process from YAML. `{{NAME}}` placeholders are replaced
+/// from `vars`; listeners and admin should use port 0.
+pub async fn proxy(yaml: &str, vars: &[(&str, String)]) -> RunningProxy {
+    let mut text = yaml.to_string();
+    for (k, v) in vars {
+        text = text.replace(&format!("{{{{{k}}}}}"), v);
+    }
+    if !text.contains("admin:") {
+        text = format!("admin: {{ address: \"127.0.0.1:0\" }}\n{text}");
+    }
+    let config =
+        legate_xds::parse_str(&text).unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
+    legate::start(config).await.expect("proxy starts")
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    /// The upstream's JSON description of the request it received.
+    pub fn seen(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|_| {
+            panic!(
+                "not upstream JSON: {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn h1_client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub fn h2_client() -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+pub async fn send(client: &HttpClient, req: Request<Full<Bytes>>) -> Resp {
+    let resp = tokio::time::timeout(Duration::from_secs(20), client.request(req))
+        .await
+        .expect("request timed out")
+        .expect("request failed");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// GET `path` on `addr` with a Host header and extra headers, over HTTP/1.1.
+pub async fn get(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
+    let mut b = Request::get(format!("http://{addr}{path}")).header("host", host);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    send(&h1_client(), b.body(Full::new(Bytes::new())).unwrap()).await
+}
+
+/// Polls `f` until it returns true or the deadline passes.
+pub async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if f().await {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Fetches an admin endpoint's body.
+pub async fn admin_get(proxy: &RunningProxy, path: &str) -> Resp {
+    let req = Request::get(format!("http://{}{path}", proxy.admin_addr))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    send(&h1_client(), req).await
+}
