@@ -49,7 +49,7 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
     let de = serde_yaml_ng::Deserializer::from_str(text);
     let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
+        let inner = strip_yaml_path(&e.into_inner().to_string()).to_string();
         // serde_yaml_ng sometimes names the path itself; say it once.
         if path == "." || path.is_empty() || inner.starts_with(&format!("{path}: ")) {
             ConfigError::Syntax(inner)
@@ -66,6 +66,21 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
     } else {
         Err(ConfigError::Invalid(errors))
     }
+}
+
+/// serde_yaml_ng prefixes custom errors with its own (coarser) path, e.g.
+/// `clusters[0]: invalid duration ...`; we report the exact one instead.
+fn strip_yaml_path(msg: &str) -> &str {
+    if let Some((head, rest)) = msg.split_once(": ") {
+        let path_like = !head.is_empty()
+            && head
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'[' | b']' | b'.'));
+        if path_like {
+            return rest;
+        }
+    }
+    msg
 }
 
 /// Reads, parses and validates a configuration file.
