@@ -123,11 +123,11 @@ fn redirect(rd: &Redirect, req: &Request<Incoming>) -> Response<RespBody> {
         location.push_str(&p);
     }
     location.push_str(&new_path);
-    if !rd.strip_query {
-        if let Some(q) = req.uri().query() {
-            location.push('?');
-            location.push_str(q);
-        }
+    if !rd.strip_query
+        && let Some(q) = req.uri().query()
+    {
+        location.push('?');
+        location.push_str(q);
     }
     let mut resp = Response::new(RespBody::empty());
     *resp.status_mut() = rd.status;
@@ -183,10 +183,10 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         headers.remove(header::UPGRADE);
     }
     // `te: trailers` is end-to-end for gRPC; any other TE value is not.
-    if let Some(te) = headers.get(header::TE) {
-        if !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
-            headers.remove(header::TE);
-        }
+    if let Some(te) = headers.get(header::TE)
+        && !te.as_bytes().eq_ignore_ascii_case(b"trailers")
+    {
+        headers.remove(header::TE);
     }
 }
 
@@ -219,10 +219,10 @@ fn hash_key(policies: &[HashPolicy], headers: &HeaderMap, conn: &ConnInfo) -> Op
             for c in headers.get_all(header::COOKIE) {
                 let Ok(s) = c.to_str() else { continue };
                 for pair in s.split(';') {
-                    if let Some((k, v)) = pair.trim().split_once('=') {
-                        if k == name {
-                            return Some(hash_bytes(v.as_bytes()));
-                        }
+                    if let Some((k, v)) = pair.trim().split_once('=')
+                        && k == name
+                    {
+                        return Some(hash_bytes(v.as_bytes()));
                     }
                 }
             }
@@ -400,28 +400,26 @@ async fn forward(
         .record(started.elapsed().as_secs_f64() * 1000.0);
 
     let mut resp = resp;
-    if status == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(down) = downstream_upgrade {
-            let up = hyper::upgrade::on(&mut resp);
-            guard.detach();
-            tokio::spawn(async move {
-                let _guard = guard;
-                match tokio::try_join!(down, up) {
-                    Ok((d, u)) => {
-                        let _ = tokio::io::copy_bidirectional(
-                            &mut TokioIo::new(d),
-                            &mut TokioIo::new(u),
-                        )
-                        .await;
-                    }
-                    Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+    if status == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(down) = downstream_upgrade
+    {
+        let up = hyper::upgrade::on(&mut resp);
+        guard.detach();
+        tokio::spawn(async move {
+            let _guard = guard;
+            match tokio::try_join!(down, up) {
+                Ok((d, u)) => {
+                    let _ =
+                        tokio::io::copy_bidirectional(&mut TokioIo::new(d), &mut TokioIo::new(u))
+                            .await;
                 }
-            });
-            let (mut parts, _) = resp.into_parts();
-            route.response_headers.apply(&mut parts.headers);
-            vh.response_headers.apply(&mut parts.headers);
-            return Response::from_parts(parts, RespBody::empty());
-        }
+                Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+            }
+        });
+        let (mut parts, _) = resp.into_parts();
+        route.response_headers.apply(&mut parts.headers);
+        vh.response_headers.apply(&mut parts.headers);
+        return Response::from_parts(parts, RespBody::empty());
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);

@@ -67,10 +67,10 @@ impl<S: AsyncWrite> AsyncWrite for Tracked<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let r = this.inner.poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = &r {
-            if *n > 0 {
-                this.activity.touch();
-            }
+        if let Poll::Ready(Ok(n)) = &r
+            && *n > 0
+        {
+            this.activity.touch();
         }
         r
     }

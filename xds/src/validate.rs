@@ -70,13 +70,13 @@ pub fn validate(config: &Config) -> Vec<FieldError> {
         }
         match l.address.parse::<SocketAddr>() {
             Ok(addr) => {
-                if addr.port() != 0 {
-                    if let Some(other) = addresses.insert(addr, i) {
-                        e.push(
-                            format!("{p}.address"),
-                            format!("{addr} is already used by listeners[{other}]"),
-                        );
-                    }
+                if addr.port() != 0
+                    && let Some(other) = addresses.insert(addr, i)
+                {
+                    e.push(
+                        format!("{p}.address"),
+                        format!("{addr} is already used by listeners[{other}]"),
+                    );
                 }
             }
             Err(_) => e.push(
@@ -85,7 +85,7 @@ pub fn validate(config: &Config) -> Vec<FieldError> {
             ),
         }
         if l.http.is_some() || l.tcp.is_some() {
-            e.push(format!("{p}"), "internal: listener not normalized");
+            e.push(p.to_string(), "internal: listener not normalized");
         }
         if l.filter_chains.is_empty() {
             e.push(
@@ -280,26 +280,27 @@ fn validate_route(e: &mut Errors, p: &str, r: &Route, clusters: &HashSet<&str>) 
     if kinds != 1 {
         e.push(mp.clone(), "set exactly one of `prefix`, `path` or `regex`");
     }
-    if let Some(prefix) = &m.prefix {
-        if !prefix.is_empty() && !prefix.starts_with('/') {
-            e.push(
-                format!("{mp}.prefix"),
-                format!("{prefix:?} must start with '/'"),
-            );
-        }
+    if let Some(prefix) = &m.prefix
+        && !prefix.is_empty()
+        && !prefix.starts_with('/')
+    {
+        e.push(
+            format!("{mp}.prefix"),
+            format!("{prefix:?} must start with '/'"),
+        );
     }
-    if let Some(path) = &m.path {
-        if !path.starts_with('/') {
-            e.push(
-                format!("{mp}.path"),
-                format!("{path:?} must start with '/'"),
-            );
-        }
+    if let Some(path) = &m.path
+        && !path.starts_with('/')
+    {
+        e.push(
+            format!("{mp}.path"),
+            format!("{path:?} must start with '/'"),
+        );
     }
-    if let Some(re) = &m.regex {
-        if let Err(err) = regex::Regex::new(re) {
-            e.push(format!("{mp}.regex"), format!("invalid regex: {err}"));
-        }
+    if let Some(re) = &m.regex
+        && let Err(err) = regex::Regex::new(re)
+    {
+        e.push(format!("{mp}.regex"), format!("invalid regex: {err}"));
     }
     for (i, h) in m.headers.iter().enumerate() {
         let hp = format!("{mp}.headers[{i}]");
@@ -321,10 +322,10 @@ fn validate_route(e: &mut Errors, p: &str, r: &Route, clusters: &HashSet<&str>) 
                 "set exactly one of `exact`, `prefix`, `regex` or `present`",
             );
         }
-        if let Some(re) = &h.regex {
-            if let Err(err) = regex::Regex::new(re) {
-                e.push(format!("{hp}.regex"), format!("invalid regex: {err}"));
-            }
+        if let Some(re) = &h.regex
+            && let Err(err) = regex::Regex::new(re)
+        {
+            e.push(format!("{hp}.regex"), format!("invalid regex: {err}"));
         }
     }
     for (i, q) in m.query_parameters.iter().enumerate() {
@@ -342,10 +343,10 @@ fn validate_route(e: &mut Errors, p: &str, r: &Route, clusters: &HashSet<&str>) 
                 "set exactly one of `exact`, `regex` or `present`",
             );
         }
-        if let Some(re) = &q.regex {
-            if let Err(err) = regex::Regex::new(re) {
-                e.push(format!("{qp}.regex"), format!("invalid regex: {err}"));
-            }
+        if let Some(re) = &q.regex
+            && let Err(err) = regex::Regex::new(re)
+        {
+            e.push(format!("{qp}.regex"), format!("invalid regex: {err}"));
         }
     }
 
@@ -419,18 +420,18 @@ fn validate_route(e: &mut Errors, p: &str, r: &Route, clusters: &HashSet<&str>) 
                 "needs a `prefix` or `path` match (use `regex_rewrite` with `regex`)",
             );
         }
-        if let Some(rr) = &a.regex_rewrite {
-            if let Err(err) = regex::Regex::new(&rr.pattern) {
-                e.push(
-                    format!("{ap}.regex_rewrite.pattern"),
-                    format!("invalid regex: {err}"),
-                );
-            }
+        if let Some(rr) = &a.regex_rewrite
+            && let Err(err) = regex::Regex::new(&rr.pattern)
+        {
+            e.push(
+                format!("{ap}.regex_rewrite.pattern"),
+                format!("invalid regex: {err}"),
+            );
         }
-        if let Some(h) = &a.host_rewrite {
-            if h.is_empty() || check_header_value(h).is_err() {
-                e.push(format!("{ap}.host_rewrite"), format!("invalid host {h:?}"));
-            }
+        if let Some(h) = &a.host_rewrite
+            && (h.is_empty() || check_header_value(h).is_err())
+        {
+            e.push(format!("{ap}.host_rewrite"), format!("invalid host {h:?}"));
         }
         for (i, hp) in a.hash_policy.iter().enumerate() {
             let hpp = format!("{ap}.hash_policy[{i}]");
@@ -444,18 +445,18 @@ fn validate_route(e: &mut Errors, p: &str, r: &Route, clusters: &HashSet<&str>) 
                     "set exactly one of `header`, `cookie` or `source_ip: true`",
                 );
             }
-            if let Some(n) = &hp.header {
-                if let Err(m) = check_header_name(n) {
-                    e.push(format!("{hpp}.header"), m);
-                }
+            if let Some(n) = &hp.header
+                && let Err(m) = check_header_name(n)
+            {
+                e.push(format!("{hpp}.header"), m);
             }
-            if let Some(n) = &hp.cookie {
-                if n.is_empty() || n.contains([';', '=', ' ']) {
-                    e.push(
-                        format!("{hpp}.cookie"),
-                        format!("invalid cookie name {n:?}"),
-                    );
-                }
+            if let Some(n) = &hp.cookie
+                && (n.is_empty() || n.contains([';', '=', ' ']))
+            {
+                e.push(
+                    format!("{hpp}.cookie"),
+                    format!("invalid cookie name {n:?}"),
+                );
             }
         }
     }
@@ -470,38 +471,39 @@ fn validate_route(e: &mut Errors, p: &str, r: &Route, clusters: &HashSet<&str>) 
                 ),
             );
         }
-        if let Some(s) = &rd.scheme {
-            if s != "http" && s != "https" {
-                e.push(
-                    format!("{rp}.scheme"),
-                    format!("{s:?} must be \"http\" or \"https\""),
-                );
-            }
+        if let Some(s) = &rd.scheme
+            && s != "http"
+            && s != "https"
+        {
+            e.push(
+                format!("{rp}.scheme"),
+                format!("{s:?} must be \"http\" or \"https\""),
+            );
         }
         if rd.path.is_some() && rd.prefix_rewrite.is_some() {
             e.push(rp.clone(), "set at most one of `path` or `prefix_rewrite`");
         }
-        if let Some(path) = &rd.path {
-            if !path.starts_with('/') {
-                e.push(
-                    format!("{rp}.path"),
-                    format!("{path:?} must start with '/'"),
-                );
-            }
-        }
-        if let Some(h) = &rd.host {
-            if check_domain(h).is_err() || h.contains('*') {
-                e.push(format!("{rp}.host"), format!("invalid host {h:?}"));
-            }
-        }
-    }
-    if let Some(d) = &r.direct_response {
-        if !(200..=599).contains(&d.status) {
+        if let Some(path) = &rd.path
+            && !path.starts_with('/')
+        {
             e.push(
-                format!("{p}.direct_response.status"),
-                format!("{} is not between 200 and 599", d.status),
+                format!("{rp}.path"),
+                format!("{path:?} must start with '/'"),
             );
         }
+        if let Some(h) = &rd.host
+            && (check_domain(h).is_err() || h.contains('*'))
+        {
+            e.push(format!("{rp}.host"), format!("invalid host {h:?}"));
+        }
+    }
+    if let Some(d) = &r.direct_response
+        && !(200..=599).contains(&d.status)
+    {
+        e.push(
+            format!("{p}.direct_response.status"),
+            format!("{} is not between 200 and 599", d.status),
+        );
     }
 }
 
