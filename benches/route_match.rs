@@ -38,7 +38,7 @@ fn table(routes: usize, vhosts: usize) -> RouteTable {
     }
     let hcm: &model::HttpConnectionManager =
         config.listeners[0].filter_chains[0].http.as_ref().unwrap();
-    RouteTable::compile("bench", &hcm.route_config, &clusters).expect("compiles")
+    RouteTable::compile("bench", &hcm.route_config, false, &clusters).expect("compiles")
 }
 
 fn bench(c: &mut Criterion) {

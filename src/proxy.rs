@@ -105,6 +105,7 @@ fn compile(config: &Config) -> Result<(Snapshot, Vec<Arc<ListenerConfig>>), Star
                 let routes = RouteTable::compile(
                     &format!("{path}.http.route_config"),
                     &h.route_config,
+                    h.strip_any_host_port,
                     &clusters,
                 )?;
                 ChainKind::Http(Arc::new(HttpChain::new(h, routes, stats.clone())))

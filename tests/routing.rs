@@ -163,11 +163,9 @@ async fn virtual_hosts_by_host() {
         "a",
         "host match is case-insensitive"
     );
-    assert_eq!(
-        e.upstream_of("api.example.com:9999", "/x", &[]).await,
-        "a",
-        "port ignored when no domain has it"
-    );
+    // As in Envoy, the port is part of the host: "api.example.com:9999" is not
+    // "api.example.com"; it falls to the default vhost, which has no "/x".
+    assert_eq!(e.get("api.example.com:9999", "/x", &[]).await.status, 404);
     assert_eq!(e.upstream_of("shop.example.com", "/x", &[]).await, "b");
     assert_eq!(e.upstream_of("deep.shop.example.com", "/x", &[]).await, "b");
     assert_eq!(e.upstream_of("www.other.org", "/x", &[]).await, "c");
@@ -215,11 +213,28 @@ async fn header_and_query_matches() {
         e.upstream_of("any", "/hdr", &[("x-user", "user-42")]).await,
         "c"
     );
-    let r = e.get("any", "/hdr", &[("x-user", "user-42x")]).await;
+    let r = e
+        .get(
+            "any",
+            "/hdr",
+            &[("x-user", "user-42x"), ("x-tier", "silver")],
+        )
+        .await;
     assert_eq!(
         (r.status, r.text().as_str()),
         (418, "no gold\n"),
         "regex is whole-value; inverted match catches it"
+    );
+    // An absent header never matches, inverted or not (Envoy).
+    assert_eq!(
+        e.get("any", "/hdr", &[("x-user", "user-42x")]).await.status,
+        404
+    );
+    // Each value of a repeated header is tried on its own.
+    assert_eq!(
+        e.upstream_of("any", "/hdr", &[("x-tier", "silver"), ("x-tier", "gold")])
+            .await,
+        "a"
     );
     assert_eq!(e.upstream_of("any", "/query?v=2", &[]).await, "b");
     assert_eq!(e.upstream_of("any", "/query?a=1&v=2", &[]).await, "b");
@@ -234,10 +249,12 @@ async fn rewrites() {
         e.get("any", "/api/v1/users?x=1", &[]).await.seen()["path"],
         "/v2/users?x=1"
     );
+    // Only the matched prefix is replaced, as in Envoy.
     assert_eq!(
         e.get("any", "/strip/inner", &[]).await.seen()["path"],
-        "/inner"
+        "//inner"
     );
+    assert_eq!(e.get("any", "/stripped", &[]).await.seen()["path"], "/ped");
     assert_eq!(e.get("any", "/strip", &[]).await.seen()["path"], "/");
     assert_eq!(
         e.get("any", "/users/42/profile", &[]).await.seen()["path"],
@@ -376,4 +393,34 @@ async fn http2_downstream_routes_by_authority() {
         e.addr().to_string(),
         ":authority becomes Host upstream"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strip_any_host_port_ignores_ports() {
+    let a = upstream("a").await;
+    let p = proxy(
+        r#"
+listeners:
+  - name: web
+    address: "127.0.0.1:0"
+    http:
+      strip_any_host_port: true
+      route_config:
+        virtual_hosts:
+          - name: api
+            domains: ["api.example.com"]
+            routes: [{ match: { prefix: / }, route: { cluster: a } }]
+clusters:
+  - name: a
+    endpoints: [{ address: "{{a}}" }]
+"#,
+        &[("a", a.addr.to_string())],
+    )
+    .await;
+    let addr = p.listener_addr("web").unwrap();
+    assert_eq!(
+        get(addr, "api.example.com:8443", "/", &[]).await.status,
+        200
+    );
+    assert_eq!(get(addr, "[::1]:80", "/", &[]).await.status, 404);
 }

@@ -91,41 +91,68 @@ async fn route_request(
     resp
 }
 
+/// Builds a redirect the way Envoy does: the scheme defaults to the
+/// request's (`x-forwarded-proto`, else `http`); the request's port is
+/// dropped when a new port is given, or when the scheme changes and the
+/// port is the old scheme's default; `host` replaces host and port; a
+/// `path` with a query replaces the request's query.
 fn redirect(rd: &Redirect, req: &Request<Incoming>) -> Response<RespBody> {
-    let host = request_host(req);
-    let (orig_host, orig_port) = match host.rsplit_once(':') {
-        Some((h, p))
-            if !h.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') =>
-        {
-            (h, Some(p))
+    let request_scheme = req
+        .headers()
+        .get(&X_FORWARDED_PROTO)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("http");
+    let scheme = rd.scheme.as_deref().unwrap_or(request_scheme);
+    let mut location = String::with_capacity(64);
+    location.push_str(scheme);
+    location.push_str("://");
+    match &rd.host {
+        Some(h) => location.push_str(h),
+        None => {
+            let host = request_host(req);
+            let port_at = if host.starts_with('[') {
+                host.rfind("]:").map(|i| i + 1)
+            } else {
+                host.rfind(':')
+            };
+            let mut keep = host;
+            if let Some(i) = port_at {
+                let port = &host[i..];
+                let default_port = (request_scheme == "https" && port == ":443")
+                    || (request_scheme == "http" && port == ":80");
+                if rd.port.is_some() || (scheme != request_scheme && default_port) {
+                    keep = &host[..i];
+                }
+            }
+            location.push_str(keep);
         }
-        _ => (host, None),
-    };
-    let scheme = rd.scheme.as_deref().unwrap_or("http");
-    let new_host = rd.host.as_deref().unwrap_or(orig_host);
-    let port: Option<String> = match (rd.port, orig_port) {
-        (Some(p), _) => Some(p.to_string()),
-        // Changing the scheme drops the old scheme's port, as Envoy does.
-        (None, Some(p)) if rd.scheme.is_none() && rd.host.is_none() => Some(p.to_string()),
-        _ => None,
-    };
-    let path = req.uri().path();
-    let new_path: String = if let Some(p) = &rd.path {
-        p.to_string()
-    } else if let Some((len, replacement)) = &rd.prefix_rewrite {
-        format!("{replacement}{}", path.get(*len..).unwrap_or(""))
-    } else {
-        path.to_string()
-    };
-    let mut location = format!("{scheme}://{new_host}");
-    if let Some(p) = port {
-        location.push(':');
-        location.push_str(&p);
     }
-    location.push_str(&new_path);
-    if !rd.strip_query
-        && let Some(q) = req.uri().query()
-    {
+    if let Some(p) = rd.port {
+        location.push(':');
+        location.push_str(&p.to_string());
+    }
+    let path = req.uri().path();
+    let mut query = if rd.strip_query {
+        None
+    } else {
+        req.uri().query()
+    };
+    if let Some(p) = &rd.path {
+        match p.split_once('?') {
+            // The redirect's own query wins, even with `strip_query`.
+            Some((p, q)) => {
+                location.push_str(p);
+                query = Some(q);
+            }
+            None => location.push_str(p),
+        }
+    } else if let Some((len, replacement)) = &rd.prefix_rewrite {
+        location.push_str(replacement);
+        location.push_str(path.get(*len..).unwrap_or(""));
+    } else {
+        location.push_str(path);
+    }
+    if let Some(q) = query.filter(|q| !q.is_empty()) {
         location.push('?');
         location.push_str(q);
     }

@@ -38,6 +38,8 @@ pub struct RouteTable {
     /// `example.*` stored as `example.`, longest first.
     prefixes: Vec<(Box<str>, usize)>,
     default: Option<usize>,
+    /// Ignore any `:port` in the host when choosing a virtual host.
+    strip_port: bool,
     pub virtual_hosts: Vec<VirtualHost>,
 }
 
@@ -152,6 +154,7 @@ impl RouteTable {
     pub fn compile(
         path: &str,
         rc: &model::RouteConfiguration,
+        strip_port: bool,
         clusters: &HashMap<String, Arc<Cluster>>,
     ) -> Result<RouteTable, CompileError> {
         let mut t = RouteTable {
@@ -159,6 +162,7 @@ impl RouteTable {
             suffixes: Vec::new(),
             prefixes: Vec::new(),
             default: None,
+            strip_port,
             virtual_hosts: Vec::new(),
         };
         for (i, vh) in rc.virtual_hosts.iter().enumerate() {
@@ -199,8 +203,8 @@ impl RouteTable {
         Ok(t)
     }
 
-    /// Selects the virtual host for `host` (case-insensitive). A host with a
-    /// port that matches nothing is tried again without its port.
+    /// Selects the virtual host for `host` (case-insensitive), port included
+    /// as sent unless the table strips ports (Envoy's `strip_any_host_port`).
     pub fn virtual_host(&self, host: &str) -> Option<&VirtualHost> {
         let mut buf = [0u8; 256];
         let lower: &str = if host.bytes().any(|b| b.is_ascii_uppercase()) && host.len() <= buf.len()
@@ -212,10 +216,12 @@ impl RouteTable {
         } else {
             host
         };
-        let idx = self.find_host(lower).or_else(|| {
-            let without_port = strip_port(lower)?;
-            self.find_host(without_port)
-        });
+        let host = if self.strip_port {
+            strip_port(lower).unwrap_or(lower)
+        } else {
+            lower
+        };
+        let idx = self.find_host(host);
         idx.or(self.default).map(|i| &self.virtual_hosts[i])
     }
 
@@ -280,15 +286,24 @@ impl Route {
             return false;
         }
         for h in &self.headers {
-            let ok = match (&h.kind, req.headers.get(&h.name)) {
-                (ValueMatch::Present(want), v) => v.is_some() == *want,
-                (_, None) => false,
-                (kind, Some(v)) => match v.to_str() {
-                    Ok(v) => kind.matches(v),
-                    Err(_) => false,
-                },
+            let ok = match &h.kind {
+                // Presence is the one matcher an absent header can satisfy.
+                ValueMatch::Present(want) => {
+                    (req.headers.contains_key(&h.name) == *want) != h.invert
+                }
+                kind => {
+                    let mut values = req.headers.get_all(&h.name).iter().peekable();
+                    if values.peek().is_none() {
+                        // Envoy: an absent header never matches, inverted or not.
+                        false
+                    } else {
+                        // Each value is tried on its own; any match counts (Envoy >= 1.39).
+                        let any = values.any(|v| v.to_str().is_ok_and(|v| kind.matches(v)));
+                        any != h.invert
+                    }
+                }
             };
-            if ok == h.invert {
+            if !ok {
                 return false;
             }
         }
@@ -361,12 +376,8 @@ fn compile_route(
     } else if let Some(exact) = &m.path {
         PathMatch::Exact(exact.as_str().into())
     } else if let Some(re) = &m.regex {
-        let re = if m.case_sensitive {
-            re.clone()
-        } else {
-            format!("(?i){re}")
-        };
-        PathMatch::Regex(full_regex(&format!("{p}.match.regex"), &re)?)
+        // As in Envoy, `case_sensitive` does not apply to regexes: write `(?i)`.
+        PathMatch::Regex(full_regex(&format!("{p}.match.regex"), re)?)
     } else {
         return Err(err(
             format!("{p}.match"),
@@ -540,14 +551,12 @@ impl Rewrite {
                 replacement,
             } => {
                 let rest = path.get(*matched_len..).unwrap_or("");
+                // Exactly Envoy's rule: only the matched prefix is replaced, so
+                // prefix "/a" with rewrite "/" turns "/a/b" into "//b"; match
+                // "/a/" to rewrite to "/b".
                 let mut out = String::with_capacity(replacement.len() + rest.len());
                 out.push_str(replacement);
-                // Avoid "//" when both the replacement ends and the rest starts with '/'.
-                if out.ends_with('/') && rest.starts_with('/') {
-                    out.push_str(&rest[1..]);
-                } else {
-                    out.push_str(rest);
-                }
+                out.push_str(rest);
                 if out.is_empty() {
                     out.push('/');
                 }

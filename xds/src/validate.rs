@@ -408,6 +408,12 @@ fn validate_route(e: &mut Errors, p: &str, r: &Route, clusters: &HashSet<&str>) 
             }
             (None, true) => e.push(ap.clone(), "set `cluster` or `weighted_clusters`"),
         }
+        if a.prefix_rewrite.as_deref() == Some("") {
+            e.push(
+                format!("{ap}.prefix_rewrite"),
+                "must not be empty (use \"/\" to replace the prefix with a slash)",
+            );
+        }
         if a.prefix_rewrite.is_some() && a.regex_rewrite.is_some() {
             e.push(
                 ap.clone(),
@@ -478,6 +484,12 @@ fn validate_route(e: &mut Errors, p: &str, r: &Route, clusters: &HashSet<&str>) 
             e.push(
                 format!("{rp}.scheme"),
                 format!("{s:?} must be \"http\" or \"https\""),
+            );
+        }
+        if rd.prefix_rewrite.as_deref() == Some("") {
+            e.push(
+                format!("{rp}.prefix_rewrite"),
+                "must not be empty (use \"/\" to replace the prefix with a slash)",
             );
         }
         if rd.path.is_some() && rd.prefix_rewrite.is_some() {

@@ -142,7 +142,9 @@ pub struct HttpConnectionManager {
     /// Largest number of request headers accepted (431 past it).
     #[serde(default = "default_max_headers_count")]
     pub max_request_headers_count: u32,
-    /// Time allowed to receive the full request headers (0 = no limit).
+    /// Time allowed to receive a request head (0 = no limit). On HTTP/1 the
+    /// clock also runs while a keep-alive connection waits for its next
+    /// request, so this is also the HTTP/1 keep-alive idle timeout.
     #[serde(default = "default_headers_timeout")]
     pub request_headers_timeout: Dur,
     /// Maximum concurrent streams per downstream HTTP/2 connection.
@@ -151,6 +153,10 @@ pub struct HttpConnectionManager {
     /// Generate `x-request-id` when the request has none.
     #[serde(default = "default_true")]
     pub generate_request_id: bool,
+    /// Ignore the port in `Host`/`:authority` when choosing a virtual host
+    /// (Envoy's `strip_any_host_port`). Off: the host is matched as sent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub strip_any_host_port: bool,
 }
 
 fn default_max_headers_kb() -> u32 {
@@ -163,7 +169,7 @@ fn default_conn_idle() -> Dur {
     Dur::from_secs(3600)
 }
 fn default_headers_timeout() -> Dur {
-    Dur::from_secs(10)
+    Dur::from_secs(60)
 }
 fn default_h2_streams() -> u32 {
     1024
@@ -181,6 +187,7 @@ impl Default for HttpConnectionManager {
             request_headers_timeout: default_headers_timeout(),
             http2_max_concurrent_streams: default_h2_streams(),
             generate_request_id: true,
+            strip_any_host_port: false,
         }
     }
 }
