@@ -94,7 +94,7 @@ async fn run(
     };
     // Histograms accumulate samples until drained; keep them bounded even
     // when nobody scrapes.
-    let mut upkeep = tokio::time::interval(Duration::from_secs(5));
+    let mut upkeep = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = &mut stop => return,

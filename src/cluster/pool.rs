@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -46,7 +47,8 @@ pub struct PoolSettings {
 }
 
 pub struct Pool {
-    h1_idle: Mutex<Vec<(http1::SendRequest<Incoming>, Instant)>>,
+    /// Idle connections, oldest first; reuse takes the newest (warmest).
+    h1_idle: Mutex<VecDeque<(http1::SendRequest<Incoming>, Instant)>>,
     h2: Mutex<Option<http2::SendRequest<Incoming>>>,
     h2_gate: tokio::sync::Mutex<()>,
     h2_streams: Arc<Semaphore>,
@@ -55,7 +57,7 @@ pub struct Pool {
 impl Pool {
     pub fn new(settings: &PoolSettings) -> Self {
         Pool {
-            h1_idle: Mutex::new(Vec::new()),
+            h1_idle: Mutex::new(VecDeque::new()),
             h2: Mutex::new(None),
             h2_gate: tokio::sync::Mutex::new(()),
             h2_streams: Arc::new(Semaphore::new(settings.h2_max_streams)),
@@ -75,7 +77,7 @@ impl Pool {
 
     fn pop_idle(&self, idle_timeout: Duration) -> Option<http1::SendRequest<Incoming>> {
         let mut idle = self.h1_idle.lock().ok()?;
-        while let Some((sender, since)) = idle.pop() {
+        while let Some((sender, since)) = idle.pop_back() {
             if sender.is_closed() || since.elapsed() > idle_timeout {
                 continue;
             }
@@ -88,16 +90,19 @@ impl Pool {
         if sender.is_closed() {
             return;
         }
+        let now = Instant::now();
         if let Ok(mut idle) = self.h1_idle.lock() {
-            // Drop the oldest connections first when over the limit or expired.
-            let now = Instant::now();
-            idle.retain(|(s, since)| {
-                !s.is_closed() && now.duration_since(*since) <= settings.idle_timeout
-            });
-            if idle.len() >= settings.max_idle {
-                idle.remove(0);
+            // Expired connections sit at the front (oldest first); closed ones
+            // are skipped when popped. Over the limit, the oldest goes.
+            while idle.front().is_some_and(|(s, since)| {
+                s.is_closed() || now.duration_since(*since) > settings.idle_timeout
+            }) {
+                idle.pop_front();
             }
-            idle.push((sender, now));
+            if idle.len() >= settings.max_idle {
+                idle.pop_front();
+            }
+            idle.push_back((sender, now));
         }
     }
 }

@@ -181,57 +181,119 @@ fn is_upgrade(req: &Request<Incoming>) -> bool {
             })
 }
 
+const HOP_CONNECTION: u8 = 1;
+const HOP_KEEP_ALIVE: u8 = 2;
+const HOP_PROXY_CONNECTION: u8 = 4;
+const HOP_TRANSFER_ENCODING: u8 = 8;
+const HOP_UPGRADE: u8 = 16;
+const HOP_TE: u8 = 32;
+const HOP_TRAILER: u8 = 64;
+const HOP_PROXY_AUTHENTICATE: u8 = 128;
+
+fn hop_bit(n: &HeaderName) -> u8 {
+    if n == header::CONNECTION {
+        HOP_CONNECTION
+    } else if n == header::TRANSFER_ENCODING {
+        HOP_TRANSFER_ENCODING
+    } else if n == header::UPGRADE {
+        HOP_UPGRADE
+    } else if n == header::TE {
+        HOP_TE
+    } else if n == header::TRAILER {
+        HOP_TRAILER
+    } else if n == header::PROXY_AUTHENTICATE {
+        HOP_PROXY_AUTHENTICATE
+    } else if n == KEEP_ALIVE {
+        HOP_KEEP_ALIVE
+    } else if n == PROXY_CONNECTION {
+        HOP_PROXY_CONNECTION
+    } else {
+        0
+    }
+}
+
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those the
 /// `Connection` header names. Upgrade headers are kept when upgrading.
+/// One pass classifies the names; only headers present are removed, and
+/// only a `Connection` token naming a custom header allocates.
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if let Some(conn) = headers.get(header::CONNECTION) {
-        if let Ok(list) = conn.to_str() {
-            let named: Vec<HeaderName> = list
-                .split(',')
-                .filter_map(|t| {
-                    HeaderName::from_bytes(t.trim().to_ascii_lowercase().as_bytes()).ok()
-                })
-                .filter(|n| !(keep_upgrade && n == header::UPGRADE))
-                .collect();
-            for n in named {
-                if n != header::TE {
-                    headers.remove(n);
+    let present = headers.keys().fold(0u8, |acc, k| acc | hop_bit(k));
+    if present == 0 {
+        return;
+    }
+    if present & HOP_CONNECTION != 0 {
+        let mut custom: Vec<HeaderName> = Vec::new();
+        for v in headers.get_all(header::CONNECTION) {
+            let Ok(list) = v.to_str() else { continue };
+            for token in list.split(',').map(str::trim) {
+                let known = [
+                    "close",
+                    "keep-alive",
+                    "upgrade",
+                    "te",
+                    "proxy-connection",
+                    "transfer-encoding",
+                    "trailer",
+                ]
+                .iter()
+                .any(|k| token.eq_ignore_ascii_case(k));
+                if !known && !token.is_empty() {
+                    if let Ok(n) = HeaderName::from_bytes(token.to_ascii_lowercase().as_bytes()) {
+                        custom.push(n);
+                    }
                 }
             }
         }
+        for n in custom {
+            headers.remove(n);
+        }
         headers.remove(header::CONNECTION);
     }
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(&PROXY_CONNECTION);
-    headers.remove(header::TRANSFER_ENCODING);
-    headers.remove(header::PROXY_AUTHENTICATE);
-    headers.remove(header::TRAILER);
-    if !keep_upgrade {
+    if present & HOP_KEEP_ALIVE != 0 {
+        headers.remove(&KEEP_ALIVE);
+    }
+    if present & HOP_PROXY_CONNECTION != 0 {
+        headers.remove(&PROXY_CONNECTION);
+    }
+    if present & HOP_TRANSFER_ENCODING != 0 {
+        headers.remove(header::TRANSFER_ENCODING);
+    }
+    if present & HOP_PROXY_AUTHENTICATE != 0 {
+        headers.remove(header::PROXY_AUTHENTICATE);
+    }
+    if present & HOP_TRAILER != 0 {
+        headers.remove(header::TRAILER);
+    }
+    if present & HOP_UPGRADE != 0 && !keep_upgrade {
         headers.remove(header::UPGRADE);
     }
     // `te: trailers` is end-to-end for gRPC; any other TE value is not.
-    if let Some(te) = headers.get(header::TE)
-        && !te.as_bytes().eq_ignore_ascii_case(b"trailers")
-    {
-        headers.remove(header::TE);
+    if present & HOP_TE != 0 {
+        let trailers_only = headers
+            .get_all(header::TE)
+            .iter()
+            .all(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
+        if !trailers_only {
+            headers.remove(header::TE);
+        }
     }
 }
 
 fn request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut v = fastrand::u128(..);
+    let mut bytes = fastrand::u128(..).to_be_bytes();
     // RFC 9562 version 4, variant 10.
-    v = (v & !(0xf << 76)) | (0x4 << 76);
-    v = (v & !(0x3 << 62)) | (0x2 << 62);
-    let mut out = [0u8; 36];
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let mut out = [b'-'; 36];
     let mut j = 0;
-    for i in 0..32 {
-        if matches!(i, 8 | 12 | 16 | 20) {
-            out[j] = b'-';
+    for (i, b) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
             j += 1;
         }
-        out[j] = HEX[((v >> (124 - 4 * i)) & 0xf) as usize];
-        j += 1;
+        out[j] = HEX[(b >> 4) as usize];
+        out[j + 1] = HEX[(b & 0xf) as usize];
+        j += 2;
     }
     HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("0"))
 }
@@ -315,11 +377,13 @@ async fn forward(
             e.insert(conn.peer_ip.clone());
         }
     }
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    if let header::Entry::Vacant(e) = headers.entry(&X_FORWARDED_PROTO) {
+        e.insert(HeaderValue::from_static("http"));
     }
-    if chain.generate_request_id && !headers.contains_key(&X_REQUEST_ID) {
-        headers.insert(&X_REQUEST_ID, request_id());
+    if chain.generate_request_id {
+        if let header::Entry::Vacant(e) = headers.entry(&X_REQUEST_ID) {
+            e.insert(request_id());
+        }
     }
     route.request_headers.apply(headers);
     vh.request_headers.apply(headers);
