@@ -237,10 +237,11 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
                 ]
                 .iter()
                 .any(|k| token.eq_ignore_ascii_case(k));
-                if !known && !token.is_empty() {
-                    if let Ok(n) = HeaderName::from_bytes(token.to_ascii_lowercase().as_bytes()) {
-                        custom.push(n);
-                    }
+                if !known
+                    && !token.is_empty()
+                    && let Ok(n) = HeaderName::from_bytes(token.to_ascii_lowercase().as_bytes())
+                {
+                    custom.push(n);
                 }
             }
         }
@@ -380,10 +381,10 @@ async fn forward(
     if let header::Entry::Vacant(e) = headers.entry(&X_FORWARDED_PROTO) {
         e.insert(HeaderValue::from_static("http"));
     }
-    if chain.generate_request_id {
-        if let header::Entry::Vacant(e) = headers.entry(&X_REQUEST_ID) {
-            e.insert(request_id());
-        }
+    if chain.generate_request_id
+        && let header::Entry::Vacant(e) = headers.entry(&X_REQUEST_ID)
+    {
+        e.insert(request_id());
     }
     route.request_headers.apply(headers);
     vh.request_headers.apply(headers);
