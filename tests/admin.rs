@@ -7,26 +7,11 @@ use common::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_endpoints() {
     let up = upstream("up").await;
-    let p = proxy(
-        r#"
-listeners:
-  - name: web
-    address: "127.0.0.1:0"
-    http:
-      route_config:
-        virtual_hosts:
-          - name: all
-            domains: ["*"]
-            routes:
-              - match: { prefix: / }
-                route: { cluster: admin-test }
-clusters:
-  - name: admin-test
-    endpoints: [{ address: "{{up}}" }]
-"#,
-        &[("up", up.addr.to_string())],
-    )
-    .await;
+    let clusters = format!(
+        "  - name: admin-test\n    endpoints: [{{ address: \"{}\" }}]",
+        up.addr
+    );
+    let p = proxy(&catch_all("admin-test", "", &clusters), &[]).await;
     let addr = p.listener_addr("web").unwrap();
     for _ in 0..3 {
         assert_eq!(get(addr, "x", "/", &[]).await.status, 200);

@@ -10,26 +10,11 @@ fn config(policy: &str, hash: &str, endpoints: &[(&Upstream, u32)]) -> String {
         .iter()
         .map(|(u, w)| format!("{{ address: \"{}\", weight: {w} }}", u.addr))
         .collect();
-    format!(
-        r#"
-listeners:
-  - name: web
-    address: "127.0.0.1:0"
-    http:
-      route_config:
-        virtual_hosts:
-          - name: all
-            domains: ["*"]
-            routes:
-              - match: {{ prefix: / }}
-                route: {{ cluster: svc{hash} }}
-clusters:
-  - name: svc
-    lb_policy: {policy}
-    endpoints: [{}]
-"#,
+    let clusters = format!(
+        "  - name: svc\n    lb_policy: {policy}\n    endpoints: [{}]",
         eps.join(", ")
-    )
+    );
+    catch_all("svc", hash, &clusters)
 }
 
 async fn tally(
@@ -155,27 +140,11 @@ async fn ring_hash_is_sticky_by_header_cookie_and_source_ip() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_dns_cluster_resolves_names() {
     let up = upstream("dns").await;
-    let yaml = format!(
-        r#"
-listeners:
-  - name: web
-    address: "127.0.0.1:0"
-    http:
-      route_config:
-        virtual_hosts:
-          - name: all
-            domains: ["*"]
-            routes:
-              - match: {{ prefix: / }}
-                route: {{ cluster: named }}
-clusters:
-  - name: named
-    type: strict_dns
-    dns_refresh_rate: 100ms
-    endpoints: [{{ address: "localhost:{}" }}]
-"#,
+    let clusters = format!(
+        "  - name: named\n    type: strict_dns\n    dns_refresh_rate: 100ms\n    endpoints: [{{ address: \"localhost:{}\" }}]",
         up.addr.port()
     );
+    let yaml = catch_all("named", "", &clusters);
     let p = proxy(&yaml, &[]).await;
     let addr = p.listener_addr("web").unwrap();
     // "localhost" may resolve to ::1 as well as 127.0.0.1; the upstream only

@@ -207,3 +207,26 @@ pub async fn admin_get(proxy: &RunningProxy, path: &str) -> Resp {
         .unwrap();
     send(&h1_client(), req).await
 }
+
+/// YAML for one listener "web" on a free port whose only route sends every
+/// request to `cluster`, followed by `clusters` (YAML list items).
+/// `route_extra` is appended inside the route action (e.g. `, timeout: 1s`).
+pub fn catch_all(cluster: &str, route_extra: &str, clusters: &str) -> String {
+    format!(
+        r#"
+listeners:
+  - name: web
+    address: "127.0.0.1:0"
+    http:
+      route_config:
+        virtual_hosts:
+          - name: all
+            domains: ["*"]
+            routes:
+              - match: {{ prefix: / }}
+                route: {{ cluster: {cluster}{route_extra} }}
+clusters:
+{clusters}
+"#
+    )
+}
