@@ -27,6 +27,9 @@ pub struct Upstream {
     pub name: &'static str,
     pub connections: Arc<AtomicUsize>,
     pub requests: Arc<AtomicUsize>,
+    /// Requests being answered right now, and the most ever at once.
+    pub inflight: Arc<AtomicUsize>,
+    pub max_inflight: Arc<AtomicUsize>,
 }
 
 pub async fn upstream(name: &'static str) -> Upstream {
@@ -34,7 +37,10 @@ pub async fn upstream(name: &'static str) -> Upstream {
     let addr = listener.local_addr().unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
     let requests = Arc::new(AtomicUsize::new(0));
+    let inflight = Arc::new(AtomicUsize::new(0));
+    let max_inflight = Arc::new(AtomicUsize::new(0));
     let (c, r) = (connections.clone(), requests.clone());
+    let (fl, mx) = (inflight.clone(), max_inflight.clone());
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -42,10 +48,18 @@ pub async fn upstream(name: &'static str) -> Upstream {
             };
             c.fetch_add(1, Ordering::SeqCst);
             let r = r.clone();
+            let (fl, mx) = (fl.clone(), mx.clone());
             tokio::spawn(async move {
                 let svc = service_fn(move |req: Request<Incoming>| {
                     r.fetch_add(1, Ordering::SeqCst);
-                    answer(name, req)
+                    let now = fl.fetch_add(1, Ordering::SeqCst) + 1;
+                    mx.fetch_max(now, Ordering::SeqCst);
+                    let fl = fl.clone();
+                    async move {
+                        let resp = answer(name, req).await;
+                        fl.fetch_sub(1, Ordering::SeqCst);
+                        resp
+                    }
                 });
                 let _ = auto::Builder::new(TokioExecutor::new())
                     .serve_connection_with_upgrades(TokioIo::new(stream), svc)
@@ -58,6 +72,8 @@ pub async fn upstream(name: &'static str) -> Upstream {
         name,
         connections,
         requests,
+        inflight,
+        max_inflight,
     }
 }
 
