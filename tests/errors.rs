@@ -210,3 +210,60 @@ async fn curl_sees_the_same_statuses() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), *want, "curl {args:?}");
     }
 }
+
+/// The route timeout starts when the request body has been received, as
+/// Envoy's does: a slow upload is not cut off, a slow upstream still is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_timeout_starts_after_the_upload() {
+    use http_body_util::{BodyExt, StreamBody, combinators::BoxBody};
+    use hyper::body::Frame;
+    use std::convert::Infallible;
+
+    let (p, _up) = env().await;
+    let a = p.listener_addr("web").unwrap();
+    let client: hyper_util::client::legacy::Client<_, BoxBody<bytes::Bytes, Infallible>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+
+    // 8 chunks, 100 ms apart: 800 ms of upload against a 200 ms route timeout.
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(1);
+    tokio::spawn(async move {
+        for i in 0..8u8 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if tx
+                .send(bytes::Bytes::from(vec![b'a' + i; 1000]))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+    });
+    let req = http::Request::post(format!("http://{a}/slow/echo"))
+        .header("host", "known.test")
+        .body(BoxBody::new(StreamBody::new(stream)))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        body.len(),
+        8000,
+        "the whole upload reached the upstream and came back"
+    );
+
+    // A quick upload to a slow upstream still times out.
+    let req = http::Request::post(format!("http://{a}/slow/sleep/3000"))
+        .header("host", "known.test")
+        .body(BoxBody::new(http_body_util::Full::new(
+            bytes::Bytes::from_static(b"x"),
+        )))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 504);
+}

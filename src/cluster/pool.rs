@@ -6,6 +6,7 @@
 //! single-flight gate so a burst of requests opens one connection, not many.
 
 use super::Endpoint;
+use crate::http::body::ReqBody;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper::{Request, Response};
@@ -48,8 +49,8 @@ pub struct PoolSettings {
 
 pub struct Pool {
     /// Idle connections, oldest first; reuse takes the newest (warmest).
-    h1_idle: Mutex<VecDeque<(http1::SendRequest<Incoming>, Instant)>>,
-    h2: Mutex<Option<http2::SendRequest<Incoming>>>,
+    h1_idle: Mutex<VecDeque<(http1::SendRequest<ReqBody>, Instant)>>,
+    h2: Mutex<Option<http2::SendRequest<ReqBody>>>,
     h2_gate: tokio::sync::Mutex<()>,
     h2_streams: Arc<Semaphore>,
 }
@@ -75,7 +76,7 @@ impl Pool {
         (idle, h2)
     }
 
-    fn pop_idle(&self, idle_timeout: Duration) -> Option<http1::SendRequest<Incoming>> {
+    fn pop_idle(&self, idle_timeout: Duration) -> Option<http1::SendRequest<ReqBody>> {
         let mut idle = self.h1_idle.lock().ok()?;
         while let Some((sender, since)) = idle.pop_back() {
             if sender.is_closed() || since.elapsed() > idle_timeout {
@@ -86,7 +87,7 @@ impl Pool {
         None
     }
 
-    fn checkin(&self, sender: http1::SendRequest<Incoming>, settings: &PoolSettings) {
+    fn checkin(&self, sender: http1::SendRequest<ReqBody>, settings: &PoolSettings) {
         if sender.is_closed() {
             return;
         }
@@ -126,7 +127,7 @@ async fn connect(ep: &Endpoint) -> Result<TcpStream, UpstreamError> {
     }
 }
 
-async fn connect_h1(ep: &Arc<Endpoint>) -> Result<http1::SendRequest<Incoming>, UpstreamError> {
+async fn connect_h1(ep: &Arc<Endpoint>) -> Result<http1::SendRequest<ReqBody>, UpstreamError> {
     let stream = connect(ep).await?;
     let (sender, conn) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
@@ -141,7 +142,7 @@ async fn connect_h1(ep: &Arc<Endpoint>) -> Result<http1::SendRequest<Incoming>, 
     Ok(sender)
 }
 
-async fn h2_sender(ep: &Arc<Endpoint>) -> Result<http2::SendRequest<Incoming>, UpstreamError> {
+async fn h2_sender(ep: &Arc<Endpoint>) -> Result<http2::SendRequest<ReqBody>, UpstreamError> {
     if let Some(s) = cached_h2(ep) {
         return Ok(s);
     }
@@ -172,7 +173,7 @@ async fn h2_sender(ep: &Arc<Endpoint>) -> Result<http2::SendRequest<Incoming>, U
     Ok(sender)
 }
 
-fn cached_h2(ep: &Endpoint) -> Option<http2::SendRequest<Incoming>> {
+fn cached_h2(ep: &Endpoint) -> Option<http2::SendRequest<ReqBody>> {
     let slot = ep.pool.h2.lock().ok()?;
     slot.as_ref().filter(|s| !s.is_closed()).cloned()
 }
@@ -181,7 +182,7 @@ fn cached_h2(ep: &Endpoint) -> Option<http2::SendRequest<Incoming>> {
 /// live as long as the response body.
 pub async fn send(
     ep: &Arc<Endpoint>,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     use_h2: bool,
 ) -> Result<(Response<Incoming>, UpstreamGuard), UpstreamError> {
     ep.active.fetch_add(1, Ordering::Relaxed);
@@ -227,7 +228,7 @@ pub async fn send(
 
 async fn send_fresh_h1(
     ep: &Arc<Endpoint>,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     mut guard: UpstreamGuard,
 ) -> Result<(Response<Incoming>, UpstreamGuard), UpstreamError> {
     let mut sender = connect_h1(ep).await?;
@@ -244,7 +245,7 @@ async fn send_fresh_h1(
 /// stream slot, and keeps the endpoint's active-request count right.
 pub struct UpstreamGuard {
     endpoint: Arc<Endpoint>,
-    h1: Option<http1::SendRequest<Incoming>>,
+    h1: Option<http1::SendRequest<ReqBody>>,
     _permit: Option<OwnedSemaphorePermit>,
     done: bool,
 }

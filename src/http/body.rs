@@ -78,3 +78,68 @@ impl Body for RespBody {
         }
     }
 }
+
+/// The request body sent upstream: the downstream body, plus a signal when
+/// it has been read to the end, so the route timeout can start there (as
+/// Envoy's does) instead of cutting off slow uploads.
+#[pin_project]
+pub struct ReqBody {
+    #[pin]
+    inner: Incoming,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl ReqBody {
+    /// Wraps `inner`; the receiver resolves when the body has ended (or
+    /// errs if the body fails or is dropped first). `None` when the body is
+    /// already complete (no body), so a GET costs no channel.
+    pub fn new(inner: Incoming) -> (Self, Option<tokio::sync::oneshot::Receiver<()>>) {
+        if inner.is_end_stream() {
+            (ReqBody { inner, done: None }, None)
+        } else {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            (
+                ReqBody {
+                    inner,
+                    done: Some(tx),
+                },
+                Some(rx),
+            )
+        }
+    }
+}
+
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
+        let ended = match &polled {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),
+            Poll::Ready(Some(Err(_))) => {
+                // Dropping the sender tells the waiter the body failed.
+                this.done.take();
+                false
+            }
+            Poll::Pending => false,
+        };
+        if ended && let Some(tx) = this.done.take() {
+            let _ = tx.send(());
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

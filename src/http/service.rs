@@ -3,7 +3,7 @@
 //! and endpoint choice, upstream call under the route timeout, response
 //! header changes, statistics.
 
-use super::body::RespBody;
+use super::body::{ReqBody, RespBody};
 use super::{ConnInfo, HttpChain};
 use crate::cluster::lb::hash_bytes;
 use crate::cluster::pool::{self, UpstreamError};
@@ -448,19 +448,33 @@ async fn forward(
         Err(_) => return local_reply(StatusCode::BAD_REQUEST, "invalid request target\n"),
     };
 
-    // Upstream call under the route timeout.
+    // Upstream call under the route timeout, which starts once the request
+    // body has been read to the end (at once when there is none), as Envoy's.
+    let (body, upload_done) = ReqBody::new(body);
     let upstream_req = Request::from_parts(parts, body);
     let started = Instant::now();
     let call = pool::send(&endpoint, upstream_req, use_h2);
     let result = match fwd.timeout {
-        Some(t) => match tokio::time::timeout(t, call).await {
-            Ok(r) => r,
-            Err(_) => {
-                cluster.stats.rq_timeout.increment(1);
-                cluster.stats.rq[4].increment(1);
-                return local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout");
+        Some(t) => {
+            let expiry = async move {
+                if let Some(done) = upload_done {
+                    // A failed or abandoned upload fails the call itself.
+                    if done.await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                tokio::time::sleep(t).await;
+            };
+            tokio::select! {
+                biased;
+                r = call => r,
+                _ = expiry => {
+                    cluster.stats.rq_timeout.increment(1);
+                    cluster.stats.rq[4].increment(1);
+                    return local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout");
+                }
             }
-        },
+        }
         None => call.await,
     };
     let (resp, mut guard) = match result {

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 /// A real HTTP/1.1 + HTTP/2 upstream. It answers with a JSON description of
 /// the request it saw. Special paths: `/status/N` answers N, `/sleep/MS`
-/// waits MS milliseconds first, `/echo` returns the request body.
+/// waits MS milliseconds first, a path ending in `/echo` returns the request body.
 pub struct Upstream {
     pub addr: SocketAddr,
     pub name: &'static str,
@@ -107,7 +107,7 @@ async fn answer(
         "version": format!("{:?}", req.version()),
         "headers": headers,
     });
-    let body = if path == "/echo" {
+    let body = if path.ends_with("/echo") {
         req.into_body()
             .collect()
             .await
