@@ -267,3 +267,48 @@ async fn route_timeout_starts_after_the_upload() {
     let resp = client.request(req).await.unwrap();
     assert_eq!(resp.status(), 504);
 }
+
+/// Once the response headers are out, the route timeout keeps running until
+/// the body ends: a body that stalls is cut (the response is reset).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_timeout_covers_the_response_body() {
+    // Headers and 5 of 100 promised bytes, then nothing.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stalling = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhello")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    let clusters = format!("  - name: stall\n    endpoints: [{{ address: \"{stalling}\" }}]");
+    let p = proxy(&catch_all("stall", ", timeout: 300ms", &clusters), &[]).await;
+    let a = p.listener_addr("web").unwrap();
+    let req = http::Request::get(format!("http://{a}/"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), h1_client().request(req))
+        .await
+        .expect("headers arrive")
+        .expect("response");
+    assert_eq!(resp.status(), 200);
+    use http_body_util::BodyExt;
+    let body = tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect())
+        .await
+        .expect("the proxy ends the stalled body instead of waiting 30 s");
+    assert!(body.is_err(), "a cut body is an error, not a short success");
+    let stats = admin_get(&p, "/stats/prometheus").await.text();
+    assert!(
+        stats.contains("legate_cluster_upstream_rq_timeout_total{cluster=\"stall\"} 1"),
+        "{stats}"
+    );
+}

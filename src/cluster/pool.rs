@@ -267,6 +267,11 @@ impl UpstreamGuard {
         self.h1 = None;
     }
 
+    /// The route timeout fired while the body was streaming.
+    pub fn timed_out(&self) {
+        self.endpoint.stats.rq_timeout.increment(1);
+    }
+
     /// The connection will be taken over by an upgrade (WebSocket).
     pub fn detach(&mut self) {
         self.done = true;

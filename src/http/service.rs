@@ -19,6 +19,9 @@ use hyper_util::rt::TokioIo;
 use legate_xds::model::{HashPolicy, LbPolicy, UpstreamProtocol};
 use std::time::Instant;
 
+/// "Never", for a timer that must not fire (tokio caps deadlines anyway).
+const FAR_FUTURE: std::time::Duration = std::time::Duration::from_secs(86400 * 365);
+
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -454,26 +457,45 @@ async fn forward(
     let upstream_req = Request::from_parts(parts, body);
     let started = Instant::now();
     let call = pool::send(&endpoint, upstream_req, use_h2);
+    // One timer serves the whole exchange: it is armed when the upload has
+    // finished, raced against the response headers, then handed to the
+    // response body (Envoy's route timeout ends with the response).
+    let mut deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     let result = match fwd.timeout {
         Some(t) => {
-            let expiry = async move {
-                if let Some(done) = upload_done {
-                    // A failed or abandoned upload fails the call itself.
-                    if done.await.is_err() {
-                        std::future::pending::<()>().await;
+            let mut upload_done = upload_done;
+            let mut sleep = Box::pin(tokio::time::sleep(t));
+            let mut call = std::pin::pin!(call);
+            let r = loop {
+                tokio::select! {
+                    biased;
+                    r = &mut call => break Some(r),
+                    done = async { upload_done.as_mut()?.await.ok() }, if upload_done.is_some() => {
+                        upload_done = None;
+                        match done {
+                            // The upload finished: the clock starts now.
+                            Some(()) => sleep.as_mut().reset(tokio::time::Instant::now() + t),
+                            // A failed upload fails the call itself; no timer.
+                            None => {
+                                sleep.as_mut().reset(tokio::time::Instant::now() + FAR_FUTURE)
+                            }
+                        }
                     }
+                    _ = sleep.as_mut(), if upload_done.is_none() => break None,
                 }
-                tokio::time::sleep(t).await;
             };
-            tokio::select! {
-                biased;
-                r = call => r,
-                _ = expiry => {
-                    cluster.stats.rq_timeout.increment(1);
-                    cluster.stats.rq[4].increment(1);
-                    return local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout");
-                }
+            let Some(r) = r else {
+                cluster.stats.rq_timeout.increment(1);
+                cluster.stats.rq[4].increment(1);
+                return local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout");
+            };
+            if upload_done.is_some() {
+                // The upstream answered before the upload ended; time the
+                // rest of the exchange from here.
+                sleep.as_mut().reset(tokio::time::Instant::now() + t);
             }
+            deadline = Some(sleep);
+            r
         }
         None => call.await,
     };
@@ -534,7 +556,14 @@ async fn forward(
     if body.is_end_stream() {
         guard.finish();
     }
-    Response::from_parts(parts, RespBody::Upstream { body, guard })
+    Response::from_parts(
+        parts,
+        RespBody::Upstream {
+            body,
+            guard,
+            deadline,
+        },
+    )
 }
 
 #[cfg(test)]
