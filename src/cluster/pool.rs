@@ -146,6 +146,12 @@ async fn h2_sender(ep: &Arc<Endpoint>) -> Result<http2::SendRequest<ReqBody>, Up
     if let Some(s) = cached_h2(ep) {
         return Ok(s);
     }
+    // The connect path is rare and its future large: keep it off the
+    // per-request future (boxed), so every request carries and moves less.
+    Box::pin(h2_connect(ep)).await
+}
+
+async fn h2_connect(ep: &Arc<Endpoint>) -> Result<http2::SendRequest<ReqBody>, UpstreamError> {
     // Single flight: one task connects, the others wait and reuse it.
     let _gate = ep.pool.h2_gate.lock().await;
     if let Some(s) = cached_h2(ep) {
@@ -219,10 +225,11 @@ pub async fn send(
                     },
                 }
             } else {
-                return send_fresh_h1(ep, req, guard).await;
+                return Box::pin(send_fresh_h1(ep, req, guard)).await;
             }
         }
-        send_fresh_h1(ep, req, guard).await
+        // New connections are the rare path; boxed to keep this future small.
+        Box::pin(send_fresh_h1(ep, req, guard)).await
     }
 }
 

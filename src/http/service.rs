@@ -570,6 +570,66 @@ async fn forward(
 mod tests {
     use super::*;
 
+    /// Every in-flight request carries this future (an HTTP/2 stream keeps
+    /// it in its task): the rare connect paths are boxed to keep it small.
+    /// A budget, so a change that bloats it fails here rather than in RSS.
+    #[test]
+    fn upstream_send_future_stays_small() {
+        fn size<F: std::future::Future>(_: &F) -> usize {
+            std::mem::size_of::<F>()
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let (size_tx, size_rx) = std::sync::mpsc::channel::<usize>();
+            tokio::spawn(async move {
+                let (s, _) = l.accept().await.unwrap();
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let size_tx = size_tx.clone();
+                    async move {
+                        let m = crate::cluster::Cluster::new(&legate_xds::model::Cluster {
+                            name: "x".into(),
+                            endpoints: vec![legate_xds::model::Endpoint {
+                                address: "127.0.0.1:1".into(),
+                                weight: 1,
+                            }],
+                            ..Default::default()
+                        });
+                        let ep = m.pick(None).unwrap();
+                        let (b, _) = ReqBody::new(req.into_body());
+                        let f = pool::send(&ep, Request::new(b), false);
+                        let _ = size_tx.send(size(&f));
+                        drop(f);
+                        Ok::<_, std::convert::Infallible>(Response::new(RespBody::empty()))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+            let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (mut tx, conn) = hyper::client::conn::http1::handshake::<
+                _,
+                http_body_util::Empty<Bytes>,
+            >(TokioIo::new(s))
+            .await
+            .unwrap();
+            tokio::spawn(conn);
+            let _ = tx
+                .send_request(Request::new(http_body_util::Empty::new()))
+                .await;
+            let bytes = size_rx.recv().unwrap();
+            assert!(
+                bytes <= 1100,
+                "pool::send future is {bytes} bytes (budget 1100)"
+            );
+        });
+    }
+
     #[test]
     fn request_ids_are_uuid_v4() {
         let id = request_id();
