@@ -356,3 +356,40 @@ async fn drain_deadline_bounds_shutdown() {
     );
     let _ = stuck.await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_http2_streams_in_flight() {
+    let up = upstream("up").await;
+    let mut proc = spawn(up.addr, "5s");
+    let web = proc.web;
+    // One HTTP/2 connection (the client multiplexes), 10 streams in flight.
+    let client = h2_client();
+    let mut inflight = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let client = client.clone();
+        inflight.spawn(async move {
+            let req = http::Request::get(format!("http://{web}/sleep/700"))
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap();
+            send(&client, req).await.status
+        });
+    }
+    eventually("all streams reached the upstream", || async {
+        up.requests.load(std::sync::atomic::Ordering::SeqCst) >= 10
+    })
+    .await;
+    let ok = Command::new("kill")
+        .args(["-TERM", &proc.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    assert_eq!(
+        inflight.join_all().await,
+        vec![200; 10],
+        "every stream finished"
+    );
+    let status = tokio::task::spawn_blocking(move || proc.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
