@@ -4,11 +4,13 @@
 //! pointers) is prepared here, when configuration changes.
 
 pub mod headers;
+mod index;
 
 use crate::cluster::Cluster;
 use bytes::Bytes;
 use headers::HeaderOps;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use index::{Literal, Lookup, RouteIndex};
 use legate_xds::model;
 use regex::Regex;
 use std::collections::HashMap;
@@ -46,6 +48,8 @@ pub struct RouteTable {
 pub struct VirtualHost {
     pub name: Arc<str>,
     pub routes: Vec<Route>,
+    /// Present for large route lists (see `index.rs`).
+    index: Option<RouteIndex>,
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
 }
@@ -185,9 +189,11 @@ impl RouteTable {
                 .enumerate()
                 .map(|(j, r)| compile_route(&format!("{vp}.routes[{j}]"), r, clusters))
                 .collect::<Result<Vec<_>, _>>()?;
+            let index = RouteIndex::build(routes.iter().map(Route::literal));
             t.virtual_hosts.push(VirtualHost {
                 name: vh.name.as_str().into(),
                 routes,
+                index,
                 request_headers: HeaderOps::compile(
                     &format!("{vp}.request_headers"),
                     &vh.request_headers,
@@ -245,7 +251,14 @@ impl RouteTable {
     /// The first matching route, with its virtual host.
     pub fn route(&self, req: &RequestView<'_>) -> Option<(&VirtualHost, &Route)> {
         let vh = self.virtual_host(req.host)?;
-        let r = vh.routes.iter().find(|r| r.matches(req))?;
+        let r = match &vh.index {
+            Some(ix) => match ix.find(req.path, |i| vh.routes[i].matches(req)) {
+                Lookup::Found(i) => &vh.routes[i],
+                Lookup::NoMatch => return None,
+                Lookup::Scan => vh.routes.iter().find(|r| r.matches(req))?,
+            },
+            None => vh.routes.iter().find(|r| r.matches(req))?,
+        };
         Some((vh, r))
     }
 }
@@ -263,6 +276,15 @@ fn strip_port(host: &str) -> Option<&str> {
 }
 
 impl Route {
+    /// How the route index sees this route's path matcher.
+    fn literal(&self) -> Literal<'_> {
+        match (&self.path, self.case_sensitive) {
+            (PathMatch::Prefix(p), true) => Literal::Prefix(p),
+            (PathMatch::Exact(p), true) => Literal::Exact(p),
+            _ => Literal::Unindexed,
+        }
+    }
+
     fn matches(&self, req: &RequestView<'_>) -> bool {
         let path_ok = match &self.path {
             PathMatch::Prefix(p) => {
@@ -573,6 +595,99 @@ impl Rewrite {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The index must choose exactly the route a linear scan chooses.
+    #[test]
+    fn indexed_lookup_equals_linear_scan() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let words = ["/", "/a", "/ab", "/a/", "/b", "/api", "/api/v1", "/API", ""];
+        let cluster = Cluster::new(&model::Cluster {
+            name: "c".into(),
+            ..Default::default()
+        });
+        let clusters: HashMap<String, Arc<Cluster>> = [("c".to_string(), cluster)].into();
+        for round in 0..60 {
+            let mut routes = Vec::new();
+            for _ in 0..rng.usize(16..60) {
+                let w = words[rng.usize(..words.len())].to_string();
+                let mut m = model::RouteMatch {
+                    case_sensitive: rng.u8(..10) > 1,
+                    ..Default::default()
+                };
+                match rng.u8(..4) {
+                    0 if w.starts_with('/') => m.path = Some(w),
+                    1 => m.regex = Some(format!("{}.*", regex::escape(&w))),
+                    _ => m.prefix = Some(w),
+                }
+                if m.path.is_none() && m.regex.is_none() && m.prefix.is_none() {
+                    m.prefix = Some("/".into());
+                }
+                if rng.u8(..5) == 0 {
+                    m.headers.push(model::HeaderMatcher {
+                        name: "x-h".into(),
+                        present: Some(true),
+                        ..Default::default()
+                    });
+                }
+                routes.push(model::Route {
+                    route_match: m,
+                    direct_response: Some(model::DirectResponse {
+                        status: 200,
+                        body: None,
+                    }),
+                    ..Default::default()
+                });
+            }
+            let rc = model::RouteConfiguration {
+                name: String::new(),
+                virtual_hosts: vec![model::VirtualHost {
+                    name: "v".into(),
+                    domains: vec!["*".into()],
+                    routes,
+                    ..Default::default()
+                }],
+            };
+            let t = RouteTable::compile("t", &rc, false, &clusters).unwrap();
+            let vh = &t.virtual_hosts[0];
+            assert!(vh.index.is_some());
+            for path in [
+                "/",
+                "/a",
+                "/ab",
+                "/abc",
+                "/a/",
+                "/a/x",
+                "/b",
+                "/api",
+                "/api/v1",
+                "/api/v1/x",
+                "/API/v1",
+                "/x",
+                "",
+            ] {
+                for with_header in [false, true] {
+                    let mut headers = HeaderMap::new();
+                    if with_header {
+                        headers.insert("x-h", HeaderValue::from_static("1"));
+                    }
+                    let req = RequestView {
+                        host: "h",
+                        path,
+                        query: None,
+                        headers: &headers,
+                    };
+                    let linear = vh.routes.iter().position(|r| r.matches(&req));
+                    let indexed = t
+                        .route(&req)
+                        .map(|(_, r)| vh.routes.iter().position(|x| std::ptr::eq(x, r)).unwrap());
+                    assert_eq!(
+                        indexed, linear,
+                        "round {round}, path {path:?}, header {with_header}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn substitution_translates_envoy_groups() {
