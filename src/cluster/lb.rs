@@ -131,17 +131,17 @@ pub fn pick<'a>(
         }
         LbPolicy::Random => random_index(t, n),
         LbPolicy::LeastRequest => {
+            // Power of two choices. Equal weights: two distinct endpoints.
+            // Unequal weights: both drawn by weight (possibly the same one),
+            // so weight counts once: an idle cluster splits by weight, a
+            // busy one leans to the endpoint with fewer requests in flight.
             let a = random_index(t, n);
             let mut b = random_index(t, n);
-            if b == a {
+            if t.cumulative.is_empty() && b == a {
                 b = (a + 1 + fastrand::usize(..n - 1)) % n;
             }
-            // Compare active requests relative to weight.
-            let load = |i: usize| {
-                (eps[i].active.load(Ordering::Relaxed) as u64 + 1) * 1_000_000
-                    / u64::from(eps[i].weight.max(1))
-            };
-            if load(b) < load(a) { b } else { a }
+            let active = |i: usize| eps[i].active.load(Ordering::Relaxed);
+            if active(b) < active(a) { b } else { a }
         }
         LbPolicy::RingHash => {
             let h = hash.unwrap_or_else(|| fastrand::u64(..));
@@ -163,5 +163,78 @@ fn random_index(t: &LbTables, n: usize) -> usize {
         let total = *t.cumulative.last().unwrap_or(&1);
         let r = fastrand::u64(..total);
         t.cumulative.partition_point(|&c| c <= r).min(n - 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::Cluster;
+    use legate_xds::model;
+
+    fn cluster(policy: LbPolicy, weights: &[u32]) -> Arc<Cluster> {
+        Cluster::new(&model::Cluster {
+            name: "t".into(),
+            lb_policy: policy,
+            endpoints: weights
+                .iter()
+                .enumerate()
+                .map(|(i, w)| model::Endpoint {
+                    address: format!("127.0.0.{}:80", i + 1),
+                    weight: *w,
+                })
+                .collect(),
+            ..Default::default()
+        })
+    }
+
+    fn share(c: &Cluster, picks: usize) -> Vec<f64> {
+        let n = c.endpoints().endpoints.len();
+        let mut counts = vec![0usize; n];
+        for _ in 0..picks {
+            let e = c.pick(None).unwrap();
+            let i = c
+                .endpoints()
+                .endpoints
+                .iter()
+                .position(|x| Arc::ptr_eq(x, &e))
+                .unwrap();
+            counts[i] += 1;
+        }
+        counts.iter().map(|&k| k as f64 / picks as f64).collect()
+    }
+
+    #[test]
+    fn weighted_least_request_splits_an_idle_cluster_by_weight() {
+        let c = cluster(LbPolicy::LeastRequest, &[1, 9]);
+        let s = share(&c, 20_000);
+        assert!((s[0] - 0.1).abs() < 0.02, "{s:?}");
+    }
+
+    #[test]
+    fn weighted_least_request_avoids_a_busy_endpoint() {
+        let c = cluster(LbPolicy::LeastRequest, &[1, 1, 2]);
+        let busy = c.endpoints().endpoints[2].clone();
+        busy.active.store(50, Ordering::Relaxed);
+        let s = share(&c, 10_000);
+        // Drawn with weight 2 of 4, but only kept when drawn twice: 1/4.
+        assert!(s[2] < 0.3, "{s:?}");
+    }
+
+    #[test]
+    fn smooth_weighted_round_robin_is_exact_and_interleaved() {
+        let c = cluster(LbPolicy::RoundRobin, &[5, 1, 1]);
+        let seq: Vec<usize> = (0..7)
+            .map(|_| {
+                let e = c.pick(None).unwrap();
+                c.endpoints()
+                    .endpoints
+                    .iter()
+                    .position(|x| Arc::ptr_eq(x, &e))
+                    .unwrap()
+            })
+            .collect();
+        // nginx's smooth weighted round robin for 5:1:1.
+        assert_eq!(seq, [0, 0, 1, 0, 2, 0, 0]);
     }
 }

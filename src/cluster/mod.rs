@@ -118,6 +118,7 @@ impl Cluster {
     /// Starts DNS resolution for `strict_dns` clusters: resolves now, then
     /// every `dns_refresh_rate`. The task ends when the cluster is dropped.
     pub fn start_discovery(self: &Arc<Self>, m: &model::Cluster) {
+        tokio::spawn(reap_idle(Arc::downgrade(self), self.settings.idle_timeout));
         if m.discovery != DiscoveryType::StrictDns {
             return;
         }
@@ -132,34 +133,56 @@ impl Cluster {
     }
 }
 
-async fn dns_loop(weak: Weak<Cluster>, targets: Vec<(String, u32)>, every: Duration) {
-    let mut last: Option<Vec<(SocketAddr, u32)>> = None;
+/// Closes pooled connections idle past the cluster's idle timeout, even on
+/// an endpoint nobody calls any more. Ends when the cluster is dropped.
+async fn reap_idle(weak: Weak<Cluster>, idle_timeout: Duration) {
+    let every = (idle_timeout / 2).clamp(Duration::from_millis(50), Duration::from_secs(30));
     loop {
-        let mut addrs = Vec::new();
-        let mut failed = false;
-        for (target, weight) in &targets {
+        tokio::time::sleep(every).await;
+        let Some(cluster) = weak.upgrade() else {
+            return;
+        };
+        for ep in &cluster.endpoints().endpoints {
+            ep.pool.reap(idle_timeout);
+        }
+    }
+}
+
+async fn dns_loop(weak: Weak<Cluster>, targets: Vec<(String, u32)>, every: Duration) {
+    // The last good answer per name: a name whose lookup fails keeps its
+    // endpoints (as Envoy does), whatever the other names do.
+    let mut answers: Vec<Option<Vec<SocketAddr>>> = vec![None; targets.len()];
+    let mut current: Option<Vec<(SocketAddr, u32)>> = None;
+    loop {
+        for (i, (target, _)) in targets.iter().enumerate() {
             match tokio::net::lookup_host(target.as_str()).await {
                 Ok(resolved) => {
-                    for a in resolved {
-                        if !addrs.iter().any(|(x, _)| *x == a) {
-                            addrs.push((a, *weight));
-                        }
-                    }
+                    let mut found: Vec<SocketAddr> = resolved.collect();
+                    // Servers rotate record order; only the set matters.
+                    found.sort_unstable();
+                    found.dedup();
+                    answers[i] = Some(found);
                 }
                 Err(e) => {
-                    failed = true;
-                    tracing::warn!(target = %target, error = %e, "DNS resolution failed");
+                    tracing::warn!(target = %target, error = %e, "DNS resolution failed; keeping the last answer");
+                }
+            }
+        }
+        let mut addrs: Vec<(SocketAddr, u32)> = Vec::new();
+        for ((_, weight), answer) in targets.iter().zip(&answers) {
+            for a in answer.iter().flatten() {
+                if !addrs.iter().any(|(x, _)| x == a) {
+                    addrs.push((*a, *weight));
                 }
             }
         }
         let Some(cluster) = weak.upgrade() else {
             return;
         };
-        // On a failed lookup keep the last good answer, as Envoy does.
-        if !(failed && addrs.is_empty() && last.is_some()) && last.as_ref() != Some(&addrs) {
+        if current.as_ref() != Some(&addrs) {
             tracing::info!(cluster = %cluster.name, endpoints = addrs.len(), "DNS endpoints updated");
             cluster.set_endpoints(&addrs);
-            last = Some(addrs);
+            current = Some(addrs);
         }
         drop(cluster);
         tokio::time::sleep(every).await;

@@ -51,7 +51,10 @@ pub struct Pool {
     /// Idle connections, oldest first; reuse takes the newest (warmest).
     h1_idle: Mutex<VecDeque<(http1::SendRequest<ReqBody>, Instant)>>,
     h2: Mutex<Option<http2::SendRequest<ReqBody>>>,
-    h2_gate: tokio::sync::Mutex<()>,
+    /// Single-flight gate for the HTTP/2 connect; holds when the last
+    /// attempt failed, so requests queued behind it fail fast instead of
+    /// each trying (and waiting) again.
+    h2_gate: tokio::sync::Mutex<Option<Instant>>,
     h2_streams: Arc<Semaphore>,
 }
 
@@ -60,7 +63,7 @@ impl Pool {
         Pool {
             h1_idle: Mutex::new(VecDeque::new()),
             h2: Mutex::new(None),
-            h2_gate: tokio::sync::Mutex::new(()),
+            h2_gate: tokio::sync::Mutex::new(None),
             h2_streams: Arc::new(Semaphore::new(settings.h2_max_streams)),
         }
     }
@@ -87,6 +90,14 @@ impl Pool {
         None
     }
 
+    /// Drops idle HTTP/1 connections that are closed or idle too long.
+    pub fn reap(&self, idle_timeout: Duration) {
+        let now = Instant::now();
+        if let Ok(mut idle) = self.h1_idle.lock() {
+            idle.retain(|(s, since)| !s.is_closed() && now.duration_since(*since) <= idle_timeout);
+        }
+    }
+
     fn checkin(&self, sender: http1::SendRequest<ReqBody>, settings: &PoolSettings) {
         if sender.is_closed() {
             return;
@@ -99,6 +110,9 @@ impl Pool {
                 s.is_closed() || now.duration_since(*since) > settings.idle_timeout
             }) {
                 idle.pop_front();
+            }
+            if settings.max_idle == 0 {
+                return;
             }
             if idle.len() >= settings.max_idle {
                 idle.pop_front();
@@ -153,11 +167,26 @@ async fn h2_sender(ep: &Arc<Endpoint>) -> Result<http2::SendRequest<ReqBody>, Up
 
 async fn h2_connect(ep: &Arc<Endpoint>) -> Result<http2::SendRequest<ReqBody>, UpstreamError> {
     // Single flight: one task connects, the others wait and reuse it.
-    let _gate = ep.pool.h2_gate.lock().await;
+    let waited_since = Instant::now();
+    let mut gate = ep.pool.h2_gate.lock().await;
     if let Some(s) = cached_h2(ep) {
         return Ok(s);
     }
-    let stream = connect(ep).await?;
+    // An attempt that failed while we waited answers for us too.
+    if gate.is_some_and(|failed_at| failed_at >= waited_since) {
+        ep.stats.cx_connect_fail.increment(1);
+        return Err(UpstreamError::ConnectFailure(std::io::Error::other(
+            "the connection attempt this request waited for failed",
+        )));
+    }
+    let stream = match connect(ep).await {
+        Ok(s) => s,
+        Err(e) => {
+            *gate = Some(Instant::now());
+            return Err(e);
+        }
+    };
+    *gate = None;
     let (sender, conn) = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .initial_stream_window_size(1 << 20)

@@ -103,29 +103,40 @@ impl Body for RespBody {
     }
 }
 
-/// The request body sent upstream: the downstream body, plus a signal when
-/// it has been read to the end, so the route timeout can start there (as
-/// Envoy's does) instead of cutting off slow uploads.
+/// Where the upload of a request body stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Upload {
+    /// Not yet asked for: the request waits for a connection or a stream.
+    Waiting,
+    /// The upstream connection is reading it.
+    Sending,
+    /// Read to the end.
+    Done,
+}
+
+/// The request body sent upstream: the downstream body, reporting how far
+/// its upload has gone, so the route timeout can start at its end (as
+/// Envoy's does) without cutting off slow uploads.
 #[pin_project]
 pub struct ReqBody {
     #[pin]
     inner: Incoming,
-    done: Option<tokio::sync::oneshot::Sender<()>>,
+    state: Option<tokio::sync::watch::Sender<Upload>>,
 }
 
 impl ReqBody {
-    /// Wraps `inner`; the receiver resolves when the body has ended (or
-    /// errs if the body fails or is dropped first). `None` when the body is
-    /// already complete (no body), so a GET costs no channel.
-    pub fn new(inner: Incoming) -> (Self, Option<tokio::sync::oneshot::Receiver<()>>) {
+    /// Wraps `inner`. The receiver follows the upload; its sender is gone
+    /// if the body fails. `None` when there is no body, so a GET costs no
+    /// channel.
+    pub fn new(inner: Incoming) -> (Self, Option<tokio::sync::watch::Receiver<Upload>>) {
         if inner.is_end_stream() {
-            (ReqBody { inner, done: None }, None)
+            (ReqBody { inner, state: None }, None)
         } else {
-            let (tx, rx) = tokio::sync::oneshot::channel();
+            let (tx, rx) = tokio::sync::watch::channel(Upload::Waiting);
             (
                 ReqBody {
                     inner,
-                    done: Some(tx),
+                    state: Some(tx),
                 },
                 Some(rx),
             )
@@ -142,19 +153,26 @@ impl Body for ReqBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let mut this = self.project();
+        if let Some(tx) = this.state.as_ref()
+            && *tx.borrow() == Upload::Waiting
+        {
+            tx.send_replace(Upload::Sending);
+        }
         let polled = this.inner.as_mut().poll_frame(cx);
-        let ended = match &polled {
-            Poll::Ready(None) => true,
-            Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),
-            Poll::Ready(Some(Err(_))) => {
-                // Dropping the sender tells the waiter the body failed.
-                this.done.take();
-                false
+        match &polled {
+            Poll::Ready(None) => {
+                if let Some(tx) = this.state.take() {
+                    tx.send_replace(Upload::Done);
+                }
             }
-            Poll::Pending => false,
-        };
-        if ended && let Some(tx) = this.done.take() {
-            let _ = tx.send(());
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => {
+                if let Some(tx) = this.state.take() {
+                    tx.send_replace(Upload::Done);
+                }
+            }
+            // Dropping the sender tells the waiter the body failed.
+            Poll::Ready(Some(Err(_))) => drop(this.state.take()),
+            _ => {}
         }
         polled
     }

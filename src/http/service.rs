@@ -3,7 +3,7 @@
 //! and endpoint choice, upstream call under the route timeout, response
 //! header changes, statistics.
 
-use super::body::{ReqBody, RespBody};
+use super::body::{ReqBody, RespBody, Upload};
 use super::{ConnInfo, HttpChain};
 use crate::cluster::lb::hash_bytes;
 use crate::cluster::pool::{self, UpstreamError};
@@ -50,11 +50,18 @@ pub fn local_reply(status: StatusCode, body: &'static str) -> Response<RespBody>
     resp
 }
 
+/// The request's authority: the target's (HTTP/2 `:authority`, HTTP/1
+/// absolute form) when present, as RFC 9112 §3.2.2 says, else `Host`. Used
+/// for routing and forwarding alike, so they can never disagree.
 fn request_host(req: &Request<Incoming>) -> &str {
-    req.headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+    req.uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
         .unwrap_or("")
 }
 
@@ -87,7 +94,12 @@ async fn route_request(
             resp
         }
         Action::Redirect(rd) => redirect(rd, &req),
-        Action::Forward(fwd) => return forward(chain, conn, vh, route, fwd, req).await,
+        Action::Forward(fwd) => match forward(chain, conn, vh, route, fwd, req).await {
+            Ok(proxied) => return proxied,
+            // Legate's own replies (503, 504, ...) get the response header
+            // changes too, as Envoy's router does.
+            Err(local) => local,
+        },
     };
     route.response_headers.apply(resp.headers_mut());
     vh.response_headers.apply(resp.headers_mut());
@@ -170,9 +182,15 @@ fn redirect(rd: &Redirect, req: &Request<Incoming>) -> Response<RespBody> {
     }
 }
 
+/// A protocol upgrade to tunnel (WebSocket and the like). `Upgrade: h2c`
+/// is not one: like Envoy, Legate drops it (with `HTTP2-Settings`, named in
+/// `Connection`) and serves the request as HTTP/1.1.
 fn is_upgrade(req: &Request<Incoming>) -> bool {
     req.version() == Version::HTTP_11
-        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get(header::UPGRADE)
+            .is_some_and(|u| !u.as_bytes().eq_ignore_ascii_case(b"h2c"))
         && req
             .headers()
             .get_all(header::CONNECTION)
@@ -333,7 +351,7 @@ async fn forward(
     route: &Route,
     fwd: &Forward,
     mut req: Request<Incoming>,
-) -> Response<RespBody> {
+) -> Result<Response<RespBody>, Response<RespBody>> {
     let cluster = fwd.target.pick();
     let upgrade = is_upgrade(&req);
     let use_h2 = match cluster.protocol {
@@ -342,10 +360,10 @@ async fn forward(
         UpstreamProtocol::UseDownstream => req.version() == Version::HTTP_2,
     };
     if upgrade && use_h2 {
-        return local_reply(
+        return Err(local_reply(
             StatusCode::SERVICE_UNAVAILABLE,
             "upgrade requests need an HTTP/1.1 upstream cluster\n",
-        );
+        ));
     }
     let hash = if cluster.lb_policy == LbPolicy::RingHash {
         hash_key(&fwd.hash_policy, req.headers(), conn)
@@ -354,7 +372,10 @@ async fn forward(
     };
     let Some(endpoint) = cluster.pick(hash) else {
         cluster.stats.none_healthy.increment(1);
-        return local_reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
+        return Err(local_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no healthy upstream",
+        ));
     };
 
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -369,9 +390,12 @@ async fn forward(
     }
     match headers.entry(&X_FORWARDED_FOR) {
         header::Entry::Occupied(mut e) => {
-            let mut v = Vec::with_capacity(e.get().len() + 2 + conn.peer_ip.len());
-            v.extend_from_slice(e.get().as_bytes());
-            v.extend_from_slice(b", ");
+            // Every existing line, in order, then the peer.
+            let mut v = Vec::with_capacity(64);
+            for line in e.iter() {
+                v.extend_from_slice(line.as_bytes());
+                v.extend_from_slice(b", ");
+            }
             v.extend_from_slice(conn.peer_ip.as_bytes());
             if let Ok(v) = HeaderValue::from_bytes(&v) {
                 e.insert(v);
@@ -395,12 +419,10 @@ async fn forward(
     // Authority and path.
     let authority: Option<HeaderValue> = match &fwd.host_rewrite {
         Some(h) => Some(h.clone()),
-        None => headers.get(header::HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        }),
+        None => match parts.uri.authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => headers.get(header::HOST).cloned(),
+        },
     };
     let path_and_query = match &fwd.rewrite {
         Some(rw) => {
@@ -412,7 +434,10 @@ async fn forward(
             match PathAndQuery::from_maybe_shared(Bytes::from(p)) {
                 Ok(pq) => pq,
                 Err(_) => {
-                    return local_reply(StatusCode::BAD_REQUEST, "rewritten path is invalid\n");
+                    return Err(local_reply(
+                        StatusCode::BAD_REQUEST,
+                        "rewritten path is invalid\n",
+                    ));
                 }
             }
         }
@@ -432,64 +457,115 @@ async fn forward(
             (None, _) => None,
         };
         let Some(auth) = auth else {
-            return local_reply(StatusCode::BAD_REQUEST, "missing or invalid host\n");
+            return Err(local_reply(
+                StatusCode::BAD_REQUEST,
+                "missing or invalid host\n",
+            ));
         };
         uri.authority = Some(auth);
         parts.headers.remove(header::HOST);
         parts.version = Version::HTTP_2;
     } else {
+        // HTTP/2 sends one `cookie` field per cookie; HTTP/1 wants one line
+        // joined with "; " (RFC 9113 §8.2.3).
+        if downstream_h2
+            && parts
+                .headers
+                .get_all(header::COOKIE)
+                .iter()
+                .nth(1)
+                .is_some()
+        {
+            let joined = parts
+                .headers
+                .get_all(header::COOKIE)
+                .iter()
+                .map(|v| v.as_bytes())
+                .collect::<Vec<_>>()
+                .join(&b"; "[..]);
+            if let Ok(v) = HeaderValue::from_bytes(&joined) {
+                parts.headers.insert(header::COOKIE, v);
+            }
+        }
         match authority {
             Some(h) => {
                 parts.headers.insert(header::HOST, h);
             }
-            None => return local_reply(StatusCode::BAD_REQUEST, "missing host\n"),
+            None => return Err(local_reply(StatusCode::BAD_REQUEST, "missing host\n")),
         }
         parts.version = Version::HTTP_11;
     }
     parts.uri = match Uri::from_parts(uri) {
         Ok(u) => u,
-        Err(_) => return local_reply(StatusCode::BAD_REQUEST, "invalid request target\n"),
+        Err(_) => {
+            return Err(local_reply(
+                StatusCode::BAD_REQUEST,
+                "invalid request target\n",
+            ));
+        }
     };
 
     // Upstream call under the route timeout, which starts once the request
     // body has been read to the end (at once when there is none), as Envoy's.
-    let (body, upload_done) = ReqBody::new(body);
+    let (body, upload) = ReqBody::new(body);
     let upstream_req = Request::from_parts(parts, body);
     let started = Instant::now();
     let call = pool::send(&endpoint, upstream_req, use_h2);
-    // One timer serves the whole exchange: it is armed when the upload has
-    // finished, raced against the response headers, then handed to the
-    // response body (Envoy's route timeout ends with the response).
+    // One timer serves the whole exchange, as Envoy's route timeout: it runs
+    // from routing while the request waits for a connection or a stream
+    // slot, waits while the body is being uploaded, restarts when the upload
+    // ends, races the response headers, then goes with the response body.
     let mut deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     let result = match fwd.timeout {
         Some(t) => {
-            let mut upload_done = upload_done;
+            let mut upload = upload;
             let mut sleep = Box::pin(tokio::time::sleep(t));
             let mut call = std::pin::pin!(call);
             let r = loop {
                 tokio::select! {
                     biased;
                     r = &mut call => break Some(r),
-                    done = async { upload_done.as_mut()?.await.ok() }, if upload_done.is_some() => {
-                        upload_done = None;
-                        match done {
-                            // The upload finished: the clock starts now.
-                            Some(()) => sleep.as_mut().reset(tokio::time::Instant::now() + t),
-                            // A failed upload fails the call itself; no timer.
-                            None => {
-                                sleep.as_mut().reset(tokio::time::Instant::now() + FAR_FUTURE)
-                            }
+                    state = async {
+                        let rx = upload.as_mut()?;
+                        rx.changed().await.ok()?;
+                        Some(*rx.borrow())
+                    }, if upload.is_some() => match state {
+                        // The upload ended: the clock starts now.
+                        Some(Upload::Done) => {
+                            upload = None;
+                            sleep.as_mut().reset(tokio::time::Instant::now() + t);
+                        }
+                        Some(_) => {}
+                        // The body failed: the call fails with it; keep a
+                        // deadline all the same.
+                        None => {
+                            upload = None;
+                            sleep.as_mut().reset(tokio::time::Instant::now() + t);
+                        }
+                    },
+                    _ = sleep.as_mut() => {
+                        let uploading = upload
+                            .as_ref()
+                            .is_some_and(|rx| *rx.borrow() == Upload::Sending);
+                        if uploading {
+                            // A slow upload is not a slow upstream: wait for
+                            // its end (the timer restarts there).
+                            sleep.as_mut().reset(tokio::time::Instant::now() + FAR_FUTURE);
+                        } else {
+                            break None;
                         }
                     }
-                    _ = sleep.as_mut(), if upload_done.is_none() => break None,
                 }
             };
             let Some(r) = r else {
                 cluster.stats.rq_timeout.increment(1);
                 cluster.stats.rq[4].increment(1);
-                return local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout");
+                return Err(local_reply(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream request timeout",
+                ));
             };
-            if upload_done.is_some() {
+            if upload.is_some() {
                 // The upstream answered before the upload ended; time the
                 // rest of the exchange from here.
                 sleep.as_mut().reset(tokio::time::Instant::now() + t);
@@ -507,7 +583,7 @@ async fn forward(
                 cluster.stats.rq_reset.increment(1);
             }
             cluster.stats.rq[4].increment(1);
-            return local_reply(
+            return Err(local_reply(
                 StatusCode::SERVICE_UNAVAILABLE,
                 match e {
                     UpstreamError::Reset(_) => {
@@ -517,7 +593,7 @@ async fn forward(
                         "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
                     }
                 },
-            );
+            ));
         }
     };
     let status = resp.status();
@@ -547,7 +623,7 @@ async fn forward(
         let (mut parts, _) = resp.into_parts();
         route.response_headers.apply(&mut parts.headers);
         vh.response_headers.apply(&mut parts.headers);
-        return Response::from_parts(parts, RespBody::empty());
+        return Ok(Response::from_parts(parts, RespBody::empty()));
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
@@ -556,14 +632,14 @@ async fn forward(
     if body.is_end_stream() {
         guard.finish();
     }
-    Response::from_parts(
+    Ok(Response::from_parts(
         parts,
         RespBody::Upstream {
             body,
             guard,
             deadline,
         },
-    )
+    ))
 }
 
 #[cfg(test)]

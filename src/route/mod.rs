@@ -538,26 +538,28 @@ fn compile_route(
     })
 }
 
-/// Envoy writes capture groups as `\1`; the regex crate as `${1}`.
+/// Envoy's substitutions are RE2's: `\N` (one digit) is group N, `\\` is
+/// a backslash, everything else (`$` included) is literal. The regex crate
+/// writes groups as `${N}` and a literal `$` as `$$`.
 fn envoy_substitution(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 8);
     let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {
         match c {
-            '\\' if chars.peek().is_some_and(|d| d.is_ascii_digit()) => {
-                out.push_str("${");
-                while let Some(d) = chars.peek().copied().filter(char::is_ascii_digit) {
-                    out.push(d);
+            '\\' => match chars.peek().copied() {
+                Some(d) if d.is_ascii_digit() => {
                     chars.next();
+                    out.push_str("${");
+                    out.push(d);
+                    out.push('}');
                 }
-                out.push('}');
-            }
-            '$' if !chars
-                .peek()
-                .is_some_and(|d| d.is_ascii_digit() || *d == '{') =>
-            {
-                out.push_str("$$")
-            }
+                Some('\\') => {
+                    chars.next();
+                    out.push('\\');
+                }
+                _ => out.push('\\'),
+            },
+            '$' => out.push_str("$$"),
             _ => out.push(c),
         }
     }
@@ -691,9 +693,11 @@ mod tests {
 
     #[test]
     fn substitution_translates_envoy_groups() {
-        assert_eq!(envoy_substitution(r"/v2/\1/x\12"), "/v2/${1}/x${12}");
-        assert_eq!(envoy_substitution("$1"), "$1");
+        // RE2: one digit per group reference; `$` is literal; `\\` is `\`.
+        assert_eq!(envoy_substitution(r"/v2/\1/x\12"), "/v2/${1}/x${1}2");
+        assert_eq!(envoy_substitution("$1abc"), "$$1abc");
         assert_eq!(envoy_substitution("a$b"), "a$$b");
+        assert_eq!(envoy_substitution(r"a\\b"), r"a\b");
     }
 
     #[test]

@@ -426,18 +426,48 @@ fn validate_route(e: &mut Errors, p: &str, r: &Route, clusters: &HashSet<&str>) 
                 "needs a `prefix` or `path` match (use `regex_rewrite` with `regex`)",
             );
         }
-        if let Some(rr) = &a.regex_rewrite
-            && let Err(err) = regex::Regex::new(&rr.pattern)
-        {
-            e.push(
-                format!("{ap}.regex_rewrite.pattern"),
-                format!("invalid regex: {err}"),
-            );
+        if let Some(rr) = &a.regex_rewrite {
+            match regex::Regex::new(&rr.pattern) {
+                Err(err) => e.push(
+                    format!("{ap}.regex_rewrite.pattern"),
+                    format!("invalid regex: {err}"),
+                ),
+                Ok(re) => {
+                    // RE2 substitution: `\N` is group N (one digit), `\\` a backslash.
+                    let groups = re.captures_len() - 1;
+                    let bytes = rr.substitution.as_bytes();
+                    let mut i = 0;
+                    while i < bytes.len() {
+                        if bytes[i] == b'\\' {
+                            match bytes.get(i + 1) {
+                                Some(d @ b'0'..=b'9') if usize::from(d - b'0') > groups => e.push(
+                                    format!("{ap}.regex_rewrite.substitution"),
+                                    format!(
+                                        "\\{} names a group the pattern does not have ({groups} groups)",
+                                        char::from(*d)
+                                    ),
+                                ),
+                                Some(b'0'..=b'9' | b'\\') => {}
+                                _ => e.push(
+                                    format!("{ap}.regex_rewrite.substitution"),
+                                    "a backslash must be followed by a digit or another backslash",
+                                ),
+                            }
+                            i += 2;
+                        } else {
+                            i += 1;
+                        }
+                    }
+                }
+            }
         }
         if let Some(h) = &a.host_rewrite
-            && (h.is_empty() || check_header_value(h).is_err())
+            && !is_authority(h)
         {
-            e.push(format!("{ap}.host_rewrite"), format!("invalid host {h:?}"));
+            e.push(
+                format!("{ap}.host_rewrite"),
+                format!("invalid host {h:?}: expected host or host:port"),
+            );
         }
         for (i, hp) in a.hash_policy.iter().enumerate() {
             let hpp = format!("{ap}.hash_policy[{i}]");
@@ -492,6 +522,12 @@ fn validate_route(e: &mut Errors, p: &str, r: &Route, clusters: &HashSet<&str>) 
                 "must not be empty (use \"/\" to replace the prefix with a slash)",
             );
         }
+        if rd.prefix_rewrite.is_some() && m.regex.is_some() {
+            e.push(
+                format!("{rp}.prefix_rewrite"),
+                "needs a `prefix` or `path` match (a regex match has no prefix to replace)",
+            );
+        }
         if rd.path.is_some() && rd.prefix_rewrite.is_some() {
             e.push(rp.clone(), "set at most one of `path` or `prefix_rewrite`");
         }
@@ -543,6 +579,14 @@ fn check_mutation(e: &mut Errors, p: &str, m: &HeaderMutation, request: bool) {
             );
         }
     }
+}
+
+/// `host`, `host:port`, `[v6]:port`: what can stand in `Host`/`:authority`.
+fn is_authority(h: &str) -> bool {
+    !h.is_empty()
+        && h.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':' | b'[' | b']')
+        })
 }
 
 /// RFC 9110 token characters; pseudo-headers are refused.
@@ -643,6 +687,53 @@ clusters:
         assert!(errs[0].contains("clusters[0].connect_timeout"), "{errs:?}");
         let errs = errors("clusters:\n  - name: a\n    colour: blue\n");
         assert!(errs[0].contains("unknown field `colour`"), "{errs:?}");
+    }
+
+    #[test]
+    fn rewrites_and_redirects_are_checked_before_they_can_misbehave() {
+        let errs = errors(
+            r#"
+listeners:
+  - name: web
+    address: 127.0.0.1:0
+    http:
+      route_config:
+        virtual_hosts:
+          - name: a
+            domains: ["*"]
+            routes:
+              - match: { regex: "/old/.*" }
+                redirect: { prefix_rewrite: /new/ }
+              - match: { regex: "/u/([0-9]+)" }
+                route: { cluster: c, regex_rewrite: { pattern: "/u/([0-9]+)", substitution: '/x/\2' } }
+              - match: { prefix: / }
+                route: { cluster: c, host_rewrite: "http://x" }
+              - match: { prefix: /ok }
+                route: { cluster: c, host_rewrite: "svc.internal:8080", regex_rewrite: { pattern: "(a)", substitution: '\1\\' } }
+clusters:
+  - name: c
+    endpoints: [{ address: "127.0.0.1:80" }]
+"#,
+        );
+        let p = "listeners[0].filter_chains[0].http.route_config.virtual_hosts[0].routes";
+        assert!(
+            errs.iter().any(|e| e.starts_with(&format!(
+                "{p}[0].redirect.prefix_rewrite: needs a `prefix` or `path` match"
+            ))),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter().any(|e| e.starts_with(&format!(
+                "{p}[1].route.regex_rewrite.substitution: \\2 names a group"
+            ))),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with(&format!("{p}[2].route.host_rewrite: invalid host"))),
+            "{errs:#?}"
+        );
+        assert_eq!(errs.len(), 3, "route 3 is valid: {errs:#?}");
     }
 
     #[test]
