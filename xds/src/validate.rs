@@ -31,6 +31,22 @@ impl Errors {
             message: message.into(),
         });
     }
+
+    /// Reports `message` at `path` unless exactly one of `set` is true.
+    fn exactly_one(&mut self, path: &str, set: &[bool], message: &str) {
+        if set.iter().filter(|b| **b).count() != 1 {
+            self.push(path, message);
+        }
+    }
+
+    /// Reports an invalid regular expression at `path`.
+    fn regex(&mut self, path: String, re: &Option<String>) {
+        if let Some(re) = re
+            && let Err(err) = regex::Regex::new(re)
+        {
+            self.push(path, format!("invalid regex: {err}"));
+        }
+    }
 }
 
 /// Validates a whole configuration (after [`Listener::normalize`]).
@@ -273,13 +289,11 @@ fn check_domain(d: &str) -> Result<(), String> {
 fn validate_route(e: &mut Errors, p: &str, r: &Route, clusters: &HashSet<&str>) {
     let m = &r.route_match;
     let mp = format!("{p}.match");
-    let kinds = [m.prefix.is_some(), m.path.is_some(), m.regex.is_some()]
-        .iter()
-        .filter(|b| **b)
-        .count();
-    if kinds != 1 {
-        e.push(mp.clone(), "set exactly one of `prefix`, `path` or `regex`");
-    }
+    e.exactly_one(
+        &mp,
+        &[m.prefix.is_some(), m.path.is_some(), m.regex.is_some()],
+        "set exactly one of `prefix`, `path` or `regex`",
+    );
     if let Some(prefix) = &m.prefix
         && !prefix.is_empty()
         && !prefix.starts_with('/')
@@ -297,73 +311,46 @@ fn validate_route(e: &mut Errors, p: &str, r: &Route, clusters: &HashSet<&str>) 
             format!("{path:?} must start with '/'"),
         );
     }
-    if let Some(re) = &m.regex
-        && let Err(err) = regex::Regex::new(re)
-    {
-        e.push(format!("{mp}.regex"), format!("invalid regex: {err}"));
-    }
+    e.regex(format!("{mp}.regex"), &m.regex);
     for (i, h) in m.headers.iter().enumerate() {
         let hp = format!("{mp}.headers[{i}]");
         if let Err(msg) = check_header_name(&h.name) {
             e.push(format!("{hp}.name"), msg);
         }
-        let n = [
-            h.exact.is_some(),
-            h.prefix.is_some(),
-            h.regex.is_some(),
-            h.present.is_some(),
-        ]
-        .iter()
-        .filter(|b| **b)
-        .count();
-        if n != 1 {
-            e.push(
-                hp.clone(),
-                "set exactly one of `exact`, `prefix`, `regex` or `present`",
-            );
-        }
-        if let Some(re) = &h.regex
-            && let Err(err) = regex::Regex::new(re)
-        {
-            e.push(format!("{hp}.regex"), format!("invalid regex: {err}"));
-        }
+        e.exactly_one(
+            &hp,
+            &[
+                h.exact.is_some(),
+                h.prefix.is_some(),
+                h.regex.is_some(),
+                h.present.is_some(),
+            ],
+            "set exactly one of `exact`, `prefix`, `regex` or `present`",
+        );
+        e.regex(format!("{hp}.regex"), &h.regex);
     }
     for (i, q) in m.query_parameters.iter().enumerate() {
         let qp = format!("{mp}.query_parameters[{i}]");
         if q.name.is_empty() {
             e.push(format!("{qp}.name"), "must not be empty");
         }
-        let n = [q.exact.is_some(), q.regex.is_some(), q.present.is_some()]
-            .iter()
-            .filter(|b| **b)
-            .count();
-        if n != 1 {
-            e.push(
-                qp.clone(),
-                "set exactly one of `exact`, `regex` or `present`",
-            );
-        }
-        if let Some(re) = &q.regex
-            && let Err(err) = regex::Regex::new(re)
-        {
-            e.push(format!("{qp}.regex"), format!("invalid regex: {err}"));
-        }
+        e.exactly_one(
+            &qp,
+            &[q.exact.is_some(), q.regex.is_some(), q.present.is_some()],
+            "set exactly one of `exact`, `regex` or `present`",
+        );
+        e.regex(format!("{qp}.regex"), &q.regex);
     }
 
-    let actions = [
-        r.route.is_some(),
-        r.redirect.is_some(),
-        r.direct_response.is_some(),
-    ]
-    .iter()
-    .filter(|b| **b)
-    .count();
-    if actions != 1 {
-        e.push(
-            p.to_string(),
-            "set exactly one of `route`, `redirect` or `direct_response`",
-        );
-    }
+    e.exactly_one(
+        p,
+        &[
+            r.route.is_some(),
+            r.redirect.is_some(),
+            r.direct_response.is_some(),
+        ],
+        "set exactly one of `route`, `redirect` or `direct_response`",
+    );
     check_mutation(e, &format!("{p}.request_headers"), &r.request_headers, true);
     check_mutation(
         e,
@@ -471,16 +458,11 @@ fn validate_route(e: &mut Errors, p: &str, r: &Route, clusters: &HashSet<&str>) 
         }
         for (i, hp) in a.hash_policy.iter().enumerate() {
             let hpp = format!("{ap}.hash_policy[{i}]");
-            let set = [hp.header.is_some(), hp.cookie.is_some(), hp.source_ip]
-                .iter()
-                .filter(|b| **b)
-                .count();
-            if set != 1 {
-                e.push(
-                    hpp.clone(),
-                    "set exactly one of `header`, `cookie` or `source_ip: true`",
-                );
-            }
+            e.exactly_one(
+                &hpp,
+                &[hp.header.is_some(), hp.cookie.is_some(), hp.source_ip],
+                "set exactly one of `header`, `cookie` or `source_ip: true`",
+            );
             if let Some(n) = &hp.header
                 && let Err(m) = check_header_name(n)
             {
