@@ -7,7 +7,7 @@ use super::body::{ReqBody, RespBody, Upload};
 use super::{ConnInfo, HttpChain};
 use crate::cluster::lb::hash_bytes;
 use crate::cluster::pool::{self, UpstreamError};
-use crate::route::{Action, Forward, Redirect, RequestView, Route, VirtualHost};
+use crate::route::{Action, Forward, HashInput, Redirect, RequestView, Route, VirtualHost};
 use crate::telemetry::class_index;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -16,7 +16,7 @@ use http::{Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use legate_xds::model::{HashPolicy, LbPolicy, UpstreamProtocol};
+use legate_xds::model::{LbPolicy, UpstreamProtocol};
 use std::time::Instant;
 
 /// "Never", for a timer that must not fire (tokio caps deadlines anyway).
@@ -320,25 +320,27 @@ fn request_id() -> HeaderValue {
     HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("0"))
 }
 
-fn hash_key(policies: &[HashPolicy], headers: &HeaderMap, conn: &ConnInfo) -> Option<u64> {
+fn hash_key(policies: &[HashInput], headers: &HeaderMap, conn: &ConnInfo) -> Option<u64> {
     for p in policies {
-        if let Some(name) = &p.header {
-            if let Some(v) = headers.get(name.as_str()) {
-                return Some(hash_bytes(v.as_bytes()));
+        match p {
+            HashInput::Header(name) => {
+                if let Some(v) = headers.get(name) {
+                    return Some(hash_bytes(v.as_bytes()));
+                }
             }
-        } else if let Some(name) = &p.cookie {
-            for c in headers.get_all(header::COOKIE) {
-                let Ok(s) = c.to_str() else { continue };
-                for pair in s.split(';') {
-                    if let Some((k, v)) = pair.trim().split_once('=')
-                        && k == name
-                    {
-                        return Some(hash_bytes(v.as_bytes()));
+            HashInput::Cookie(name) => {
+                for c in headers.get_all(header::COOKIE) {
+                    let Ok(s) = c.to_str() else { continue };
+                    for pair in s.split(';') {
+                        if let Some((k, v)) = pair.trim().split_once('=')
+                            && k == &**name
+                        {
+                            return Some(hash_bytes(v.as_bytes()));
+                        }
                     }
                 }
             }
-        } else if p.source_ip {
-            return Some(hash_bytes(conn.peer_ip.as_bytes()));
+            HashInput::SourceIp => return Some(hash_bytes(conn.peer_ip.as_bytes())),
         }
     }
     None

@@ -109,7 +109,14 @@ pub struct Forward {
     pub rewrite: Option<Rewrite>,
     pub host_rewrite: Option<HeaderValue>,
     pub timeout: Option<Duration>,
-    pub hash_policy: Vec<model::HashPolicy>,
+    pub hash_policy: Vec<HashInput>,
+}
+
+/// One consistent-hashing input, with its header name parsed at config time.
+pub enum HashInput {
+    Header(HeaderName),
+    Cookie(Box<str>),
+    SourceIp,
 }
 
 pub enum Rewrite {
@@ -495,7 +502,27 @@ fn compile_route(
             rewrite,
             host_rewrite,
             timeout: (!a.timeout.is_zero()).then(|| a.timeout.get()),
-            hash_policy: a.hash_policy.clone(),
+            hash_policy: a
+                .hash_policy
+                .iter()
+                .enumerate()
+                .map(|(i, hp)| {
+                    if let Some(h) = &hp.header {
+                        HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
+                            .map(HashInput::Header)
+                            .map_err(|_| {
+                                err(
+                                    format!("{ap}.hash_policy[{i}].header"),
+                                    "invalid header name",
+                                )
+                            })
+                    } else if let Some(c) = &hp.cookie {
+                        Ok(HashInput::Cookie(c.as_str().into()))
+                    } else {
+                        Ok(HashInput::SourceIp)
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?,
         })
     } else if let Some(rd) = &r.redirect {
         Action::Redirect(Redirect {

@@ -3,6 +3,7 @@
 //! and an idle timeout.
 
 use crate::cluster::Cluster;
+use legate_xds::model::LbPolicy;
 use pin_project::pin_project;
 use std::io;
 use std::net::SocketAddr;
@@ -85,8 +86,11 @@ impl<S: AsyncWrite> AsyncWrite for Tracked<S> {
 /// Proxies one downstream connection to an endpoint of the chain's cluster.
 pub async fn proxy(downstream: TcpStream, peer: SocketAddr, chain: Arc<TcpChain>) {
     let cluster = &chain.cluster;
-    let hash = crate::cluster::lb::hash_bytes(peer.ip().to_string().as_bytes());
-    let Some(endpoint) = cluster.pick(Some(hash)) else {
+    // Only ring hash uses a key: the client IP, hashed as HTTP's
+    // `source_ip` hash policy hashes it.
+    let hash = (cluster.lb_policy == LbPolicy::RingHash)
+        .then(|| crate::cluster::lb::hash_bytes(peer.ip().to_string().as_bytes()));
+    let Some(endpoint) = cluster.pick(hash) else {
         cluster.stats.none_healthy.increment(1);
         tracing::debug!(cluster = %cluster.name, "tcp: no healthy upstream");
         return;
