@@ -1,7 +1,6 @@
 //! `legate demo`: two small upstream services and a proxy splitting traffic
 //! between them 80/20, from the embedded `examples/demo.yaml`.
 
-use crate::RunningProxy;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -93,36 +92,6 @@ pub async fn run(listen: &str, admin: &str) -> ExitCode {
          Ctrl-C to stop (in-flight requests drain first).",
         upstreams[0], upstreams[1]
     );
-    let mut proxy = proxy;
-    wait_for_stop(&mut proxy).await;
-    proxy.drain().await;
+    proxy.serve_until_stopped().await;
     ExitCode::SUCCESS
-}
-
-/// Resolves on SIGTERM, SIGINT or `/quitquitquit`.
-pub async fn wait_for_stop(proxy: &mut RunningProxy) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot watch SIGTERM");
-                proxy.quit_requested().await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-            _ = proxy.quit_requested() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = proxy.quit_requested() => {}
-        }
-    }
 }

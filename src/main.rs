@@ -75,22 +75,13 @@ async fn run(path: &std::path::Path) -> ExitCode {
         }
     };
     match legate::start(config).await {
-        Ok(proxy) => serve_until_stopped(proxy).await,
+        Ok(proxy) => {
+            proxy.serve_until_stopped().await;
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }
-}
-
-/// Waits for SIGTERM, SIGINT or `/quitquitquit`, then drains and exits 0.
-pub async fn serve_until_stopped(mut proxy: legate::RunningProxy) -> ExitCode {
-    legate::demo::wait_for_stop(&mut proxy).await;
-    tracing::info!("draining");
-    if proxy.drain().await {
-        tracing::info!("drained; exiting");
-    } else {
-        tracing::warn!("drain deadline passed with connections still open; exiting");
-    }
-    ExitCode::SUCCESS
 }

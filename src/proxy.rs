@@ -64,6 +64,35 @@ impl RunningProxy {
         let _ = self.quit.wait_for(|q| *q).await;
     }
 
+    /// Serves until SIGTERM, SIGINT or `/quitquitquit`, then drains.
+    pub async fn serve_until_stopped(mut self) {
+        self.stop_requested().await;
+        tracing::info!("draining");
+        if self.drain().await {
+            tracing::info!("drained; exiting");
+        } else {
+            tracing::warn!("drain deadline passed with connections still open; exiting");
+        }
+    }
+
+    /// Resolves on SIGTERM, SIGINT or `/quitquitquit`.
+    async fn stop_requested(&mut self) {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot watch SIGTERM");
+                self.quit_requested().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+            _ = self.quit_requested() => {}
+        }
+    }
+
     /// Stops accepting, lets in-flight requests finish within the drain
     /// timeout, then stops the admin server. Returns true when every
     /// connection finished in time.
@@ -92,7 +121,7 @@ fn compile(config: &Config) -> Result<(Snapshot, Vec<Arc<ListenerConfig>>), Star
     let mut clusters = HashMap::new();
     for m in &config.clusters {
         let c = Cluster::new(m);
-        c.start_discovery(m);
+        c.start_background_tasks(m);
         clusters.insert(m.name.clone(), c);
     }
     let mut listeners = Vec::new();

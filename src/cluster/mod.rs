@@ -43,7 +43,7 @@ pub struct Cluster {
 
 impl Cluster {
     /// Builds a cluster from its model. DNS clusters start empty and fill in
-    /// when [`Cluster::start_discovery`] has resolved them.
+    /// when [`Cluster::start_background_tasks`] has resolved them.
     pub fn new(m: &model::Cluster) -> Arc<Cluster> {
         let settings = Arc::new(PoolSettings {
             connect_timeout: m.connect_timeout.get(),
@@ -115,9 +115,10 @@ impl Cluster {
         lb::pick(self.lb_policy, &set, &self.rr, hash).cloned()
     }
 
-    /// Starts DNS resolution for `strict_dns` clusters: resolves now, then
-    /// every `dns_refresh_rate`. The task ends when the cluster is dropped.
-    pub fn start_discovery(self: &Arc<Self>, m: &model::Cluster) {
+    /// Starts the cluster's tasks: the idle-connection sweep, and for
+    /// `strict_dns` clusters DNS resolution (now, then every
+    /// `dns_refresh_rate`). They end when the cluster is dropped.
+    pub fn start_background_tasks(self: &Arc<Self>, m: &model::Cluster) {
         tokio::spawn(reap_idle(Arc::downgrade(self), self.settings.idle_timeout));
         if m.discovery != DiscoveryType::StrictDns {
             return;

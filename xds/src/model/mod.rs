@@ -117,18 +117,8 @@ impl FilterChainMatch {
 pub struct TcpProxy {
     pub cluster: String,
     /// Close the connection after this long without bytes in either direction (0 = never).
-    #[serde(
-        default = "default_tcp_idle",
-        skip_serializing_if = "is_default_tcp_idle"
-    )]
+    #[serde(default = "default_conn_idle")]
     pub idle_timeout: Dur,
-}
-
-fn default_tcp_idle() -> Dur {
-    Dur::from_secs(3600)
-}
-fn is_default_tcp_idle(d: &Dur) -> bool {
-    *d == default_tcp_idle()
 }
 
 /// The HTTP connection manager: codec settings and a route table.
