@@ -195,24 +195,10 @@ impl Drop for Proc {
 
 /// Starts the binary and reads the bound addresses from its start-up log line.
 fn spawn(upstream: SocketAddr, drain_timeout: &str) -> Proc {
+    let clusters = format!("  - name: up\n    endpoints: [{{ address: \"{upstream}\" }}]");
     let cfg = write_config(&format!(
-        r#"
-admin: {{ address: "127.0.0.1:0", drain_timeout: {drain_timeout} }}
-listeners:
-  - name: web
-    address: "127.0.0.1:0"
-    http:
-      route_config:
-        virtual_hosts:
-          - name: all
-            domains: ["*"]
-            routes:
-              - match: {{ prefix: / }}
-                route: {{ cluster: up }}
-clusters:
-  - name: up
-    endpoints: [{{ address: "{upstream}" }}]
-"#
+        "admin: {{ address: \"127.0.0.1:0\", drain_timeout: {drain_timeout} }}\n{}",
+        catch_all("up", "", &clusters)
     ));
     let mut child = Command::new(BIN)
         .args(["run", "--config"])

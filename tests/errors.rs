@@ -5,7 +5,6 @@ mod common;
 use common::*;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const CONFIG: &str = r#"
 listeners:
@@ -76,16 +75,6 @@ async fn env() -> (legate::RunningProxy, Upstream) {
     )
     .await;
     (p, up)
-}
-
-/// Sends raw bytes and returns everything the proxy answers until it closes
-/// (or 5 s pass).
-async fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(bytes).await.unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -246,3 +246,14 @@ clusters:
 "#
     )
 }
+
+/// Writes raw bytes to `addr` and returns everything answered until the
+/// peer closes (or 5 s pass): for requests no HTTP client would send.
+pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
