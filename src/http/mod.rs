@@ -67,7 +67,6 @@ impl HttpChain {
 
 /// What the pipeline knows about the downstream connection.
 pub struct ConnInfo {
-    pub peer: SocketAddr,
     /// The peer IP, rendered once per connection for `x-forwarded-for`.
     pub peer_ip: HeaderValue,
 }
@@ -76,7 +75,6 @@ impl ConnInfo {
     pub fn new(peer: SocketAddr) -> Self {
         let ip = peer.ip().to_string();
         ConnInfo {
-            peer,
             peer_ip: HeaderValue::from_str(&ip).unwrap_or(HeaderValue::from_static("unknown")),
         }
     }
