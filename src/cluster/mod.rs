@@ -1,6 +1,7 @@
 //! Clusters: endpoint sets (static or DNS-resolved), load balancing and
 //! per-endpoint connection pools.
 
+pub mod h1;
 pub mod lb;
 pub mod pool;
 

@@ -1,19 +1,27 @@
 //! Per-endpoint connection pools: a stack of idle HTTP/1.1 keep-alive
-//! connections, and one multiplexed HTTP/2 connection with a stream limit.
+//! connections (driven by the requests that use them, see [`super::h1`]),
+//! and one multiplexed HTTP/2 connection with a stream limit (hyper's).
 //!
 //! Locks here are plain mutexes held for a push or a pop, never across an
 //! `.await`. Establishing the shared HTTP/2 connection goes through a
 //! single-flight gate so a burst of requests opens one connection, not many.
 
 use super::Endpoint;
+use super::h1::{Exchange, H1Body, H1Conn, H1Error};
 use crate::http::body::ReqBody;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use pin_project::pin_project;
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -27,6 +35,10 @@ pub enum UpstreamError {
     ConnectTimeout,
     #[error("connection termination: {0}")]
     Reset(hyper::Error),
+    #[error("connection termination: {0}")]
+    Disconnected(H1Error),
+    #[error("{0}")]
+    Protocol(H1Error),
 }
 
 impl UpstreamError {
@@ -34,7 +46,22 @@ impl UpstreamError {
     pub fn flag(&self) -> &'static str {
         match self {
             UpstreamError::ConnectFailure(_) | UpstreamError::ConnectTimeout => "UF",
-            UpstreamError::Reset(_) => "UC",
+            UpstreamError::Reset(_) | UpstreamError::Disconnected(_) => "UC",
+            UpstreamError::Protocol(_) => "UPE",
+        }
+    }
+
+    /// The connection failed after it was established.
+    pub fn is_reset(&self) -> bool {
+        matches!(self, UpstreamError::Reset(_) | UpstreamError::Disconnected(_))
+    }
+}
+
+impl From<H1Error> for UpstreamError {
+    fn from(e: H1Error) -> Self {
+        match e {
+            H1Error::Protocol(_) => UpstreamError::Protocol(e),
+            _ => UpstreamError::Disconnected(e),
         }
     }
 }
@@ -49,7 +76,7 @@ pub struct PoolSettings {
 
 pub struct Pool {
     /// Idle connections, oldest first; reuse takes the newest (warmest).
-    h1_idle: Mutex<VecDeque<(http1::SendRequest<ReqBody>, Instant)>>,
+    h1_idle: Mutex<VecDeque<(Box<H1Conn>, Instant)>>,
     h2: Mutex<Option<http2::SendRequest<ReqBody>>>,
     /// Single-flight gate for the HTTP/2 connect; holds when the last
     /// attempt failed, so requests queued behind it fail fast instead of
@@ -79,46 +106,51 @@ impl Pool {
         (idle, h2)
     }
 
-    fn pop_idle(&self, idle_timeout: Duration) -> Option<http1::SendRequest<ReqBody>> {
-        let mut idle = self.h1_idle.lock().ok()?;
-        while let Some((sender, since)) = idle.pop_back() {
-            if sender.is_closed() || since.elapsed() > idle_timeout {
-                continue;
+    /// The newest idle connection still fit to use. Expired or closed
+    /// ones met on the way are dropped (outside the lock).
+    fn pop_idle(&self, idle_timeout: Duration) -> Option<Box<H1Conn>> {
+        loop {
+            let (conn, since) = self.h1_idle.lock().ok()?.pop_back()?;
+            if since.elapsed() <= idle_timeout && conn.is_usable() {
+                return Some(conn);
             }
-            return Some(sender);
         }
-        None
     }
 
     /// Drops idle HTTP/1 connections that are closed or idle too long.
     pub fn reap(&self, idle_timeout: Duration) {
         let now = Instant::now();
-        if let Ok(mut idle) = self.h1_idle.lock() {
-            idle.retain(|(s, since)| !s.is_closed() && now.duration_since(*since) <= idle_timeout);
-        }
+        let stale = match self.h1_idle.lock() {
+            Ok(mut idle) => {
+                let (keep, stale): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut *idle).into_iter().partition(|(c, since)| {
+                    now.duration_since(*since) <= idle_timeout && c.is_usable()
+                });
+                *idle = keep;
+                stale
+            }
+            Err(_) => return,
+        };
+        drop(stale);
     }
 
-    fn checkin(&self, sender: http1::SendRequest<ReqBody>, settings: &PoolSettings) {
-        if sender.is_closed() {
+    fn checkin(&self, conn: Box<H1Conn>, settings: &PoolSettings) {
+        if settings.max_idle == 0 {
             return;
         }
-        let now = Instant::now();
-        if let Ok(mut idle) = self.h1_idle.lock() {
-            // Expired connections sit at the front (oldest first); closed ones
-            // are skipped when popped. Over the limit, the oldest goes.
-            while idle.front().is_some_and(|(s, since)| {
-                s.is_closed() || now.duration_since(*since) > settings.idle_timeout
-            }) {
-                idle.pop_front();
+        let evicted = match self.h1_idle.lock() {
+            Ok(mut idle) => {
+                // Over the limit, the oldest goes.
+                let evicted = if idle.len() >= settings.max_idle {
+                    idle.pop_front()
+                } else {
+                    None
+                };
+                idle.push_back((conn, Instant::now()));
+                evicted
             }
-            if settings.max_idle == 0 {
-                return;
-            }
-            if idle.len() >= settings.max_idle {
-                idle.pop_front();
-            }
-            idle.push_back((sender, now));
-        }
+            Err(_) => return,
+        };
+        drop(evicted);
     }
 }
 
@@ -141,19 +173,9 @@ async fn connect(ep: &Endpoint) -> Result<TcpStream, UpstreamError> {
     }
 }
 
-async fn connect_h1(ep: &Arc<Endpoint>) -> Result<http1::SendRequest<ReqBody>, UpstreamError> {
+async fn connect_h1(ep: &Arc<Endpoint>) -> Result<Box<H1Conn>, UpstreamError> {
     let stream = connect(ep).await?;
-    let (sender, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(UpstreamError::Reset)?;
-    let gauge = ep.stats.cx_active.clone();
-    gauge.increment(1.0);
-    tokio::spawn(async move {
-        let _ = conn.with_upgrades().await;
-        gauge.decrement(1.0);
-    });
-    Ok(sender)
+    Ok(H1Conn::new(stream, ep.stats.cx_active.clone()))
 }
 
 async fn h2_sender(ep: &Arc<Endpoint>) -> Result<http2::SendRequest<ReqBody>, UpstreamError> {
@@ -213,105 +235,175 @@ fn cached_h2(ep: &Endpoint) -> Option<http2::SendRequest<ReqBody>> {
     slot.as_ref().filter(|s| !s.is_closed()).cloned()
 }
 
-/// Sends `req` to `ep` over a pooled connection. The returned guard must
-/// live as long as the response body.
-pub async fn send(
-    ep: &Arc<Endpoint>,
-    req: Request<ReqBody>,
-    use_h2: bool,
-) -> Result<(Response<Incoming>, UpstreamGuard), UpstreamError> {
-    ep.active.fetch_add(1, Ordering::Relaxed);
-    let mut guard = UpstreamGuard {
-        endpoint: ep.clone(),
-        h1: None,
-        _permit: None,
-        done: false,
-    };
-    if use_h2 {
-        let permit = ep.pool.h2_streams.clone().acquire_owned().await.ok();
-        guard._permit = permit;
-        let mut sender = h2_sender(ep).await?;
-        sender.ready().await.map_err(UpstreamError::Reset)?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(UpstreamError::Reset)?;
-        Ok((resp, guard))
-    } else {
-        let mut req = req;
-        // A pooled connection may have been closed by the server while idle;
-        // if hyper hands the request back unsent, retry once on a new one.
-        if let Some(mut sender) = ep.pool.pop_idle(ep.settings.idle_timeout) {
-            if sender.ready().await.is_ok() {
-                match sender.try_send_request(req).await {
-                    Ok(resp) => {
-                        guard.h1 = Some(sender);
-                        return Ok((resp, guard));
-                    }
-                    Err(mut e) => match e.take_message() {
-                        Some(back) => req = back,
-                        None => return Err(UpstreamError::Reset(e.into_error())),
-                    },
-                }
-            } else {
-                return Box::pin(send_fresh_h1(ep, req, guard)).await;
-            }
+/// An upstream response body: read by Legate's HTTP/1 client, or a
+/// stream of hyper's HTTP/2 connection.
+#[pin_project(project = UpstreamBodyProj)]
+pub enum UpstreamBody {
+    H1(#[pin] H1Body),
+    H2(#[pin] Incoming),
+}
+
+/// Why an upstream response body failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamBodyError {
+    #[error(transparent)]
+    H1(#[from] H1Error),
+    #[error(transparent)]
+    H2(#[from] hyper::Error),
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = UpstreamBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamBodyError>>> {
+        match self.project() {
+            UpstreamBodyProj::H1(b) => b.poll_frame(cx).map_err(UpstreamBodyError::H1),
+            UpstreamBodyProj::H2(b) => b.poll_frame(cx).map_err(UpstreamBodyError::H2),
         }
-        // New connections are the rare path; boxed to keep this future small.
-        Box::pin(send_fresh_h1(ep, req, guard)).await
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::H1(b) => b.is_end_stream(),
+            UpstreamBody::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::H1(b) => b.size_hint(),
+            UpstreamBody::H2(b) => b.size_hint(),
+        }
     }
 }
 
-async fn send_fresh_h1(
+/// Sends `req` to `ep` over a pooled connection. The returned guard must
+/// live as long as the response body. `upgrade`: the request asks for a
+/// protocol upgrade (HTTP/1 only), so a 101 is expected.
+///
+/// Not an `async fn`: its request argument would stay in the future next
+/// to the path's own copy. Each path is its own future and the request's
+/// future is the larger of the two.
+pub fn send(
+    ep: &Arc<Endpoint>,
+    req: Request<ReqBody>,
+    use_h2: bool,
+    upgrade: bool,
+) -> impl Future<Output = Result<(Response<UpstreamBody>, UpstreamGuard), UpstreamError>> + '_ {
+    let guard = UpstreamGuard::new(ep);
+    if use_h2 {
+        Either::H2(send_h2(ep, req, guard))
+    } else {
+        Either::H1(send_h1(ep, req, upgrade, guard))
+    }
+}
+
+#[pin_project(project = EitherProj)]
+enum Either<A, B> {
+    H1(#[pin] A),
+    H2(#[pin] B),
+}
+
+impl<T, A: Future<Output = T>, B: Future<Output = T>> Future for Either<A, B> {
+    type Output = T;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        match self.project() {
+            EitherProj::H1(f) => f.poll(cx),
+            EitherProj::H2(f) => f.poll(cx),
+        }
+    }
+}
+
+pub(crate) async fn send_h2(
     ep: &Arc<Endpoint>,
     req: Request<ReqBody>,
     mut guard: UpstreamGuard,
-) -> Result<(Response<Incoming>, UpstreamGuard), UpstreamError> {
-    let mut sender = connect_h1(ep).await?;
+) -> Result<(Response<UpstreamBody>, UpstreamGuard), UpstreamError> {
+    guard._permit = ep.pool.h2_streams.clone().acquire_owned().await.ok();
+    let mut sender = h2_sender(ep).await?;
+    sender.ready().await.map_err(UpstreamError::Reset)?;
     let resp = sender
         .send_request(req)
         .await
         .map_err(UpstreamError::Reset)?;
-    guard.h1 = Some(sender);
+    Ok((resp.map(UpstreamBody::H2), guard))
+}
+
+pub(crate) async fn send_h1(
+    ep: &Arc<Endpoint>,
+    req: Request<ReqBody>,
+    upgrade: bool,
+    guard: UpstreamGuard,
+) -> Result<(Response<UpstreamBody>, UpstreamGuard), UpstreamError> {
+    let mut exchange = match ep.pool.pop_idle(ep.settings.idle_timeout) {
+        Some(conn) => start_h1(conn, true, req, upgrade),
+        // New connections are the rare path; boxed to keep this future small.
+        None => {
+            Box::pin(async move {
+                let conn = connect_h1(ep).await?;
+                Ok::<_, UpstreamError>(start_h1(conn, false, req, upgrade))
+            })
+            .await?
+        }
+    };
+    let head = loop {
+        match std::future::poll_fn(|cx| exchange.poll_head(cx)).await {
+            Ok(head) => break head,
+            // A pooled connection the server closed while it sat idle:
+            // once more on a new one, when that is safe.
+            Err(e) if exchange.retryable() => {
+                tracing::debug!(endpoint = %ep.addr, error = %e, "pooled connection failed; retrying on a new one");
+                exchange.retry_on(Box::pin(connect_h1(ep)).await?);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let mut resp = exchange.into_response(head)?.map(UpstreamBody::H1);
+    if resp.body().is_end_stream() {
+        guard.release(resp.body_mut());
+    }
     Ok((resp, guard))
 }
 
-/// Held for the life of an upstream response: returns the HTTP/1 connection
-/// to the pool when the body has been read to the end, releases the HTTP/2
-/// stream slot, and keeps the endpoint's active-request count right.
+fn start_h1(conn: Box<H1Conn>, reused: bool, req: Request<ReqBody>, upgrade: bool) -> Exchange {
+    let (parts, body) = req.into_parts();
+    Exchange::new(conn, reused, &parts, body, upgrade)
+}
+
+/// Held for the life of an upstream response: releases the HTTP/2 stream
+/// slot and keeps the endpoint's active-request count right.
 pub struct UpstreamGuard {
     endpoint: Arc<Endpoint>,
-    h1: Option<http1::SendRequest<ReqBody>>,
     _permit: Option<OwnedSemaphorePermit>,
-    done: bool,
 }
 
 impl UpstreamGuard {
-    /// The response body ended cleanly: the connection can be reused.
-    pub fn finish(&mut self) {
-        if !self.done {
-            self.done = true;
-            if let Some(sender) = self.h1.take() {
-                self.endpoint.pool.checkin(sender, &self.endpoint.settings);
-            }
+    /// Counts a request in flight on `ep` until dropped.
+    pub fn new(ep: &Arc<Endpoint>) -> Self {
+        ep.active.fetch_add(1, Ordering::Relaxed);
+        UpstreamGuard {
+            endpoint: ep.clone(),
+            _permit: None,
         }
     }
 
-    /// The response failed mid-body: never reuse the connection.
-    pub fn fail(&mut self) {
-        self.done = true;
-        self.h1 = None;
+    /// The response body has ended: an HTTP/1 connection that can serve
+    /// another request goes back to the pool.
+    pub fn release(&self, body: &mut UpstreamBody) {
+        if let UpstreamBody::H1(b) = body
+            && let Some(conn) = b.take_reusable()
+        {
+            self.endpoint.pool.checkin(conn, &self.endpoint.settings);
+        }
     }
 
     /// The route timeout fired while the body was streaming.
     pub fn timed_out(&self) {
         self.endpoint.stats.rq_timeout.increment(1);
-    }
-
-    /// The connection will be taken over by an upgrade (WebSocket).
-    pub fn detach(&mut self) {
-        self.done = true;
-        self.h1 = None;
     }
 }
 

@@ -3,7 +3,7 @@
 //! locally generated one. An enum rather than a boxed trait object, so a
 //! proxied response costs no allocation.
 
-use crate::cluster::pool::UpstreamGuard;
+use crate::cluster::pool::{UpstreamBody, UpstreamBodyError, UpstreamGuard};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -18,7 +18,7 @@ pub enum RespBody {
     /// (connection back to the pool) or is dropped (connection closed).
     Upstream {
         #[pin]
-        body: Incoming,
+        body: UpstreamBody,
         guard: UpstreamGuard,
         /// The route timeout, still running until the body ends; when it
         /// fires the response is reset (as Envoy does once headers are out).
@@ -46,7 +46,7 @@ impl RespBody {
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
     #[error("upstream: {0}")]
-    Upstream(#[from] hyper::Error),
+    Upstream(#[from] UpstreamBodyError),
     #[error("upstream request timeout")]
     Timeout,
 }
@@ -68,17 +68,19 @@ impl Body for RespBody {
                 if let Some(d) = deadline
                     && d.as_mut().poll(cx).is_ready()
                 {
-                    guard.fail();
+                    // Dropping the body with the response closes an HTTP/1
+                    // connection mid-exchange: it is never reused.
                     guard.timed_out();
                     return Poll::Ready(Some(Err(BodyError::Timeout)));
                 }
                 let polled = body.as_mut().poll_frame(cx);
                 match &polled {
-                    Poll::Ready(None) => guard.finish(),
-                    Poll::Ready(Some(Err(_))) => guard.fail(),
+                    Poll::Ready(None) => guard.release(body.as_mut().get_mut()),
                     // hyper stops polling once the body reports its end, so
                     // settle as soon as the last frame is out.
-                    Poll::Ready(Some(Ok(_))) if body.is_end_stream() => guard.finish(),
+                    Poll::Ready(Some(Ok(_))) if body.is_end_stream() => {
+                        guard.release(body.as_mut().get_mut())
+                    }
                     _ => {}
                 }
                 polled.map_err(BodyError::Upstream)
