@@ -438,7 +438,9 @@ impl Exchange {
         loop {
             if !self.conn.rbuf.is_empty() {
                 if let Some(head) = parse_head(&mut self.conn.rbuf, self.head_request)? {
-                    if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS {
+                    if head.status.is_informational()
+                        && head.status != StatusCode::SWITCHING_PROTOCOLS
+                    {
                         continue;
                     }
                     return Poll::Ready(Ok(head));
@@ -460,7 +462,9 @@ impl Exchange {
     pub fn into_response(self, head: ResponseHead) -> Result<Response<H1Body>, H1Error> {
         let upgraded = head.status == StatusCode::SWITCHING_PROTOCOLS;
         if upgraded && !self.upgrade {
-            return Err(H1Error::Protocol("101 to a request that did not ask to upgrade"));
+            return Err(H1Error::Protocol(
+                "101 to a request that did not ask to upgrade",
+            ));
         }
         let read = if upgraded {
             Read::Upgraded
@@ -472,8 +476,7 @@ impl Exchange {
                 Framing::Close => Read::Close,
             }
         };
-        let upload =
-            (!self.write_failed && !self.upload.done(&self.conn)).then_some(self.upload);
+        let upload = (!self.write_failed && !self.upload.done(&self.conn)).then_some(self.upload);
         let keep_alive = head.keep_alive && !self.write_failed && !matches!(read, Read::Close);
         let mut resp = Response::new(H1Body {
             conn: Some(self.conn),
@@ -540,7 +543,8 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Respo
         Err(_) => return Err(H1Error::Protocol("malformed response head")),
     };
     let code = parsed.code.unwrap_or(0);
-    let status = StatusCode::from_u16(code).map_err(|_| H1Error::Protocol("invalid status code"))?;
+    let status =
+        StatusCode::from_u16(code).map_err(|_| H1Error::Protocol("invalid status code"))?;
     let http10 = parsed.version == Some(0);
     let base = buf.as_ptr() as usize;
     let mut length: Option<u64> = None;
@@ -600,9 +604,15 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Respo
     } else if encoded {
         if length.is_some() {
             // Both: a smuggling vector; Envoy refuses it too.
-            return Err(H1Error::Protocol("both transfer-encoding and content-length"));
+            return Err(H1Error::Protocol(
+                "both transfer-encoding and content-length",
+            ));
         }
-        if chunked { Framing::Chunked } else { Framing::Close }
+        if chunked {
+            Framing::Chunked
+        } else {
+            Framing::Close
+        }
     } else {
         match length {
             Some(0) => Framing::Empty,
@@ -610,7 +620,11 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Respo
             None => Framing::Close,
         }
     };
-    let keep_alive = if http10 { keep_alive_token && !close } else { !close };
+    let keep_alive = if http10 {
+        keep_alive_token && !close
+    } else {
+        !close
+    };
     Ok(Some(ResponseHead {
         status,
         headers: map,
@@ -678,54 +692,56 @@ fn poll_body(
     conn: &mut H1Conn,
     cx: &mut Context<'_>,
 ) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
-        loop {
-            match *read {
-                Read::Done | Read::Upgraded => return Poll::Ready(None),
-                Read::Length(left) => {
-                    if conn.rbuf.is_empty() {
-                        let want = left.clamp(4096, 64 * 1024) as usize;
-                        if ready!(conn.poll_fill(cx, want))? == 0 {
-                            return Poll::Ready(Some(Err(H1Error::Closed)));
-                        }
-                        continue;
+    loop {
+        match *read {
+            Read::Done | Read::Upgraded => return Poll::Ready(None),
+            Read::Length(left) => {
+                if conn.rbuf.is_empty() {
+                    let want = left.clamp(4096, 64 * 1024) as usize;
+                    if ready!(conn.poll_fill(cx, want))? == 0 {
+                        return Poll::Ready(Some(Err(H1Error::Closed)));
                     }
-                    let n = (conn.rbuf.len() as u64).min(left);
-                    let data = conn.rbuf.split_to(n as usize).freeze();
-                    *read = if n == left { Read::Done } else { Read::Length(left - n) };
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                    continue;
                 }
-                Read::Close => {
-                    if conn.rbuf.is_empty() {
-                        if ready!(conn.poll_fill(cx, 16 * 1024))? == 0 {
-                            *read = Read::Done;
-                            return Poll::Ready(None);
-                        }
-                        continue;
-                    }
-                    let data = conn.rbuf.split().freeze();
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Read::Chunked(state) => {
-                    match decode_chunk(&mut conn.rbuf, state)? {
-                        Decoded::Frame(frame, next) => {
-                            *read = next;
-                            return Poll::Ready(Some(Ok(frame)));
-                        }
-                        Decoded::Next(next) => {
-                            *read = next;
-                            if next == Read::Done {
-                                return Poll::Ready(None);
-                            }
-                        }
-                        Decoded::NeedMore => {
-                            if ready!(conn.poll_fill(cx, 16 * 1024))? == 0 {
-                                return Poll::Ready(Some(Err(H1Error::Closed)));
-                            }
-                        }
-                    }
-                }
+                let n = (conn.rbuf.len() as u64).min(left);
+                let data = conn.rbuf.split_to(n as usize).freeze();
+                *read = if n == left {
+                    Read::Done
+                } else {
+                    Read::Length(left - n)
+                };
+                return Poll::Ready(Some(Ok(Frame::data(data))));
             }
+            Read::Close => {
+                if conn.rbuf.is_empty() {
+                    if ready!(conn.poll_fill(cx, 16 * 1024))? == 0 {
+                        *read = Read::Done;
+                        return Poll::Ready(None);
+                    }
+                    continue;
+                }
+                let data = conn.rbuf.split().freeze();
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
+            Read::Chunked(state) => match decode_chunk(&mut conn.rbuf, state)? {
+                Decoded::Frame(frame, next) => {
+                    *read = next;
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                Decoded::Next(next) => {
+                    *read = next;
+                    if next == Read::Done {
+                        return Poll::Ready(None);
+                    }
+                }
+                Decoded::NeedMore => {
+                    if ready!(conn.poll_fill(cx, 16 * 1024))? == 0 {
+                        return Poll::Ready(Some(Err(H1Error::Closed)));
+                    }
+                }
+            },
         }
+    }
 }
 
 enum Decoded {
@@ -775,7 +791,11 @@ fn decode_chunk(buf: &mut BytesMut, state: Chunk) -> Result<Decoded, H1Error> {
             }
             let n = (buf.len() as u64).min(left);
             let data = buf.split_to(n as usize).freeze();
-            let next = if n == left { Chunk::DataEnd } else { Chunk::Data(left - n) };
+            let next = if n == left {
+                Chunk::DataEnd
+            } else {
+                Chunk::Data(left - n)
+            };
             Ok(Decoded::Frame(Frame::data(data), Read::Chunked(next)))
         }
         Chunk::DataEnd => {
@@ -880,16 +900,37 @@ mod tests {
     #[test]
     fn framing_follows_rfc_9112() {
         let f = |raw: &str| head(raw, false).unwrap().unwrap().framing;
-        assert_eq!(f("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"), Framing::Length(5));
-        assert_eq!(f("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"), Framing::Empty);
-        assert_eq!(f("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n"), Framing::Length(5));
-        assert_eq!(f("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n"), Framing::Chunked);
-        assert_eq!(f("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\n\r\n"), Framing::Close);
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"),
+            Framing::Length(5)
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"),
+            Framing::Empty
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n"),
+            Framing::Length(5)
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n"),
+            Framing::Chunked
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\n\r\n"),
+            Framing::Close
+        );
         assert_eq!(f("HTTP/1.1 200 OK\r\n\r\n"), Framing::Close);
-        assert_eq!(f("HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\n"), Framing::Empty);
+        assert_eq!(
+            f("HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\n"),
+            Framing::Empty
+        );
         assert_eq!(f("HTTP/1.1 304 Not Modified\r\n\r\n"), Framing::Empty);
         assert_eq!(
-            head("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", true).unwrap().unwrap().framing,
+            head("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", true)
+                .unwrap()
+                .unwrap()
+                .framing,
             Framing::Empty
         );
     }
@@ -898,9 +939,13 @@ mod tests {
     fn keep_alive_follows_version_and_connection() {
         let k = |raw: &str| head(raw, false).unwrap().unwrap().keep_alive;
         assert!(k("HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\n"));
-        assert!(!k("HTTP/1.1 200 OK\r\ncontent-length: 1\r\nconnection: close\r\n\r\n"));
+        assert!(!k(
+            "HTTP/1.1 200 OK\r\ncontent-length: 1\r\nconnection: close\r\n\r\n"
+        ));
         assert!(!k("HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n"));
-        assert!(k("HTTP/1.0 200 OK\r\ncontent-length: 1\r\nConnection: Keep-Alive\r\n\r\n"));
+        assert!(k(
+            "HTTP/1.0 200 OK\r\ncontent-length: 1\r\nConnection: Keep-Alive\r\n\r\n"
+        ));
         assert!(!k("HTTP/1.1 200 OK\r\n\r\n"), "close-delimited");
     }
 
@@ -932,7 +977,10 @@ mod tests {
         let mut b = BytesMut::from(&b"HTTP/1.1 201 Created\r\nX-A: 1\r\nx-a: 2\r\nServer: t\r\ncontent-length: 3\r\n\r\nabcHTTP"[..]);
         let h = parse_head(&mut b, false).unwrap().unwrap();
         assert_eq!(h.status, StatusCode::CREATED);
-        assert_eq!(h.headers.get_all("x-a").iter().collect::<Vec<_>>(), ["1", "2"]);
+        assert_eq!(
+            h.headers.get_all("x-a").iter().collect::<Vec<_>>(),
+            ["1", "2"]
+        );
         assert_eq!(h.headers["server"], "t");
         assert_eq!(&b[..], b"abcHTTP");
         let mut partial = BytesMut::from(&b"HTTP/1.1 200 OK\r\nx: 1\r\n"[..]);
@@ -963,7 +1011,9 @@ mod tests {
 
     #[test]
     fn chunked_bodies_decode_with_extensions_and_trailers() {
-        let (body, t) = decode_all(b"5\r\nhello\r\n6;ext=1\r\n world\r\nA \r\n0123456789\r\n0\r\n\r\n").unwrap();
+        let (body, t) =
+            decode_all(b"5\r\nhello\r\n6;ext=1\r\n world\r\nA \r\n0123456789\r\n0\r\n\r\n")
+                .unwrap();
         assert_eq!(body, b"hello world0123456789");
         assert!(t.is_none());
         let (body, t) = decode_all(b"3\r\nabc\r\n0\r\ngrpc-status: 0\r\nx-t: y\r\n\r\n").unwrap();
@@ -989,7 +1039,10 @@ mod tests {
                 String::from_utf8_lossy(raw)
             );
         }
-        assert!(matches!(decode_all(b"5\r\nab"), Err(H1Error::Closed)), "short body waits for more");
+        assert!(
+            matches!(decode_all(b"5\r\nab"), Err(H1Error::Closed)),
+            "short body waits for more"
+        );
     }
 
     #[test]

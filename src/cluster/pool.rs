@@ -53,7 +53,10 @@ impl UpstreamError {
 
     /// The connection failed after it was established.
     pub fn is_reset(&self) -> bool {
-        matches!(self, UpstreamError::Reset(_) | UpstreamError::Disconnected(_))
+        matches!(
+            self,
+            UpstreamError::Reset(_) | UpstreamError::Disconnected(_)
+        )
     }
 }
 
@@ -122,9 +125,11 @@ impl Pool {
         let now = Instant::now();
         let stale = match self.h1_idle.lock() {
             Ok(mut idle) => {
-                let (keep, stale): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut *idle).into_iter().partition(|(c, since)| {
-                    now.duration_since(*since) <= idle_timeout && c.is_usable()
-                });
+                let (keep, stale): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut *idle)
+                    .into_iter()
+                    .partition(|(c, since)| {
+                        now.duration_since(*since) <= idle_timeout && c.is_usable()
+                    });
                 *idle = keep;
                 stale
             }
