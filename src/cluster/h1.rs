@@ -476,7 +476,9 @@ impl Exchange {
                 Framing::Close => Read::Close,
             }
         };
-        let upload = (!self.write_failed && !self.upload.done(&self.conn)).then_some(self.upload);
+        // Boxed: only a response that overtakes its upload carries one.
+        let upload =
+            (!self.write_failed && !self.upload.done(&self.conn)).then(|| Box::new(self.upload));
         let keep_alive = head.keep_alive && !self.write_failed && !matches!(read, Read::Close);
         let mut resp = Response::new(H1Body {
             conn: Some(self.conn),
@@ -522,20 +524,37 @@ fn parse_length(v: &[u8]) -> Option<u64> {
     Some(n)
 }
 
-fn has_token(v: &[u8], token: &[u8]) -> bool {
-    v.split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+/// Whether a response header describes the connection rather than the
+/// message (RFC 9110 §7.6.1), so is never forwarded. `Upgrade` is kept on
+/// a 101, where the tunnel needs it.
+fn hop_by_hop(name: &[u8], switching: bool) -> bool {
+    let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+    match name.len() {
+        2 => is(b"te"),
+        7 => is(b"trailer") || (!switching && is(b"upgrade")),
+        10 => is(b"connection") || is(b"keep-alive"),
+        16 => is(b"proxy-connection"),
+        17 => is(b"transfer-encoding"),
+        18 => is(b"proxy-authenticate"),
+        _ => false,
+    }
 }
 
 /// Parses a response head at the start of `buf`, consuming it. `None`
-/// until the head is complete.
+/// until the head is complete. Hop-by-hop headers (and those `Connection`
+/// names) are read for framing and dropped here, so the response is ready
+/// to forward; a 101 keeps its `Connection` and `Upgrade`.
 pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<ResponseHead>, H1Error> {
-    // Offsets of each header's name and value within the head.
-    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    // Where each forwarded header's name and value sit in the head (which
+    // is at most MAX_HEAD, so u16 offsets); all zero for a dropped one.
+    let mut spans = [(0u16, 0u16, 0u16, 0u16); MAX_HEADERS];
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut headers);
     let len = match parsed.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
+        Ok(httparse::Status::Complete(_)) => {
+            return Err(H1Error::Protocol("response head too large"));
+        }
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
             return Err(H1Error::Protocol("too many response headers"));
@@ -545,6 +564,7 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Respo
     let code = parsed.code.unwrap_or(0);
     let status =
         StatusCode::from_u16(code).map_err(|_| H1Error::Protocol("invalid status code"))?;
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     let http10 = parsed.version == Some(0);
     let base = buf.as_ptr() as usize;
     let mut length: Option<u64> = None;
@@ -552,17 +572,11 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Respo
     let mut encoded = false;
     let mut close = false;
     let mut keep_alive_token = false;
+    // `Connection` names a header other than the usual tokens: drop it too.
+    let mut names_others = false;
     let count = parsed.headers.len();
     for (h, span) in parsed.headers.iter().zip(spans.iter_mut()) {
         let name = h.name.as_bytes();
-        let n0 = h.name.as_ptr() as usize - base;
-        let v0 = h.value.as_ptr() as usize - base;
-        *span = (
-            n0 as u32,
-            (n0 + name.len()) as u32,
-            v0 as u32,
-            (v0 + h.value.len()) as u32,
-        );
         if name.eq_ignore_ascii_case(b"content-length") {
             // Repeated or listed values must agree (RFC 9110 §8.6).
             for v in h.value.split(|&b| b == b',') {
@@ -582,15 +596,53 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Respo
                 .next()
                 .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if name.eq_ignore_ascii_case(b"connection") {
-            close |= has_token(h.value, b"close");
-            keep_alive_token |= has_token(h.value, b"keep-alive");
+            for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive_token = true;
+                } else if !token.is_empty() && !hop_by_hop(token, false) {
+                    names_others = true;
+                }
+            }
         }
+        if !switching && hop_by_hop(name, false) {
+            continue;
+        }
+        let n0 = h.name.as_ptr() as usize - base;
+        let v0 = h.value.as_ptr() as usize - base;
+        *span = (
+            n0 as u16,
+            (n0 + name.len()) as u16,
+            v0 as u16,
+            (v0 + h.value.len()) as u16,
+        );
     }
+    // The tokens of every `Connection` header, for the rare response whose
+    // `Connection` names other headers.
+    let named: Vec<Vec<u8>> = if names_others && !switching {
+        parsed
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .flat_map(|h| h.value.split(|&b| b == b','))
+            .map(|t| t.trim_ascii().to_ascii_lowercase())
+            .collect()
+    } else {
+        Vec::new()
+    };
     let head = buf.split_to(len).freeze();
     let mut map = HeaderMap::with_capacity(count);
     for &(n0, n1, v0, v1) in &spans[..count] {
-        let name = HeaderName::from_bytes(&head[n0 as usize..n1 as usize])
-            .map_err(|_| H1Error::Protocol("invalid header name"))?;
+        if n1 == 0 {
+            continue;
+        }
+        let name = &head[n0 as usize..n1 as usize];
+        if !named.is_empty() && named.iter().any(|t| name.eq_ignore_ascii_case(t)) {
+            continue;
+        }
+        let name =
+            HeaderName::from_bytes(name).map_err(|_| H1Error::Protocol("invalid header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(v0 as usize..v1 as usize))
             .map_err(|_| H1Error::Protocol("invalid header value"))?;
         map.append(name, value);
@@ -657,7 +709,7 @@ enum Read {
 /// the pool; dropped early, the connection closes.
 pub struct H1Body {
     conn: Option<Box<H1Conn>>,
-    upload: Option<Upload>,
+    upload: Option<Box<Upload>>,
     read: Read,
     keep_alive: bool,
 }

@@ -630,7 +630,11 @@ async fn forward(
         vh.response_headers.apply(&mut parts.headers);
         return Ok(Response::from_parts(parts, RespBody::empty()));
     }
-    strip_hop_by_hop(&mut parts.headers, false);
+    // Legate's HTTP/1 client has dropped them already; hyper's HTTP/2
+    // client forbids most, not `te` or `trailer`.
+    if let UpstreamBody::H2(_) = body {
+        strip_hop_by_hop(&mut parts.headers, false);
+    }
     route.response_headers.apply(&mut parts.headers);
     vh.response_headers.apply(&mut parts.headers);
     Ok(Response::from_parts(
