@@ -114,11 +114,18 @@ async fn statuses() {
     for line in [
         "legate_cluster_upstream_cx_none_healthy_total{cluster=\"empty\"} 1",
         "legate_cluster_upstream_cx_connect_fail_total{cluster=\"refused\"} 1",
-        "legate_cluster_upstream_rq_timeout_total{cluster=\"up\"} 1",
         "legate_cluster_upstream_rq_reset_total{cluster=\"reset\"} 1",
     ] {
         assert!(stats.contains(line), "missing {line}\n{stats}");
     }
+    // Metrics are process-wide and other tests here time out requests on a
+    // cluster named `up` too: at least this test's one.
+    let timeouts: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("legate_cluster_upstream_rq_timeout_total{cluster=\"up\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(timeouts >= 1, "no timeout counted\n{stats}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,4 +307,100 @@ async fn route_timeout_covers_the_response_body() {
         stats.contains("legate_cluster_upstream_rq_timeout_total{cluster=\"stall\"} 1"),
         "{stats}"
     );
+}
+
+/// HTTP/1 route timeouts run on one timer per connection: a short timeout
+/// after a long one on the same keep-alive connection must still fire on
+/// time, and a request after a timeout starts afresh. HTTP/2 streams time
+/// out on their own timers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_timeouts_fire_on_a_reused_connection_and_on_http2() {
+    let up = upstream("up").await;
+    let yaml = r#"
+listeners:
+  - name: web
+    address: "127.0.0.1:0"
+    http:
+      route_config:
+        virtual_hosts:
+          - name: all
+            domains: ["*"]
+            routes:
+              - match: { prefix: /long }
+                route: { cluster: timed, timeout: 60s }
+              - match: { prefix: /short }
+                route: { cluster: timed, timeout: 200ms }
+clusters:
+  - name: timed
+    endpoints: [{ address: "{{up}}" }]
+"#;
+    let p = proxy(yaml, &[("up", up.addr.to_string())]).await;
+    let a = p.listener_addr("web").unwrap();
+    // One kept-alive connection for all of these (a raw socket, so nothing
+    // but this test decides which connection is used).
+    let mut conn = tokio::io::BufReader::new(tokio::net::TcpStream::connect(a).await.unwrap());
+    assert_eq!(exchange(&mut conn, "/long").await.0, 200);
+    // Must fire at 200 ms, not at the 60 s deadline armed just before.
+    let (status, body) = exchange(&mut conn, "/short/sleep/5000").await;
+    assert_eq!((status, body.as_str()), (504, "upstream request timeout"));
+    assert_eq!(
+        exchange(&mut conn, "/short").await.0,
+        200,
+        "no stale firing"
+    );
+    assert_eq!(
+        exchange(&mut conn, "/long/sleep/300").await.0,
+        200,
+        "the long one is long"
+    );
+    drop(conn);
+
+    // HTTP/2: two streams at once on one connection, each with its timer.
+    async fn get_on(client: &HttpClient, a: std::net::SocketAddr, path: &str) -> Resp {
+        let req = http::Request::get(format!("http://{a}{path}"))
+            .header("host", "svc")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        send(client, req).await
+    }
+    let h2 = h2_client();
+    let slow = get_on(&h2, a, "/short/sleep/5000");
+    let fast = get_on(&h2, a, "/long/sleep/100");
+    let (slow, fast) = tokio::join!(slow, fast);
+    assert_eq!((slow.status, fast.status), (504, 200));
+}
+
+/// One HTTP/1.1 request on `conn`; the response's status and body
+/// (`content-length` framed).
+async fn exchange(
+    conn: &mut tokio::io::BufReader<tokio::net::TcpStream>,
+    path: &str,
+) -> (u16, String) {
+    use tokio::io::AsyncBufReadExt;
+    conn.get_mut()
+        .write_all(format!("GET {path} HTTP/1.1\r\nhost: svc\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut status = 0;
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        let n = tokio::time::timeout(Duration::from_secs(10), conn.read_line(&mut line))
+            .await
+            .expect("a response")
+            .unwrap();
+        assert!(n > 0, "the connection closed");
+        if status == 0 {
+            status = line.split(' ').nth(1).unwrap().parse().unwrap();
+        } else if line == "\r\n" {
+            break;
+        } else if let Some((k, v)) = line.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            length = v.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; length];
+    conn.read_exact(&mut body).await.unwrap();
+    (status, String::from_utf8(body).unwrap())
 }

@@ -4,6 +4,7 @@
 //! header changes, statistics.
 
 use super::body::{ReqBody, RespBody, Upload};
+use super::clock::RouteTimer;
 use super::{ConnInfo, HttpChain};
 use crate::cluster::lb::hash_bytes;
 use crate::cluster::pool::{self, UpstreamBody, UpstreamError};
@@ -17,9 +18,6 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use legate_xds::model::{LbPolicy, UpstreamProtocol};
 use std::time::Instant;
-
-/// "Never", for a timer that must not fire (tokio caps deadlines anyway).
-const FAR_FUTURE: std::time::Duration = std::time::Duration::from_secs(86400 * 365);
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -516,11 +514,14 @@ async fn forward(
     // from routing while the request waits for a connection or a stream
     // slot, waits while the body is being uploaded, restarts when the upload
     // ends, races the response headers, then goes with the response body.
-    let mut deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    let mut deadline: Option<RouteTimer> = None;
     let result = match fwd.timeout {
         Some(t) => {
             let mut upload = upload;
-            let mut sleep = Box::pin(tokio::time::sleep(t));
+            // HTTP/1 requests (one at a time per connection) time out on the
+            // connection's clock; HTTP/2 streams on a tokio timer each.
+            let clock = (!downstream_h2).then_some(&conn.clock);
+            let mut timer = RouteTimer::start(clock, t);
             let mut call = std::pin::pin!(call);
             let r = loop {
                 tokio::select! {
@@ -534,24 +535,24 @@ async fn forward(
                         // The upload ended: the clock starts now.
                         Some(Upload::Done) => {
                             upload = None;
-                            sleep.as_mut().reset(tokio::time::Instant::now() + t);
+                            timer.restart(t);
                         }
                         Some(_) => {}
                         // The body failed: the call fails with it; keep a
                         // deadline all the same.
                         None => {
                             upload = None;
-                            sleep.as_mut().reset(tokio::time::Instant::now() + t);
+                            timer.restart(t);
                         }
                     },
-                    _ = sleep.as_mut() => {
+                    _ = std::future::poll_fn(|cx| timer.poll_expired(cx)) => {
                         let uploading = upload
                             .as_ref()
                             .is_some_and(|rx| *rx.borrow() == Upload::Sending);
                         if uploading {
                             // A slow upload is not a slow upstream: wait for
                             // its end (the timer restarts there).
-                            sleep.as_mut().reset(tokio::time::Instant::now() + FAR_FUTURE);
+                            timer.pause();
                         } else {
                             break None;
                         }
@@ -569,9 +570,9 @@ async fn forward(
             if upload.is_some() {
                 // The upstream answered before the upload ended; time the
                 // rest of the exchange from here.
-                sleep.as_mut().reset(tokio::time::Instant::now() + t);
+                timer.restart(t);
             }
-            deadline = Some(sleep);
+            deadline = Some(timer);
             r
         }
         None => call.await,
