@@ -125,9 +125,9 @@ run_one() { # TARGET N -> prints total Ir
 	pid=$!
 	PIDS+=("$pid")
 	wait_port "$PORT"
-	callgrind_control -i on "$pid" >/dev/null
+	callgrind_control -i on "$pid" >/dev/null 2>&1
 	h2load --h1 -n "$n" -c "$CONNS" "http://127.0.0.1:$PORT/" >"$TMP/h2load.$target.$n" 2>&1
-	callgrind_control -i off "$pid" >/dev/null
+	callgrind_control -i off "$pid" >/dev/null 2>&1
 	grep -q "$n succeeded" "$TMP/h2load.$target.$n" || { echo "$target: not all requests succeeded" >&2; cat "$TMP/h2load.$target.$n" >&2; return 1; }
 	case $target in
 	legate | envoy) curl -s --noproxy '*' -X POST "http://127.0.0.1:$ADMIN/quitquitquit" >/dev/null ;;
