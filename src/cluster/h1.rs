@@ -35,7 +35,9 @@ pub const MAX_HEADERS: usize = 100;
 const MAX_CHUNK_LINE: usize = 4096;
 const READ_HEAD: usize = 8 * 1024;
 
-/// Why an upstream HTTP/1 exchange failed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why an HTTP/1 exchange failed.
 #[derive(Debug, thiserror::Error)]
 pub enum H1Error {
     #[error("{0}")]
@@ -44,9 +46,9 @@ pub enum H1Error {
     Closed,
     #[error("upstream protocol error: {0}")]
     Protocol(&'static str),
-    #[error("request body: {0}")]
-    RequestBody(hyper::Error),
-    #[error("request body length differs from its content-length")]
+    #[error("body: {0}")]
+    Body(BoxError),
+    #[error("body length differs from its content-length")]
     RequestLength,
 }
 
@@ -73,6 +75,11 @@ impl H1Conn {
         })
     }
 
+    /// Bytes read past a 101 response's head, to be read first.
+    pub fn put_back(&mut self, rbuf: BytesMut) {
+        self.rbuf = rbuf;
+    }
+
     /// Whether an idle connection can take a request: the peer has sent
     /// nothing since the last response (no close, no stray bytes). Costs no
     /// system call unless the socket has been signalled readable.
@@ -92,15 +99,73 @@ impl H1Conn {
             }
         }
     }
+}
 
-    /// Reads more bytes into `rbuf`, growing it by at least `want` when it
-    /// is nearly full. `Ok(0)` is the peer's close.
+/// Where an HTTP/1 message is written: a head/framing buffer and a socket.
+pub(crate) trait Sink {
+    fn wbuf(&mut self) -> &mut Vec<u8>;
+    fn wbuf_len(&self) -> usize;
+    /// Writes `wbuf[from..]`, then `data`, then `tail`, as far as it goes.
+    fn poll_write_parts(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: usize,
+        data: &[u8],
+        tail: &[u8],
+    ) -> Poll<io::Result<usize>>;
+}
+
+/// Where an HTTP/1 message is read from: a buffer filled from a socket.
+pub(crate) trait Source {
+    fn rbuf(&mut self) -> &mut BytesMut;
+    /// Reads more into the buffer; `Ok(0)` is the peer's close.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>>;
+}
+
+/// Reads more bytes into `buf` from `io`, growing it by at least `want`
+/// when it is nearly full. `Ok(0)` is the peer's close.
+pub(crate) fn poll_fill_from<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+    want: usize,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(want.max(1024));
+    }
+    let read = io.read_buf(buf);
+    std::pin::pin!(read).poll(cx)
+}
+
+impl Sink for H1Conn {
+    fn wbuf(&mut self) -> &mut Vec<u8> {
+        &mut self.wbuf
+    }
+    fn wbuf_len(&self) -> usize {
+        self.wbuf.len()
+    }
+    fn poll_write_parts(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: usize,
+        data: &[u8],
+        tail: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let slices = [
+            IoSlice::new(&self.wbuf[from..]),
+            IoSlice::new(data),
+            IoSlice::new(tail),
+        ];
+        Pin::new(&mut self.stream).poll_write_vectored(cx, &slices)
+    }
+}
+
+impl Source for H1Conn {
+    fn rbuf(&mut self) -> &mut BytesMut {
+        &mut self.rbuf
+    }
     fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
-        if self.rbuf.capacity() - self.rbuf.len() < 1024 {
-            self.rbuf.reserve(want.max(1024));
-        }
-        let read = self.stream.read_buf(&mut self.rbuf);
-        std::pin::pin!(read).poll(cx)
+        poll_fill_from(&mut self.stream, &mut self.rbuf, cx, want)
     }
 }
 
@@ -145,48 +210,78 @@ impl AsyncWrite for H1Conn {
     }
 }
 
-/// How the request body is framed on the wire.
+/// How a body is framed on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum UploadMode {
+pub(crate) enum UploadMode {
     /// Exactly this many bytes are still to come.
     Length(u64),
     Chunked,
+    /// Unframed: the connection's close ends it (an HTTP/1.0 response of
+    /// unknown length).
+    Close,
 }
 
-/// The request side of an exchange: the head, then the body as the
-/// downstream delivers it.
-struct Upload {
-    /// Bytes of the connection's `wbuf` already written.
+/// Writes an HTTP/1 message: the head already in the sink's `wbuf`, then
+/// the body as it arrives, framed by `mode`. Used for requests upstream
+/// and responses downstream.
+pub(crate) struct Upload<B> {
+    /// Bytes of the sink's `wbuf` already written.
     pos: usize,
     /// A body chunk being written, and what follows it (`\r\n` when chunked).
     data: Bytes,
     tail: &'static [u8],
     /// The body still to read; `None` once it has ended (or never existed).
-    body: Option<ReqBody>,
+    body: Option<B>,
     mode: UploadMode,
-    /// Any byte of this request has reached the socket.
+    /// Any byte of this message has reached the socket.
     wrote_any: bool,
+    /// Trailers are written (chunked only); otherwise dropped.
+    trailers: bool,
 }
 
-impl Upload {
-    fn pending(&self, conn: &H1Conn) -> bool {
-        self.pos < conn.wbuf.len() || !self.data.is_empty() || !self.tail.is_empty()
+impl<B> Upload<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    pub(crate) fn new(body: Option<B>, mode: UploadMode) -> Self {
+        Upload {
+            pos: 0,
+            data: Bytes::new(),
+            tail: b"",
+            body,
+            mode,
+            wrote_any: false,
+            trailers: true,
+        }
     }
 
-    fn done(&self, conn: &H1Conn) -> bool {
-        self.body.is_none() && !self.pending(conn)
+    /// Whether trailers are written (a client that did not send `TE:
+    /// trailers` gets none, as from hyper).
+    pub(crate) fn with_trailers(mut self, yes: bool) -> Self {
+        self.trailers = yes;
+        self
+    }
+
+    fn pending(&self, sink: &impl Sink) -> bool {
+        self.pos < sink.wbuf_len() || !self.data.is_empty() || !self.tail.is_empty()
+    }
+
+    pub(crate) fn done(&self, sink: &impl Sink) -> bool {
+        self.body.is_none() && !self.pending(sink)
     }
 
     /// Room at the end of `wbuf` for framing, dropping what has been written.
-    fn wbuf<'a>(&mut self, conn: &'a mut H1Conn) -> &'a mut Vec<u8> {
-        if self.pos == conn.wbuf.len() {
-            conn.wbuf.clear();
+    fn wbuf<'a>(&mut self, sink: &'a mut impl Sink) -> &'a mut Vec<u8> {
+        let w = sink.wbuf();
+        if self.pos == w.len() {
+            w.clear();
             self.pos = 0;
         }
-        &mut conn.wbuf
+        w
     }
 
-    fn push_frame(&mut self, conn: &mut H1Conn, frame: Frame<Bytes>) -> Result<(), H1Error> {
+    fn push_frame(&mut self, sink: &mut impl Sink, frame: Frame<Bytes>) -> Result<(), H1Error> {
         match frame.into_data() {
             Ok(data) => {
                 if data.is_empty() {
@@ -199,11 +294,12 @@ impl Upload {
                             .ok_or(H1Error::RequestLength)?;
                     }
                     UploadMode::Chunked => {
-                        let w = self.wbuf(conn);
+                        let w = self.wbuf(sink);
                         push_hex(w, data.len());
                         w.extend_from_slice(b"\r\n");
                         self.tail = b"\r\n";
                     }
+                    UploadMode::Close => {}
                 }
                 self.data = data;
             }
@@ -212,20 +308,25 @@ impl Upload {
                     // Trailers end the body. They can only be sent chunked;
                     // with a content-length they are dropped, as hyper and
                     // Envoy drop them.
-                    self.end_body(conn, Some(&trailers))?;
+                    self.end_body(sink, Some(&trailers))?;
                 }
             }
         }
         Ok(())
     }
 
-    fn end_body(&mut self, conn: &mut H1Conn, trailers: Option<&HeaderMap>) -> Result<(), H1Error> {
+    fn end_body(
+        &mut self,
+        sink: &mut impl Sink,
+        trailers: Option<&HeaderMap>,
+    ) -> Result<(), H1Error> {
         self.body = None;
+        let trailers = trailers.filter(|_| self.trailers);
         match self.mode {
-            UploadMode::Length(0) => Ok(()),
+            UploadMode::Length(0) | UploadMode::Close => Ok(()),
             UploadMode::Length(_) => Err(H1Error::RequestLength),
             UploadMode::Chunked => {
-                let w = self.wbuf(conn);
+                let w = self.wbuf(sink);
                 w.extend_from_slice(b"0\r\n");
                 for (name, value) in trailers.into_iter().flatten() {
                     push_header(w, name, value);
@@ -236,9 +337,13 @@ impl Upload {
         }
     }
 
-    /// Writes as much of the request as can go without waiting. `Ready(Ok)`
+    /// Writes as much of the message as can go without waiting. `Ready(Ok)`
     /// when all of it is out.
-    fn poll(&mut self, conn: &mut H1Conn, cx: &mut Context<'_>) -> Poll<Result<(), H1Error>> {
+    pub(crate) fn poll(
+        &mut self,
+        sink: &mut impl Sink,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), H1Error>> {
         loop {
             // Take the next body frame while nothing else is queued, so a
             // small body leaves with its head in one write.
@@ -249,15 +354,15 @@ impl Upload {
             {
                 match Pin::new(body).poll_frame(cx) {
                     Poll::Pending => body_waiting = true,
-                    Poll::Ready(None) => self.end_body(conn, None)?,
-                    Poll::Ready(Some(Ok(frame))) => self.push_frame(conn, frame)?,
+                    Poll::Ready(None) => self.end_body(sink, None)?,
+                    Poll::Ready(Some(Ok(frame))) => self.push_frame(sink, frame)?,
                     Poll::Ready(Some(Err(e))) => {
                         self.body = None;
-                        return Poll::Ready(Err(H1Error::RequestBody(e)));
+                        return Poll::Ready(Err(H1Error::Body(e.into())));
                     }
                 }
             }
-            if !self.pending(conn) {
+            if !self.pending(sink) {
                 if self.body.is_none() {
                     return Poll::Ready(Ok(()));
                 }
@@ -266,18 +371,13 @@ impl Upload {
                 }
                 continue;
             }
-            let slices = [
-                IoSlice::new(&conn.wbuf[self.pos..]),
-                IoSlice::new(&self.data),
-                IoSlice::new(self.tail),
-            ];
-            let n = ready!(Pin::new(&mut conn.stream).poll_write_vectored(cx, &slices))?;
+            let n = ready!(sink.poll_write_parts(cx, self.pos, &self.data, self.tail))?;
             if n == 0 {
                 return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
             }
             self.wrote_any = true;
             let mut n = n;
-            let head = (conn.wbuf.len() - self.pos).min(n);
+            let head = (sink.wbuf().len() - self.pos).min(n);
             self.pos += head;
             n -= head;
             let data = self.data.len().min(n);
@@ -288,7 +388,7 @@ impl Upload {
     }
 }
 
-fn push_hex(w: &mut Vec<u8>, mut n: usize) {
+pub(crate) fn push_hex(w: &mut Vec<u8>, mut n: usize) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut digits = [0u8; 16];
     let mut i = digits.len();
@@ -303,7 +403,7 @@ fn push_hex(w: &mut Vec<u8>, mut n: usize) {
     w.extend_from_slice(&digits[i..]);
 }
 
-fn push_header(w: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+pub(crate) fn push_header(w: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
     w.extend_from_slice(name.as_str().as_bytes());
     w.extend_from_slice(b": ");
     w.extend_from_slice(value.as_bytes());
@@ -322,7 +422,7 @@ fn idempotent(m: &Method) -> bool {
 pub struct Exchange {
     conn: Box<H1Conn>,
     reused: bool,
-    upload: Upload,
+    upload: Upload<ReqBody>,
     /// The request had no body and may be resent (see [`Exchange::retryable`]).
     replayable: bool,
     head_request: bool,
@@ -384,14 +484,7 @@ impl Exchange {
         Exchange {
             conn,
             reused,
-            upload: Upload {
-                pos: 0,
-                data: Bytes::new(),
-                tail: b"",
-                body: (!empty).then_some(body),
-                mode,
-                wrote_any: false,
-            },
+            upload: Upload::new((!empty).then_some(body), mode),
             replayable: empty && idempotent(&parts.method),
             head_request: parts.method == Method::HEAD,
             upgrade,
@@ -420,8 +513,8 @@ impl Exchange {
 
     /// Drives the upload and reads the response head.
     pub fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<ResponseHead, H1Error>> {
-        if !self.write_failed && !self.upload.done(&self.conn) {
-            match self.upload.poll(&mut self.conn, cx) {
+        if !self.write_failed && !self.upload.done(&*self.conn) {
+            match self.upload.poll(&mut *self.conn, cx) {
                 Poll::Ready(Err(H1Error::Io(e))) => {
                     // A request that can go again on a new connection does.
                     // Otherwise the upstream may have answered and stopped
@@ -478,7 +571,7 @@ impl Exchange {
         };
         // Boxed: only a response that overtakes its upload carries one.
         let upload =
-            (!self.write_failed && !self.upload.done(&self.conn)).then(|| Box::new(self.upload));
+            (!self.write_failed && !self.upload.done(&*self.conn)).then(|| Box::new(self.upload));
         let keep_alive = head.keep_alive && !self.write_failed && !matches!(read, Read::Close);
         let mut resp = Response::new(H1Body {
             conn: Some(self.conn),
@@ -510,7 +603,7 @@ pub struct ResponseHead {
 }
 
 /// A `Content-Length` value: digits only (RFC 9110 §8.6), no overflow.
-fn parse_length(v: &[u8]) -> Option<u64> {
+pub(crate) fn parse_length(v: &[u8]) -> Option<u64> {
     if v.is_empty() || v.len() > 19 {
         return None;
     }
@@ -527,7 +620,7 @@ fn parse_length(v: &[u8]) -> Option<u64> {
 /// Whether a response header describes the connection rather than the
 /// message (RFC 9110 §7.6.1), so is never forwarded. `Upgrade` is kept on
 /// a 101, where the tunnel needs it.
-fn hop_by_hop(name: &[u8], switching: bool) -> bool {
+pub(crate) fn hop_by_hop(name: &[u8], switching: bool) -> bool {
     let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
     match name.len() {
         2 => is(b"te"),
@@ -687,15 +780,16 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Respo
 
 /// Where reading a chunked body stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Chunk {
+pub(crate) enum Chunk {
     Size,
     Data(u64),
     DataEnd,
     Trailers,
 }
 
+/// Where reading a message body stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Read {
+pub(crate) enum Read {
     Length(u64),
     Chunked(Chunk),
     Close,
@@ -709,7 +803,7 @@ enum Read {
 /// the pool; dropped early, the connection closes.
 pub struct H1Body {
     conn: Option<Box<H1Conn>>,
-    upload: Option<Box<Upload>>,
+    upload: Option<Box<Upload<ReqBody>>>,
     read: Read,
     keep_alive: bool,
 }
@@ -722,7 +816,7 @@ impl H1Body {
             return None;
         }
         let conn = self.conn.as_ref()?;
-        if self.upload.as_ref().is_some_and(|u| !u.done(conn)) || !conn.rbuf.is_empty() {
+        if self.upload.as_ref().is_some_and(|u| !u.done(&**conn)) || !conn.rbuf.is_empty() {
             return None;
         }
         self.conn.take()
@@ -739,24 +833,24 @@ impl H1Body {
 }
 
 /// Reads the next frame of a response body.
-fn poll_body(
+pub(crate) fn poll_body(
     read: &mut Read,
-    conn: &mut H1Conn,
+    conn: &mut impl Source,
     cx: &mut Context<'_>,
 ) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
     loop {
         match *read {
             Read::Done | Read::Upgraded => return Poll::Ready(None),
             Read::Length(left) => {
-                if conn.rbuf.is_empty() {
+                if conn.rbuf().is_empty() {
                     let want = left.clamp(4096, 64 * 1024) as usize;
                     if ready!(conn.poll_fill(cx, want))? == 0 {
                         return Poll::Ready(Some(Err(H1Error::Closed)));
                     }
                     continue;
                 }
-                let n = (conn.rbuf.len() as u64).min(left);
-                let data = conn.rbuf.split_to(n as usize).freeze();
+                let n = (conn.rbuf().len() as u64).min(left);
+                let data = conn.rbuf().split_to(n as usize).freeze();
                 *read = if n == left {
                     Read::Done
                 } else {
@@ -765,17 +859,17 @@ fn poll_body(
                 return Poll::Ready(Some(Ok(Frame::data(data))));
             }
             Read::Close => {
-                if conn.rbuf.is_empty() {
+                if conn.rbuf().is_empty() {
                     if ready!(conn.poll_fill(cx, 16 * 1024))? == 0 {
                         *read = Read::Done;
                         return Poll::Ready(None);
                     }
                     continue;
                 }
-                let data = conn.rbuf.split().freeze();
+                let data = conn.rbuf().split().freeze();
                 return Poll::Ready(Some(Ok(Frame::data(data))));
             }
-            Read::Chunked(state) => match decode_chunk(&mut conn.rbuf, state)? {
+            Read::Chunked(state) => match decode_chunk(conn.rbuf(), state)? {
                 Decoded::Frame(frame, next) => {
                     *read = next;
                     return Poll::Ready(Some(Ok(frame)));
@@ -903,11 +997,11 @@ impl Body for H1Body {
         };
         // Keep the upload going while the response streams (full duplex).
         if let Some(upload) = this.upload.as_mut()
-            && !upload.done(conn)
+            && !upload.done(&**conn)
         {
-            match upload.poll(conn, cx) {
-                Poll::Ready(Err(H1Error::RequestBody(e))) => {
-                    return Poll::Ready(Some(Err(H1Error::RequestBody(e))));
+            match upload.poll(&mut **conn, cx) {
+                Poll::Ready(Err(H1Error::Body(e))) => {
+                    return Poll::Ready(Some(Err(H1Error::Body(e))));
                 }
                 // The upstream stopped reading; the response may still end
                 // well, but the connection is not reused.
@@ -918,7 +1012,7 @@ impl Body for H1Body {
                 Poll::Ready(Ok(())) | Poll::Pending => {}
             }
         }
-        let polled = poll_body(&mut this.read, conn, cx);
+        let polled = poll_body(&mut this.read, &mut **conn, cx);
         // Only read bytes can end a response; a closed read side means the
         // connection is spent, whatever the framing said.
         if let Poll::Ready(Some(Err(_))) = polled {

@@ -116,13 +116,59 @@ pub enum Upload {
     Done,
 }
 
+/// A request body as the downstream delivers it: read by Legate's HTTP/1
+/// server, or a stream of hyper's HTTP/2 server.
+#[pin_project(project = DownBodyProj)]
+pub enum DownBody {
+    H1(#[pin] crate::http::h1server::RequestBody),
+    H2(#[pin] Incoming),
+}
+
+/// Why a downstream request body failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DownBodyError {
+    #[error(transparent)]
+    H1(#[from] crate::cluster::h1::H1Error),
+    #[error(transparent)]
+    H2(#[from] hyper::Error),
+}
+
+impl Body for DownBody {
+    type Data = Bytes;
+    type Error = DownBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, DownBodyError>>> {
+        match self.project() {
+            DownBodyProj::H1(b) => b.poll_frame(cx).map_err(DownBodyError::H1),
+            DownBodyProj::H2(b) => b.poll_frame(cx).map_err(DownBodyError::H2),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            DownBody::H1(b) => b.is_end_stream(),
+            DownBody::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            DownBody::H1(b) => b.size_hint(),
+            DownBody::H2(b) => b.size_hint(),
+        }
+    }
+}
+
 /// The request body sent upstream: the downstream body, reporting how far
 /// its upload has gone, so the route timeout can start at its end (as
 /// Envoy's does) without cutting off slow uploads.
 #[pin_project]
 pub struct ReqBody {
     #[pin]
-    inner: Incoming,
+    inner: DownBody,
     state: Option<tokio::sync::watch::Sender<Upload>>,
 }
 
@@ -130,7 +176,7 @@ impl ReqBody {
     /// Wraps `inner`. The receiver follows the upload; its sender is gone
     /// if the body fails. `None` when there is no body, so a GET costs no
     /// channel.
-    pub fn new(inner: Incoming) -> (Self, Option<tokio::sync::watch::Receiver<Upload>>) {
+    pub fn new(inner: DownBody) -> (Self, Option<tokio::sync::watch::Receiver<Upload>>) {
         if inner.is_end_stream() {
             (ReqBody { inner, state: None }, None)
         } else {
@@ -148,12 +194,12 @@ impl ReqBody {
 
 impl Body for ReqBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = DownBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, DownBodyError>>> {
         let mut this = self.project();
         if let Some(tx) = this.state.as_ref()
             && *tx.borrow() == Upload::Waiting

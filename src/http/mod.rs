@@ -1,20 +1,22 @@
-//! The HTTP connection manager: serves a downstream connection with hyper
-//! (HTTP/1.1 and HTTP/2 prior knowledge, detected per connection) and runs
-//! each request through the pipeline in [`service`].
+//! The HTTP connection manager: serves a downstream connection (HTTP/1.1
+//! with Legate's own server in [`h1server`], HTTP/2 prior knowledge with
+//! hyper's; detected per connection) and runs each request through the
+//! pipeline in [`service`].
 
 pub mod body;
 pub mod clock;
+pub mod h1server;
 pub mod service;
 
 use crate::route::RouteTable;
 use crate::telemetry::ListenerStats;
+use body::DownBody;
 use body::RespBody;
 use clock::{AbortOnDrop, ClockTicket, ConnClock, WakeGate};
-use http::{HeaderValue, Version};
+use http::HeaderValue;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use legate_xds::model;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -30,7 +32,10 @@ pub struct HttpChain {
     pub stats: Arc<ListenerStats>,
     /// `request_headers_timeout`; `None` when disabled.
     headers_timeout: Option<Duration>,
-    builder: auto::Builder<TokioExecutor>,
+    /// Largest HTTP/1 request head, and most headers (past them: 431).
+    pub max_head_bytes: usize,
+    pub max_headers: usize,
+    h2: hyper::server::conn::http2::Builder<TokioExecutor>,
 }
 
 impl HttpChain {
@@ -39,25 +44,9 @@ impl HttpChain {
         routes: RouteTable,
         stats: Arc<ListenerStats>,
     ) -> Self {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
         let header_bytes = hcm.max_request_headers_kb as usize * 1024;
-        {
-            let mut h1 = builder.http1();
-            // The request-head timeout is Legate's own [`HeadClock`]: one
-            // timer per connection instead of hyper's one per request.
-            h1.timer(TokioTimer::new())
-                .keep_alive(true)
-                // One buffer and one write per response: cheaper than writev
-                // for the small bodies most requests have.
-                .writev(false)
-                // The read buffer bounds the request head: past it hyper answers 431.
-                .max_buf_size(header_bytes.max(8192))
-                .max_headers(hcm.max_request_headers_count as usize)
-                .header_read_timeout(None);
-        }
-        builder
-            .http2()
-            .timer(TokioTimer::new())
+        let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
             .max_concurrent_streams(hcm.http2_max_concurrent_streams)
             .max_header_list_size(header_bytes as u32)
             .initial_stream_window_size(1 << 20)
@@ -68,7 +57,9 @@ impl HttpChain {
             stats,
             headers_timeout: (!hcm.request_headers_timeout.is_zero())
                 .then(|| hcm.request_headers_timeout.get()),
-            builder,
+            max_head_bytes: header_bytes,
+            max_headers: hcm.max_request_headers_count as usize,
+            h2,
         }
     }
 }
@@ -117,6 +108,31 @@ impl http_body::Body for ConnBody {
     }
 }
 
+/// Whether the connection opens with the HTTP/2 preface (prior knowledge).
+/// Looks without reading: the bytes stay for the server that takes it.
+async fn starts_with_h2_preface(stream: &TcpStream) -> std::io::Result<bool> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
+    let mut buf = [0u8; 16];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if buf[..n] != PREFACE[..n] {
+            return Ok(false);
+        }
+        if n == PREFACE.len() {
+            return Ok(true);
+        }
+        // A prefix of the preface so far: wait for more bytes (readiness is
+        // cleared first, or this would spin).
+        let _ = stream.try_io(tokio::io::Interest::READABLE, || {
+            Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+        });
+        stream.readable().await?;
+    }
+}
+
 /// Serves one downstream connection until it closes, or until drain is
 /// signalled (then in-flight requests finish; HTTP/1 gets `Connection:
 /// close`, HTTP/2 a GOAWAY).
@@ -128,23 +144,10 @@ pub async fn serve(
 ) {
     let clock = ConnClock::new(chain.headers_timeout);
     let info = Arc::new(ConnInfo::new(peer, clock.clone()));
-    let svc_chain = chain.clone();
-    let svc = service_fn(move |req: hyper::Request<Incoming>| {
-        let chain = svc_chain.clone();
-        let info = info.clone();
-        let ticket = info.clock.start(req.version() == Version::HTTP_2);
-        async move {
-            let resp = service::handle(&chain, &info, req).await;
-            Ok::<hyper::Response<ConnBody>, Infallible>(resp.map(|body| ConnBody {
-                body,
-                _ticket: ticket,
-            }))
-        }
-    });
     // The connection's timers run in a task of its own, so the connection's
     // task never polls them. When the head timeout passes it shuts the
-    // socket down (through a duplicate of its descriptor), which hyper sees
-    // as the client's close.
+    // socket down (through a duplicate of its descriptor), which the server
+    // sees as the client's close.
     let socket = chain
         .headers_timeout
         .and_then(|_| socket2::SockRef::from(&stream).try_clone().ok());
@@ -155,9 +158,25 @@ pub async fn serve(
             let _ = socket.shutdown(std::net::Shutdown::Both);
         }
     }));
-    let conn = chain
-        .builder
-        .serve_connection_with_upgrades(TokioIo::new(stream), svc);
+    match starts_with_h2_preface(&stream).await {
+        Ok(false) => return h1server::serve(stream, info, chain, drain).await,
+        Ok(true) => {}
+        Err(_) => return,
+    }
+    let svc_chain = chain.clone();
+    let svc = service_fn(move |req: hyper::Request<Incoming>| {
+        let chain = svc_chain.clone();
+        let info = info.clone();
+        let ticket = info.clock.start(true);
+        async move {
+            let resp = service::handle(&chain, &info, req.map(DownBody::H2)).await;
+            Ok::<hyper::Response<ConnBody>, Infallible>(resp.map(|body| ConnBody {
+                body,
+                _ticket: ticket,
+            }))
+        }
+    });
+    let conn = chain.h2.serve_connection(TokioIo::new(stream), svc);
     tokio::pin!(conn);
     if *drain.borrow() {
         conn.as_mut().graceful_shutdown();

@@ -3,8 +3,9 @@
 //! and endpoint choice, upstream call under the route timeout, response
 //! header changes, statistics.
 
-use super::body::{ReqBody, RespBody, Upload};
+use super::body::{DownBody, ReqBody, RespBody, Upload};
 use super::clock::RouteTimer;
+use super::h1server::OnUpgrade;
 use super::{ConnInfo, HttpChain};
 use crate::cluster::lb::hash_bytes;
 use crate::cluster::pool::{self, UpstreamBody, UpstreamError};
@@ -14,8 +15,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use legate_xds::model::{LbPolicy, UpstreamProtocol};
 use std::time::Instant;
 
@@ -29,7 +28,7 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 pub async fn handle(
     chain: &HttpChain,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    req: Request<DownBody>,
 ) -> Response<RespBody> {
     let resp = route_request(chain, conn, req).await;
     chain.stats.rq[class_index(resp.status().as_u16())].increment(1);
@@ -50,7 +49,7 @@ pub fn local_reply(status: StatusCode, body: &'static str) -> Response<RespBody>
 /// The request's authority: the target's (HTTP/2 `:authority`, HTTP/1
 /// absolute form) when present, as RFC 9112 §3.2.2 says, else `Host`. Used
 /// for routing and forwarding alike, so they can never disagree.
-fn request_host(req: &Request<Incoming>) -> &str {
+fn request_host<B>(req: &Request<B>) -> &str {
     req.uri()
         .authority()
         .map(|a| a.as_str())
@@ -65,7 +64,7 @@ fn request_host(req: &Request<Incoming>) -> &str {
 async fn route_request(
     chain: &HttpChain,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    req: Request<DownBody>,
 ) -> Response<RespBody> {
     let matched = {
         let view = RequestView {
@@ -108,7 +107,7 @@ async fn route_request(
 /// dropped when a new port is given, or when the scheme changes and the
 /// port is the old scheme's default; `host` replaces host and port; a
 /// `path` with a query replaces the request's query.
-fn redirect(rd: &Redirect, req: &Request<Incoming>) -> Response<RespBody> {
+fn redirect(rd: &Redirect, req: &Request<DownBody>) -> Response<RespBody> {
     let request_scheme = req
         .headers()
         .get(&X_FORWARDED_PROTO)
@@ -182,7 +181,7 @@ fn redirect(rd: &Redirect, req: &Request<Incoming>) -> Response<RespBody> {
 /// A protocol upgrade to tunnel (WebSocket and the like). `Upgrade: h2c`
 /// is not one: like Envoy, Legate drops it (with `HTTP2-Settings`, named in
 /// `Connection`) and serves the request as HTTP/1.1.
-fn is_upgrade(req: &Request<Incoming>) -> bool {
+pub fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.version() == Version::HTTP_11
         && req
             .headers()
@@ -349,7 +348,7 @@ async fn forward(
     vh: &VirtualHost,
     route: &Route,
     fwd: &Forward,
-    mut req: Request<Incoming>,
+    mut req: Request<DownBody>,
 ) -> Result<Response<RespBody>, Response<RespBody>> {
     let cluster = fwd.target.pick();
     let upgrade = is_upgrade(&req);
@@ -377,7 +376,12 @@ async fn forward(
         ));
     };
 
-    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    // Only Legate's HTTP/1 server offers upgrades (HTTP/2 has no Upgrade).
+    let downstream_upgrade = if upgrade {
+        req.extensions_mut().remove::<OnUpgrade>()
+    } else {
+        None
+    };
     let downstream_h2 = req.version() == Version::HTTP_2;
     let (mut parts, body) = req.into_parts();
 
@@ -617,14 +621,15 @@ async fn forward(
         && let UpstreamBody::H1(h1) = &mut body
         && let Some(mut up) = h1.take_upgraded()
     {
-        // The upstream connection is now a byte stream: tunnel it.
+        // The upstream connection is now a byte stream: tunnel it to the
+        // downstream one, which the server hands over once the 101 is out.
         tokio::spawn(async move {
             let _guard = guard;
-            match down.await {
-                Ok(d) => {
-                    let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(d), &mut *up).await;
+            match down.connection().await {
+                Some(mut d) => {
+                    let _ = tokio::io::copy_bidirectional(&mut *d, &mut *up).await;
                 }
-                Err(e) => tracing::debug!(error = %e, "downstream upgrade failed"),
+                None => tracing::debug!("downstream connection gone before the upgrade"),
             }
         });
         route.response_headers.apply(&mut parts.headers);
@@ -651,6 +656,8 @@ async fn forward(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper::body::Incoming;
+    use hyper_util::rt::TokioIo;
 
     /// Every in-flight request carries this future (an HTTP/2 stream keeps
     /// it in its task): the rare connect paths are boxed to keep it small.
@@ -684,7 +691,7 @@ mod tests {
                             ..Default::default()
                         });
                         let ep = m.pick(None).unwrap();
-                        let (b, _) = ReqBody::new(req.into_body());
+                        let (b, _) = ReqBody::new(DownBody::H2(req.into_body()));
                         let r = Request::new(b);
                         // One request per future measured: the whole send,
                         // then its HTTP/1 and HTTP/2 halves.
