@@ -101,6 +101,13 @@ impl H1Conn {
     }
 }
 
+impl H1Error {
+    /// The message's own body failed (not the connection).
+    pub fn is_body_error(&self) -> bool {
+        matches!(self, H1Error::Body(_) | H1Error::RequestLength)
+    }
+}
+
 /// Where an HTTP/1 message is written: a head/framing buffer and a socket.
 pub(crate) trait Sink {
     fn wbuf(&mut self) -> &mut Vec<u8>;

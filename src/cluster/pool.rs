@@ -39,6 +39,9 @@ pub enum UpstreamError {
     Disconnected(H1Error),
     #[error("{0}")]
     Protocol(H1Error),
+    /// The downstream request body failed (malformed, or the client left).
+    #[error("request {0}")]
+    RequestBody(H1Error),
 }
 
 impl UpstreamError {
@@ -48,6 +51,7 @@ impl UpstreamError {
             UpstreamError::ConnectFailure(_) | UpstreamError::ConnectTimeout => "UF",
             UpstreamError::Reset(_) | UpstreamError::Disconnected(_) => "UC",
             UpstreamError::Protocol(_) => "UPE",
+            UpstreamError::RequestBody(_) => "DPE",
         }
     }
 
@@ -64,6 +68,7 @@ impl From<H1Error> for UpstreamError {
     fn from(e: H1Error) -> Self {
         match e {
             H1Error::Protocol(_) => UpstreamError::Protocol(e),
+            H1Error::Body(_) | H1Error::RequestLength => UpstreamError::RequestBody(e),
             _ => UpstreamError::Disconnected(e),
         }
     }
@@ -360,7 +365,8 @@ pub(crate) async fn send_h1(
             Ok(head) => break head,
             // A pooled connection the server closed while it sat idle:
             // once more on a new one, when that is safe.
-            Err(e) if exchange.retryable() => {
+            // Never after the request body failed: it is gone.
+            Err(e) if exchange.retryable() && !e.is_body_error() => {
                 tracing::debug!(endpoint = %ep.addr, error = %e, "pooled connection failed; retrying on a new one");
                 exchange.retry_on(Box::pin(connect_h1(ep)).await?);
             }

@@ -592,6 +592,8 @@ async fn forward(
             // Envoy's statuses and bodies: a malformed upstream response is a
             // 502, a failed or broken connection a 503.
             let (status, body) = match e {
+                // The client's own body was bad (or it left): Envoy's 400.
+                UpstreamError::RequestBody(_) => (StatusCode::BAD_REQUEST, "bad request body"),
                 UpstreamError::Protocol(_) => (
                     StatusCode::BAD_GATEWAY,
                     "upstream connect error or disconnect/reset before headers. reset reason: protocol error",
