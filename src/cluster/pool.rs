@@ -291,9 +291,18 @@ impl Body for UpstreamBody {
     }
 }
 
+/// What the caller allows of an HTTP/1 exchange.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SendFlags {
+    /// The request asks for a protocol upgrade, so a 101 is expected.
+    pub upgrade: bool,
+    /// The response head may be forwarded raw (see `h1::RawHead`): the
+    /// downstream is HTTP/1 and no response header changes apply.
+    pub raw_head: bool,
+}
+
 /// Sends `req` to `ep` over a pooled connection. The returned guard must
-/// live as long as the response body. `upgrade`: the request asks for a
-/// protocol upgrade (HTTP/1 only), so a 101 is expected.
+/// live as long as the response body.
 ///
 /// Not an `async fn`: its request argument would stay in the future next
 /// to the path's own copy. Each path is its own future and the request's
@@ -302,13 +311,13 @@ pub fn send(
     ep: &Arc<Endpoint>,
     req: Request<ReqBody>,
     use_h2: bool,
-    upgrade: bool,
+    flags: SendFlags,
 ) -> impl Future<Output = Result<(Response<UpstreamBody>, UpstreamGuard), UpstreamError>> + '_ {
     let guard = UpstreamGuard::new(ep);
     if use_h2 {
         Either::H2(send_h2(ep, req, guard))
     } else {
-        Either::H1(send_h1(ep, req, upgrade, guard))
+        Either::H1(send_h1(ep, req, flags, guard))
     }
 }
 
@@ -346,16 +355,16 @@ pub(crate) async fn send_h2(
 pub(crate) async fn send_h1(
     ep: &Arc<Endpoint>,
     req: Request<ReqBody>,
-    upgrade: bool,
+    flags: SendFlags,
     guard: UpstreamGuard,
 ) -> Result<(Response<UpstreamBody>, UpstreamGuard), UpstreamError> {
     let mut exchange = match ep.pool.pop_idle(ep.settings.idle_timeout) {
-        Some(conn) => start_h1(conn, true, req, upgrade),
+        Some(conn) => start_h1(conn, true, req, flags),
         // New connections are the rare path; boxed to keep this future small.
         None => {
             Box::pin(async move {
                 let conn = connect_h1(ep).await?;
-                Ok::<_, UpstreamError>(start_h1(conn, false, req, upgrade))
+                Ok::<_, UpstreamError>(start_h1(conn, false, req, flags))
             })
             .await?
         }
@@ -380,9 +389,9 @@ pub(crate) async fn send_h1(
     Ok((resp, guard))
 }
 
-fn start_h1(conn: Box<H1Conn>, reused: bool, req: Request<ReqBody>, upgrade: bool) -> Exchange {
+fn start_h1(conn: Box<H1Conn>, reused: bool, req: Request<ReqBody>, flags: SendFlags) -> Exchange {
     let (parts, body) = req.into_parts();
-    Exchange::new(conn, reused, &parts, body, upgrade)
+    Exchange::new(conn, reused, &parts, body, flags.upgrade, flags.raw_head)
 }
 
 /// Held for the life of an upstream response: releases the HTTP/2 stream

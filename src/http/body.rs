@@ -29,6 +29,17 @@ pub enum RespBody {
 }
 
 impl RespBody {
+    /// The upstream's response head, when it is forwarded raw.
+    pub fn raw_head(&self) -> Option<&crate::cluster::h1::RawHead> {
+        match self {
+            RespBody::Upstream {
+                body: UpstreamBody::H1(b),
+                ..
+            } => b.raw_head(),
+            _ => None,
+        }
+    }
+
     pub fn empty() -> Self {
         RespBody::Full(None)
     }

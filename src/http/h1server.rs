@@ -417,6 +417,15 @@ fn encode_head(
         || status == StatusCode::NOT_MODIFIED;
     let mut length: Option<u64> = None;
     let mut has_date = false;
+    let mut raw_length = false;
+    if let Some(raw) = body.raw_head() {
+        // The upstream's own lines, as received (hop-by-hop ones left out).
+        for run in raw.runs() {
+            w.extend_from_slice(run);
+        }
+        has_date = raw.has_date;
+        raw_length = raw.has_length;
+    }
     for (name, value) in &parts.headers {
         if name == header::CONTENT_LENGTH {
             match parse_length(value.as_bytes()) {
@@ -436,11 +445,15 @@ fn encode_head(
     if !has_date {
         push_date(w);
     }
+    let exact = body.size_hint().exact();
     let mode = if no_body {
         None
     } else if let Some(n) = length {
         Some(UploadMode::Length(n))
-    } else if let Some(n) = body.size_hint().exact() {
+    } else if let (true, Some(n)) = (raw_length, exact) {
+        // The upstream's `Content-Length` line went out with the others.
+        Some(UploadMode::Length(n))
+    } else if let Some(n) = exact {
         w.extend_from_slice(b"content-length: ");
         w.extend_from_slice(n.to_string().as_bytes());
         w.extend_from_slice(b"\r\n");

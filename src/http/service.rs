@@ -513,7 +513,13 @@ async fn forward(
     let (body, upload) = ReqBody::new(body);
     let upstream_req = Request::from_parts(parts, body);
     let started = Instant::now();
-    let call = pool::send(&endpoint, upstream_req, use_h2, upgrade);
+    let flags = pool::SendFlags {
+        upgrade,
+        raw_head: !downstream_h2
+            && route.response_headers.is_empty()
+            && vh.response_headers.is_empty(),
+    };
+    let call = pool::send(&endpoint, upstream_req, use_h2, flags);
     // One timer serves the whole exchange, as Envoy's route timeout: it runs
     // from routing while the request waits for a connection or a stream
     // slot, waits while the body is being uploaded, restarts when the upload
@@ -698,8 +704,8 @@ mod tests {
                         // One request per future measured: the whole send,
                         // then its HTTP/1 and HTTP/2 halves.
                         let bytes = match nth.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
-                            0 => size(&pool::send(&ep, r, false, false)),
-                            1 => size(&pool::send_h1(&ep, r, false, pool::UpstreamGuard::new(&ep))),
+                            0 => size(&pool::send(&ep, r, false, pool::SendFlags::default())),
+                            1 => size(&pool::send_h1(&ep, r, pool::SendFlags::default(), pool::UpstreamGuard::new(&ep))),
                             _ => size(&pool::send_h2(&ep, r, pool::UpstreamGuard::new(&ep))),
                         };
                         let _ = size_tx.send(bytes);
