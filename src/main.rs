@@ -23,9 +23,15 @@ fn main() -> ExitCode {
             .ok()
             .and_then(|v| v.parse().ok())
     });
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // One worker: tokio's single-threaded scheduler, with no work-stealing
+    // queues or cross-thread wake-ups to pay for (it runs on this thread).
+    let mut builder = if threads == Some(1) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
     builder.enable_all().thread_name("legate-worker");
-    if let Some(n) = threads.filter(|n| *n > 0) {
+    if let Some(n) = threads.filter(|n| *n > 1) {
         builder.worker_threads(n);
     }
     let rt = match builder.build() {
