@@ -383,30 +383,31 @@ async fn a_pooled_connection_the_upstream_closed_is_not_used() {
     );
 }
 
+/// The first connection answers one request, then reads the next and
+/// closes without answering (the server's idle close racing our reuse).
+/// Later connections answer normally.
+async fn closes_on_the_second_request(i: usize, mut conn: Conn, log: Arc<Mutex<Vec<Seen>>>) {
+    if i == 0 {
+        if read_request(&mut conn, &log).await.is_some() {
+            let _ = conn
+                .get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await;
+        }
+        let _ = read_request(&mut conn, &log).await;
+        return;
+    }
+    answer_all(
+        conn,
+        log,
+        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfresh",
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_lost_to_a_closing_connection_is_retried_only_when_safe() {
-    // The first connection answers one request, then reads the next and
-    // closes without answering (the server's idle close racing our reuse).
-    // Later connections answer normally.
-    let up = scripted(|i, mut conn, log| async move {
-        if i == 0 {
-            if read_request(&mut conn, &log).await.is_some() {
-                let _ = conn
-                    .get_mut()
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                    .await;
-            }
-            let _ = read_request(&mut conn, &log).await;
-            return;
-        }
-        answer_all(
-            conn,
-            log,
-            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfresh",
-        )
-        .await;
-    })
-    .await;
+    let up = scripted(closes_on_the_second_request).await;
     let p = legate_to(up.addr, "").await;
     let addr = p.listener_addr("web").unwrap();
     assert_eq!(get(addr, "svc", "/", &[]).await.text(), "ok");
@@ -433,25 +434,7 @@ async fn a_request_lost_to_a_closing_connection_is_retried_only_when_safe() {
     );
 
     // The same race with a POST: not replayed (it may have been processed).
-    let up = scripted(|i, mut conn, log| async move {
-        if i == 0 {
-            if read_request(&mut conn, &log).await.is_some() {
-                let _ = conn
-                    .get_mut()
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                    .await;
-            }
-            let _ = read_request(&mut conn, &log).await;
-            return;
-        }
-        answer_all(
-            conn,
-            log,
-            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfresh",
-        )
-        .await;
-    })
-    .await;
+    let up = scripted(closes_on_the_second_request).await;
     let p = legate_to(up.addr, "").await;
     let addr = p.listener_addr("web").unwrap();
     assert_eq!(get(addr, "svc", "/", &[]).await.status, 200);

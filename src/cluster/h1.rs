@@ -110,8 +110,15 @@ impl H1Error {
 
 /// Where an HTTP/1 message is written: a head/framing buffer and a socket.
 pub(crate) trait Sink {
-    fn wbuf(&mut self) -> &mut Vec<u8>;
+    type Io: AsyncWrite + Unpin;
+    /// The buffer and the socket, borrowed apart.
+    fn parts(&mut self) -> (&mut Vec<u8>, &mut Self::Io);
     fn wbuf_len(&self) -> usize;
+
+    fn wbuf(&mut self) -> &mut Vec<u8> {
+        self.parts().0
+    }
+
     /// Writes `wbuf[from..]`, then `data`, then `tail`, as far as it goes.
     fn poll_write_parts(
         &mut self,
@@ -119,7 +126,15 @@ pub(crate) trait Sink {
         from: usize,
         data: &[u8],
         tail: &[u8],
-    ) -> Poll<io::Result<usize>>;
+    ) -> Poll<io::Result<usize>> {
+        let (wbuf, io) = self.parts();
+        let slices = [
+            IoSlice::new(&wbuf[from..]),
+            IoSlice::new(data),
+            IoSlice::new(tail),
+        ];
+        Pin::new(io).poll_write_vectored(cx, &slices)
+    }
 }
 
 /// Where an HTTP/1 message is read from: a buffer filled from a socket.
@@ -145,25 +160,12 @@ pub(crate) fn poll_fill_from<R: AsyncRead + Unpin>(
 }
 
 impl Sink for H1Conn {
-    fn wbuf(&mut self) -> &mut Vec<u8> {
-        &mut self.wbuf
+    type Io = TcpStream;
+    fn parts(&mut self) -> (&mut Vec<u8>, &mut TcpStream) {
+        (&mut self.wbuf, &mut self.stream)
     }
     fn wbuf_len(&self) -> usize {
         self.wbuf.len()
-    }
-    fn poll_write_parts(
-        &mut self,
-        cx: &mut Context<'_>,
-        from: usize,
-        data: &[u8],
-        tail: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let slices = [
-            IoSlice::new(&self.wbuf[from..]),
-            IoSlice::new(data),
-            IoSlice::new(tail),
-        ];
-        Pin::new(&mut self.stream).poll_write_vectored(cx, &slices)
     }
 }
 
@@ -643,6 +645,57 @@ impl RawHead {
     }
 }
 
+/// What a message's framing headers say.
+#[derive(Default)]
+pub(crate) struct FramingHeaders {
+    pub length: Option<u64>,
+    /// A `Transfer-Encoding` is present, and its last coding is `chunked`.
+    pub encoded: bool,
+    pub chunked: bool,
+}
+
+impl FramingHeaders {
+    /// Takes note of `name: value` if it frames the message (and says so).
+    /// `Err` for an invalid length, or lengths that disagree: repeated or
+    /// listed values must be equal (RFC 9110 §8.6).
+    pub(crate) fn note(&mut self, name: &[u8], value: &[u8]) -> Result<bool, ()> {
+        if name.eq_ignore_ascii_case(b"content-length") {
+            for v in value.split(|&b| b == b',') {
+                let n = parse_length(v.trim_ascii()).ok_or(())?;
+                if self.length.is_some_and(|l| l != n) {
+                    return Err(());
+                }
+                self.length = Some(n);
+            }
+            Ok(true)
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            self.encoded = true;
+            // Only the last coding decides (RFC 9112 §6.3).
+            self.chunked = value
+                .rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+}
+
+/// Where a parsed header's name and value sit in the buffer at `base`:
+/// (name start, name end, value start, value end). Heads are at most
+/// 64 KiB, so the offsets fit.
+pub(crate) fn header_span(h: &httparse::Header<'_>, base: usize) -> (u16, u16, u16, u16) {
+    let n0 = h.name.as_ptr() as usize - base;
+    let v0 = h.value.as_ptr() as usize - base;
+    (
+        n0 as u16,
+        (n0 + h.name.len()) as u16,
+        v0 as u16,
+        (v0 + h.value.len()) as u16,
+    )
+}
+
 /// A `Content-Length` value: digits only (RFC 9110 §8.6), no overflow.
 pub(crate) fn parse_length(v: &[u8]) -> Option<u64> {
     if v.is_empty() || v.len() > 19 {
@@ -708,9 +761,7 @@ pub fn parse_head(
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     let http10 = parsed.version == Some(0);
     let base = buf.as_ptr() as usize;
-    let mut length: Option<u64> = None;
-    let mut chunked = false;
-    let mut encoded = false;
+    let mut framing_headers = FramingHeaders::default();
     let mut close = false;
     let mut keep_alive_token = false;
     // `Connection` names a header other than the usual tokens: drop it too.
@@ -726,24 +777,10 @@ pub fn parse_head(
         *start = (h.name.as_ptr() as usize - base) as u16;
         if name.eq_ignore_ascii_case(b"date") {
             has_date = true;
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            // Repeated or listed values must agree (RFC 9110 §8.6).
-            for v in h.value.split(|&b| b == b',') {
-                let n = parse_length(v.trim_ascii())
-                    .ok_or(H1Error::Protocol("invalid content-length"))?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(H1Error::Protocol("conflicting content-length"));
-                }
-                length = Some(n);
-            }
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            encoded = true;
-            // Only the last coding decides (RFC 9112 §6.3).
-            chunked = h
-                .value
-                .rsplit(|&b| b == b',')
-                .next()
-                .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if framing_headers
+            .note(name, h.value)
+            .map_err(|()| H1Error::Protocol("invalid or conflicting content-length"))?
+        {
         } else if name.eq_ignore_ascii_case(b"connection") {
             for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 if token.eq_ignore_ascii_case(b"close") {
@@ -758,15 +795,13 @@ pub fn parse_head(
         if !switching && hop_by_hop(name, false) {
             continue;
         }
-        let n0 = h.name.as_ptr() as usize - base;
-        let v0 = h.value.as_ptr() as usize - base;
-        *span = (
-            n0 as u16,
-            (n0 + name.len()) as u16,
-            v0 as u16,
-            (v0 + h.value.len()) as u16,
-        );
+        *span = header_span(h, base);
     }
+    let FramingHeaders {
+        length,
+        encoded,
+        chunked,
+    } = framing_headers;
     // The tokens of every `Connection` header, for the rare response whose
     // `Connection` names other headers.
     let named: Vec<Vec<u8>> = if names_others && !switching {

@@ -23,20 +23,19 @@ use super::body::{DownBody, RespBody};
 use super::clock::WakeGate;
 use super::{ConnInfo, HttpChain, service};
 use crate::cluster::h1::{
-    self, Chunk, H1Conn, H1Error, Read, Sink, Source, Upload, UploadMode, parse_length,
-    poll_fill_from, push_header,
+    self, Chunk, FramingHeaders, H1Conn, H1Error, Read, Sink, Source, Upload, UploadMode,
+    header_span, parse_length, poll_fill_from, push_header,
 };
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use std::cell::RefCell;
-use std::io::{self, IoSlice};
+use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{oneshot, watch};
@@ -67,25 +66,12 @@ struct DownWrite {
 }
 
 impl Sink for DownWrite {
-    fn wbuf(&mut self) -> &mut Vec<u8> {
-        &mut self.wbuf
+    type Io = OwnedWriteHalf;
+    fn parts(&mut self) -> (&mut Vec<u8>, &mut OwnedWriteHalf) {
+        (&mut self.wbuf, &mut self.half)
     }
     fn wbuf_len(&self) -> usize {
         self.wbuf.len()
-    }
-    fn poll_write_parts(
-        &mut self,
-        cx: &mut Context<'_>,
-        from: usize,
-        data: &[u8],
-        tail: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let slices = [
-            IoSlice::new(&self.wbuf[from..]),
-            IoSlice::new(data),
-            IoSlice::new(tail),
-        ];
-        Pin::new(&mut self.half).poll_write_vectored(cx, &slices)
     }
 }
 
@@ -221,9 +207,7 @@ fn parse_request(
     let path_at = (path.as_ptr() as usize - base, path.len());
     let mut spans = [(0u16, 0u16, 0u16, 0u16); HEADERS_ON_STACK];
     let mut spill: Vec<(u16, u16, u16, u16)> = Vec::new();
-    let mut length: Option<u64> = None;
-    let mut encoded = false;
-    let mut chunked = false;
+    let mut framing = FramingHeaders::default();
     let mut close = false;
     let mut keep_alive_token = false;
     let mut expect_continue = false;
@@ -231,21 +215,7 @@ fn parse_request(
     let count = parsed.headers.len();
     for (i, h) in parsed.headers.iter().enumerate() {
         let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"content-length") {
-            for v in h.value.split(|&b| b == b',') {
-                let n = parse_length(v.trim_ascii()).ok_or_else(bad)?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(bad());
-                }
-                length = Some(n);
-            }
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            encoded = true;
-            chunked = h
-                .value
-                .rsplit(|&b| b == b',')
-                .next()
-                .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        if framing.note(name, h.value).map_err(|()| bad())? {
         } else if name.eq_ignore_ascii_case(b"connection") {
             close |= has_token(h.value, b"close");
             keep_alive_token |= has_token(h.value, b"keep-alive");
@@ -254,20 +224,18 @@ fn parse_request(
         } else if name.eq_ignore_ascii_case(b"te") {
             trailers_ok |= has_token(h.value, b"trailers");
         }
-        let n0 = h.name.as_ptr() as usize - base;
-        let v0 = h.value.as_ptr() as usize - base;
-        let span = (
-            n0 as u16,
-            (n0 + name.len()) as u16,
-            v0 as u16,
-            (v0 + h.value.len()) as u16,
-        );
+        let span = header_span(h, base);
         if i < HEADERS_ON_STACK {
             spans[i] = span;
         } else {
             spill.push(span);
         }
     }
+    let FramingHeaders {
+        length,
+        encoded,
+        chunked,
+    } = framing;
     // Where the body ends must be certain (RFC 9112 §6.3): anything else is
     // how requests are smuggled past a proxy.
     let body = if encoded {
