@@ -658,6 +658,7 @@ impl FramingHeaders {
     /// Takes note of `name: value` if it frames the message (and says so).
     /// `Err` for an invalid length, or lengths that disagree: repeated or
     /// listed values must be equal (RFC 9110 §8.6).
+    #[inline]
     pub(crate) fn note(&mut self, name: &[u8], value: &[u8]) -> Result<bool, ()> {
         if name.eq_ignore_ascii_case(b"content-length") {
             for v in value.split(|&b| b == b',') {
@@ -685,6 +686,7 @@ impl FramingHeaders {
 /// Where a parsed header's name and value sit in the buffer at `base`:
 /// (name start, name end, value start, value end). Heads are at most
 /// 64 KiB, so the offsets fit.
+#[inline]
 pub(crate) fn header_span(h: &httparse::Header<'_>, base: usize) -> (u16, u16, u16, u16) {
     let n0 = h.name.as_ptr() as usize - base;
     let v0 = h.value.as_ptr() as usize - base;
