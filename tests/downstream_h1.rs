@@ -272,3 +272,38 @@ async fn answer_head_only(conn: &mut BufReader<TcpStream>) -> String {
         head.push_str(&line);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_heads_past_64_kib_are_read_whole_when_allowed() {
+    let up = upstream("up").await;
+    let yaml = catch_all(
+        "up",
+        "",
+        &format!(
+            "  - name: up\n    endpoints: [{{ address: \"{}\" }}]",
+            up.addr
+        ),
+    )
+    .replace(
+        "    http:\n",
+        "    http:\n      max_request_headers_kb: 256\n",
+    );
+    let p = proxy(&yaml, &[]).await;
+    let mut c = connect(&p).await;
+    let big = "b".repeat(100 * 1024);
+    c.get_mut()
+        .write_all(
+            format!("GET /x HTTP/1.1\r\nhost: a\r\nx-big: {big}\r\nx-after: yes\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let a = answer(&mut c).await;
+    assert_eq!(a.status, 200);
+    let seen: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+    assert_eq!(seen["headers"]["x-after"], "yes");
+    assert_eq!(
+        seen["headers"]["x-big"].as_str().map(str::len),
+        Some(big.len())
+    );
+}

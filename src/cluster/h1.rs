@@ -31,6 +31,8 @@ use tokio::net::TcpStream;
 pub const MAX_HEAD: usize = 60 * 1024;
 /// Most response headers accepted (Envoy's default `max_headers_count`).
 pub const MAX_HEADERS: usize = 100;
+// `parse_head` marks dropped headers in a `u128`.
+const _: () = assert!(MAX_HEADERS <= 128);
 /// Longest chunk-size line, extensions included.
 const MAX_CHUNK_LINE: usize = 4096;
 const READ_HEAD: usize = 8 * 1024;
@@ -412,6 +414,20 @@ pub(crate) fn push_hex(w: &mut Vec<u8>, mut n: usize) {
     w.extend_from_slice(&digits[i..]);
 }
 
+pub(crate) fn push_decimal(w: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    w.extend_from_slice(&digits[i..]);
+}
+
 pub(crate) fn push_header(w: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
     w.extend_from_slice(name.as_str().as_bytes());
     w.extend_from_slice(b": ");
@@ -506,12 +522,16 @@ impl Exchange {
         }
     }
 
-    /// Whether a failure of this exchange may be retried once on a new
+    /// Whether failing with `e` lets this exchange go once more on a new
     /// connection: only on a reused connection (the server may have closed
-    /// it while idle), before any response byte, and only if nothing was
-    /// sent or the request is a bodiless idempotent one (as Go's client).
-    pub fn retryable(&self) -> bool {
-        self.reused && !self.read_any && (!self.upload.wrote_any || self.replayable)
+    /// it while idle), before any response byte, only if nothing was sent
+    /// or the request is a bodiless idempotent one (as Go's client), and
+    /// never when the request's own body failed (it is gone).
+    pub fn retryable(&self, e: &H1Error) -> bool {
+        !e.is_body_error()
+            && self.reused
+            && !self.read_any
+            && (!self.upload.wrote_any || self.replayable)
     }
 
     /// Moves the untouched request to a fresh connection.
@@ -528,12 +548,12 @@ impl Exchange {
     pub fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<ResponseHead, H1Error>> {
         if !self.write_failed && !self.upload.done(&*self.conn) {
             match self.upload.poll(&mut *self.conn, cx) {
-                Poll::Ready(Err(H1Error::Io(e))) => {
+                Poll::Ready(Err(e @ H1Error::Io(_))) => {
                     // A request that can go again on a new connection does.
                     // Otherwise the upstream may have answered and stopped
                     // reading (a 413, say): read on; the connection is spent.
-                    if self.retryable() {
-                        return Poll::Ready(Err(H1Error::Io(e)));
+                    if self.retryable(&e) {
+                        return Poll::Ready(Err(e));
                     }
                     self.write_failed = true;
                 }
@@ -684,17 +704,19 @@ impl FramingHeaders {
 }
 
 /// Where a parsed header's name and value sit in the buffer at `base`:
-/// (name start, name end, value start, value end). Heads are at most
-/// 64 KiB, so the offsets fit.
+/// (name start, name end, value start, value end). Request heads may be
+/// up to 8 MiB (`max_request_headers_kb`), so the offsets are `u32`.
+pub(crate) type Span = (u32, u32, u32, u32);
+
 #[inline]
-pub(crate) fn header_span(h: &httparse::Header<'_>, base: usize) -> (u16, u16, u16, u16) {
+pub(crate) fn header_span(h: &httparse::Header<'_>, base: usize) -> Span {
     let n0 = h.name.as_ptr() as usize - base;
     let v0 = h.value.as_ptr() as usize - base;
     (
-        n0 as u16,
-        (n0 + h.name.len()) as u16,
-        v0 as u16,
-        (v0 + h.value.len()) as u16,
+        n0 as u32,
+        (n0 + h.name.len()) as u32,
+        v0 as u32,
+        (v0 + h.value.len()) as u32,
     )
 }
 
@@ -738,11 +760,10 @@ pub fn parse_head(
     head_request: bool,
     raw: bool,
 ) -> Result<Option<ResponseHead>, H1Error> {
-    // Where each forwarded header's name and value sit in the head (which
-    // is at most MAX_HEAD, so u16 offsets); all zero for a dropped one.
-    let mut spans = [(0u16, 0u16, 0u16, 0u16); MAX_HEADERS];
-    // Where each header line starts, dropped or not.
-    let mut starts = [0u16; MAX_HEADERS];
+    // Where each header's name and value sit in the head, and which are
+    // not forwarded (bit i: header i is hop-by-hop, or `Connection` names it).
+    let mut spans: [Span; MAX_HEADERS] = [(0, 0, 0, 0); MAX_HEADERS];
+    let mut dropped: u128 = 0;
     let mut has_date = false;
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut headers);
@@ -769,14 +790,9 @@ pub fn parse_head(
     // `Connection` names a header other than the usual tokens: drop it too.
     let mut names_others = false;
     let count = parsed.headers.len();
-    for ((h, span), start) in parsed
-        .headers
-        .iter()
-        .zip(spans.iter_mut())
-        .zip(starts.iter_mut())
-    {
+    for (i, (h, span)) in parsed.headers.iter().zip(spans.iter_mut()).enumerate() {
         let name = h.name.as_bytes();
-        *start = (h.name.as_ptr() as usize - base) as u16;
+        *span = header_span(h, base);
         if name.eq_ignore_ascii_case(b"date") {
             has_date = true;
         } else if framing_headers
@@ -795,31 +811,35 @@ pub fn parse_head(
             }
         }
         if !switching && hop_by_hop(name, false) {
-            continue;
+            dropped |= 1 << i;
         }
-        *span = header_span(h, base);
+    }
+    if names_others && !switching {
+        // The rare response whose `Connection` names other headers.
+        let named: Vec<&[u8]> = parsed
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .flat_map(|h| h.value.split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .collect();
+        for (i, h) in parsed.headers.iter().enumerate() {
+            if named
+                .iter()
+                .any(|t| h.name.as_bytes().eq_ignore_ascii_case(t))
+            {
+                dropped |= 1 << i;
+            }
+        }
     }
     let FramingHeaders {
         length,
         encoded,
         chunked,
     } = framing_headers;
-    // The tokens of every `Connection` header, for the rare response whose
-    // `Connection` names other headers.
-    let named: Vec<Vec<u8>> = if names_others && !switching {
-        parsed
-            .headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-            .flat_map(|h| h.value.split(|&b| b == b','))
-            .map(|t| t.trim_ascii().to_ascii_lowercase())
-            .collect()
-    } else {
-        Vec::new()
-    };
     let head = buf.split_to(len).freeze();
     let raw = if raw && !switching {
-        raw_runs(&head, &spans[..count], &starts[..count], &named).map(|(runs, n)| RawHead {
+        raw_runs(&head, &spans[..count], dropped).map(|(runs, n)| RawHead {
             head: head.clone(),
             runs,
             n,
@@ -830,16 +850,12 @@ pub fn parse_head(
         None
     };
     let mut map = HeaderMap::with_capacity(if raw.is_some() { 0 } else { count });
-    for &(n0, n1, v0, v1) in spans[..count].iter().filter(|_| raw.is_none()) {
-        if n1 == 0 {
+    for (i, &(n0, n1, v0, v1)) in spans[..count].iter().enumerate() {
+        if raw.is_some() || dropped & (1 << i) != 0 {
             continue;
         }
-        let name = &head[n0 as usize..n1 as usize];
-        if !named.is_empty() && named.iter().any(|t| name.eq_ignore_ascii_case(t)) {
-            continue;
-        }
-        let name =
-            HeaderName::from_bytes(name).map_err(|_| H1Error::Protocol("invalid header name"))?;
+        let name = HeaderName::from_bytes(&head[n0 as usize..n1 as usize])
+            .map_err(|_| H1Error::Protocol("invalid header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(v0 as usize..v1 as usize))
             .map_err(|_| H1Error::Protocol("invalid header value"))?;
         map.append(name, value);
@@ -883,37 +899,32 @@ pub fn parse_head(
     }))
 }
 
-/// The runs of whole header lines to forward: lines are kept when their
-/// span is set and `Connection` does not name them. `None` when a line
-/// does not end in CRLF (bare LF is accepted on input, never passed on) or
-/// the kept lines fall into more than [`RAW_RUNS`] runs.
-fn raw_runs(
-    head: &[u8],
-    spans: &[(u16, u16, u16, u16)],
-    starts: &[u16],
-    named: &[Vec<u8>],
-) -> Option<([(u16, u16); RAW_RUNS], u8)> {
+/// The runs of whole header lines to forward: every line not marked in
+/// `dropped`. `None` when a line does not end in CRLF (bare LF is accepted
+/// on input, never passed on) or the kept lines fall into more than
+/// [`RAW_RUNS`] runs. Response heads are at most [`MAX_HEAD`], so `u16`.
+fn raw_runs(head: &[u8], spans: &[Span], dropped: u128) -> Option<([(u16, u16); RAW_RUNS], u8)> {
     if !head.ends_with(b"\r\n\r\n") {
         return None;
     }
     let mut runs = [(0u16, 0u16); RAW_RUNS];
     let mut n = 0usize;
-    for (i, &(n0, n1, _, _)) in spans.iter().enumerate() {
-        let end = starts
+    for (i, span) in spans.iter().enumerate() {
+        let start = span.0 as u16;
+        // A line runs to the next one's start, the last to the final CRLF.
+        let end = spans
             .get(i + 1)
-            .copied()
-            .unwrap_or((head.len() - 2) as u16);
+            .map_or(head.len() - 2, |next| next.0 as usize) as u16;
         if !head[..end as usize].ends_with(b"\r\n") {
             return None;
         }
-        let name = &head[n0 as usize..n1 as usize];
-        if n1 == 0 || named.iter().any(|t| name.eq_ignore_ascii_case(t)) {
+        if dropped & (1 << i) != 0 {
             continue;
         }
-        if n > 0 && runs[n - 1].1 == starts[i] {
+        if n > 0 && runs[n - 1].1 == start {
             runs[n - 1].1 = end;
         } else if n < RAW_RUNS {
-            runs[n] = (starts[i], end);
+            runs[n] = (start, end);
             n += 1;
         } else {
             return None;
@@ -1393,6 +1404,12 @@ mod tests {
             let mut w = Vec::new();
             push_hex(&mut w, n);
             assert_eq!(String::from_utf8(w).unwrap(), format!("{n:x}"));
+            let mut w = Vec::new();
+            push_decimal(&mut w, n as u64);
+            assert_eq!(String::from_utf8(w).unwrap(), n.to_string());
         }
+        let mut w = Vec::new();
+        push_decimal(&mut w, u64::MAX);
+        assert_eq!(String::from_utf8(w).unwrap(), u64::MAX.to_string());
     }
 }

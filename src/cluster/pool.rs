@@ -374,8 +374,7 @@ pub(crate) async fn send_h1(
             Ok(head) => break head,
             // A pooled connection the server closed while it sat idle:
             // once more on a new one, when that is safe.
-            // Never after the request body failed: it is gone.
-            Err(e) if exchange.retryable() && !e.is_body_error() => {
+            Err(e) if exchange.retryable(&e) => {
                 tracing::debug!(endpoint = %ep.addr, error = %e, "pooled connection failed; retrying on a new one");
                 exchange.retry_on(Box::pin(connect_h1(ep)).await?);
             }

@@ -14,7 +14,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
@@ -31,8 +31,8 @@ pub struct ConnClock {
     origin: Instant,
     /// `request_headers_timeout`, if enabled.
     head_timeout: Option<Duration>,
-    /// Requests being served: their response bodies are still alive.
-    active: AtomicUsize,
+    /// A request is being served (HTTP/1: one at a time).
+    serving: AtomicBool,
     /// When the last response ended, in milliseconds since `origin`.
     idle_since_ms: AtomicU64,
     /// The connection turned out to be HTTP/2: no head timeout here.
@@ -54,7 +54,7 @@ impl ConnClock {
         Arc::new(ConnClock {
             origin: Instant::now(),
             head_timeout,
-            active: AtomicUsize::new(0),
+            serving: AtomicBool::new(false),
             idle_since_ms: AtomicU64::new(0),
             h2: AtomicBool::new(false),
             route_deadline: AtomicU64::new(NONE),
@@ -72,16 +72,20 @@ impl ConnClock {
         self.origin + Duration::from_millis(ms.saturating_sub(1))
     }
 
-    /// A request head has arrived: the head clock stops until the ticket
-    /// (carried by the response body) is dropped. HTTP/2 requests get no
-    /// ticket and stop the head clock for good.
-    pub fn start(self: &Arc<Self>, http2: bool) -> Option<ClockTicket> {
-        if http2 {
-            self.h2.store(true, Ordering::Relaxed);
-            return None;
-        }
-        self.active.fetch_add(1, Ordering::Relaxed);
-        Some(ClockTicket(self.clone()))
+    /// A request head has arrived: the head clock stops.
+    pub fn request_started(&self) {
+        self.serving.store(true, Ordering::Release);
+    }
+
+    /// The response has gone out: the head clock runs again.
+    pub fn request_ended(&self) {
+        self.idle_since_ms.store(self.now_ms(), Ordering::Release);
+        self.serving.store(false, Ordering::Release);
+    }
+
+    /// The connection is HTTP/2: the head clock stops for good.
+    pub fn mark_http2(&self) {
+        self.h2.store(true, Ordering::Relaxed);
     }
 
     /// Runs the connection's timers until the head timeout passes (then
@@ -109,7 +113,7 @@ impl ConnClock {
                 && !self.h2.load(Ordering::Relaxed)
             {
                 let t = t.as_millis() as u64;
-                head = if self.active.load(Ordering::Acquire) > 0 {
+                head = if self.serving.load(Ordering::Acquire) {
                     now + t
                 } else {
                     let due = self.idle_since_ms.load(Ordering::Acquire) + t;
@@ -144,17 +148,6 @@ impl ConnClock {
             self.rearm.notify_one();
         }
         deadline
-    }
-}
-
-/// Held by a response body: its drop restarts the connection's head clock.
-pub struct ClockTicket(Arc<ConnClock>);
-
-impl Drop for ClockTicket {
-    fn drop(&mut self) {
-        let clock = &self.0;
-        clock.idle_since_ms.store(clock.now_ms(), Ordering::Release);
-        clock.active.fetch_sub(1, Ordering::Release);
     }
 }
 

@@ -23,8 +23,8 @@ use super::body::{DownBody, RespBody};
 use super::clock::WakeGate;
 use super::{ConnInfo, HttpChain, service};
 use crate::cluster::h1::{
-    self, Chunk, FramingHeaders, H1Conn, H1Error, Read, Sink, Source, Upload, UploadMode,
-    header_span, parse_length, poll_fill_from, push_header,
+    self, Chunk, FramingHeaders, H1Conn, H1Error, Read, Sink, Source, Span, Upload, UploadMode,
+    header_span, parse_length, poll_fill_from, push_decimal, push_header,
 };
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -205,8 +205,8 @@ fn parse_request(
     let base = buf.as_ptr() as usize;
     let path = parsed.path.unwrap_or("");
     let path_at = (path.as_ptr() as usize - base, path.len());
-    let mut spans = [(0u16, 0u16, 0u16, 0u16); HEADERS_ON_STACK];
-    let mut spill: Vec<(u16, u16, u16, u16)> = Vec::new();
+    let mut spans: [Span; HEADERS_ON_STACK] = [(0, 0, 0, 0); HEADERS_ON_STACK];
+    let mut spill: Vec<Span> = Vec::new();
     let mut framing = FramingHeaders::default();
     let mut close = false;
     let mut keep_alive_token = false;
@@ -423,7 +423,7 @@ fn encode_head(
         Some(UploadMode::Length(n))
     } else if let Some(n) = exact {
         w.extend_from_slice(b"content-length: ");
-        w.extend_from_slice(n.to_string().as_bytes());
+        push_decimal(w, n);
         w.extend_from_slice(b"\r\n");
         Some(UploadMode::Length(n))
     } else if http10 {
@@ -511,7 +511,7 @@ pub async fn serve(
                 return;
             }
         };
-        let ticket = info.clock.start(false);
+        info.clock.request_started();
         let Head {
             req,
             body: framing,
@@ -601,7 +601,7 @@ pub async fn serve(
             return;
         }
         drop(out);
-        drop(ticket);
+        info.clock.request_ended();
         // The request body's reader comes back once read to the end; a body
         // left unread leaves the connection unusable.
         if read.is_none() {

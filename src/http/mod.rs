@@ -12,7 +12,7 @@ use crate::route::RouteTable;
 use crate::telemetry::ListenerStats;
 use body::DownBody;
 use body::RespBody;
-use clock::{AbortOnDrop, ClockTicket, ConnClock, WakeGate};
+use clock::{AbortOnDrop, ConnClock, WakeGate};
 use http::HeaderValue;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -82,32 +82,6 @@ impl ConnInfo {
     }
 }
 
-/// The body hyper serves: the pipeline's, plus the head-clock ticket.
-#[pin_project::pin_project]
-pub struct ConnBody {
-    #[pin]
-    body: RespBody,
-    _ticket: Option<ClockTicket>,
-}
-
-impl http_body::Body for ConnBody {
-    type Data = bytes::Bytes;
-    type Error = body::BodyError;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, body::BodyError>>> {
-        self.project().body.poll_frame(cx)
-    }
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
 /// Whether the connection opens with the HTTP/2 preface (prior knowledge).
 /// Looks without reading: the bytes stay for the server that takes it.
 async fn starts_with_h2_preface(stream: &TcpStream) -> std::io::Result<bool> {
@@ -160,20 +134,16 @@ pub async fn serve(
     }));
     match starts_with_h2_preface(&stream).await {
         Ok(false) => return h1server::serve(stream, info, chain, drain).await,
-        Ok(true) => {}
+        Ok(true) => info.clock.mark_http2(),
         Err(_) => return,
     }
     let svc_chain = chain.clone();
     let svc = service_fn(move |req: hyper::Request<Incoming>| {
         let chain = svc_chain.clone();
         let info = info.clone();
-        let ticket = info.clock.start(true);
         async move {
             let resp = service::handle(&chain, &info, req.map(DownBody::H2)).await;
-            Ok::<hyper::Response<ConnBody>, Infallible>(resp.map(|body| ConnBody {
-                body,
-                _ticket: ticket,
-            }))
+            Ok::<hyper::Response<RespBody>, Infallible>(resp)
         }
     });
     let conn = chain.h2.serve_connection(TokioIo::new(stream), svc);

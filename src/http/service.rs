@@ -594,7 +594,10 @@ async fn forward(
             if e.is_reset() {
                 cluster.stats.rq_reset.increment(1);
             }
-            cluster.stats.rq[4].increment(1);
+            // A client whose own body failed is not an upstream failure.
+            if !matches!(e, UpstreamError::RequestBody(_)) {
+                cluster.stats.rq[4].increment(1);
+            }
             // Envoy's statuses and bodies: a malformed upstream response is a
             // 502, a failed or broken connection a 503.
             let (status, body) = match e {
