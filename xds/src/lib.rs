@@ -9,5 +9,14 @@ pub mod model;
 pub mod static_file;
 pub mod validate;
 
+/// The wire types: Legate's subset of Envoy's v3 API (same packages,
+/// messages and field numbers) and Legate's own gRPC APIs, generated from
+/// `proto/` by prost and tonic. Nothing outside the xDS translation and the
+/// gRPC clients and servers uses them.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod wire {
+    include!(concat!(env!("OUT_DIR"), "/wire.rs"));
+}
+
 pub use static_file::{ConfigError, load_file, parse_str};
 pub use validate::{FieldError, validate};
