@@ -14,6 +14,7 @@ fn cluster(policy: LbPolicy, weighted: bool) -> std::sync::Arc<Cluster> {
             .map(|i| model::Endpoint {
                 address: format!("127.0.{}.{}:8080", i / 250, i % 250 + 1),
                 weight: if weighted { 1 + (i % 5) as u32 } else { 1 },
+                ..Default::default()
             })
             .collect(),
         ..Default::default()

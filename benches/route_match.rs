@@ -5,7 +5,7 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::HeaderMap;
 use legate::cluster::Cluster;
-use legate::route::{RequestView, RouteTable};
+use legate::route::{Clusters, RequestView, RouteTable};
 use legate_xds::model::{self, Config};
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -38,7 +38,12 @@ fn table(routes: usize, vhosts: usize) -> RouteTable {
     }
     let hcm: &model::HttpConnectionManager =
         config.listeners[0].filter_chains[0].http.as_ref().unwrap();
-    RouteTable::compile("bench", &hcm.route_config, false, &clusters).expect("compiles")
+    let rc = hcm.route_config.as_ref().expect("inline routes");
+    let clusters = Clusters {
+        map: &clusters,
+        allow_missing: false,
+    };
+    RouteTable::compile("bench", rc, false, &clusters).expect("compiles")
 }
 
 fn bench(c: &mut Criterion) {

@@ -74,7 +74,10 @@ pub async fn run(listen: &str, admin: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let p = proxy.listeners[0].1;
+    let Some((_, p)) = proxy.listeners().into_iter().next() else {
+        eprintln!("error: the demo config has no listener");
+        return ExitCode::FAILURE;
+    };
     let a = proxy.admin_addr;
     println!(
         "\nLegate demo is running.\n\

@@ -18,4 +18,4 @@ pub mod tcp;
 pub mod telemetry;
 
 pub use legate_xds::model;
-pub use proxy::{RunningProxy, StartError, start};
+pub use proxy::{ProxyHandle, RunningProxy, StartError, start};

@@ -3,6 +3,8 @@
 //! stalls) the proxy's worker threads.
 
 use crate::proxy::Snapshot;
+use arc_swap::ArcSwap;
+use legate_xds::model::HealthStatus;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
@@ -13,38 +15,50 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use std::convert::Infallible;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 
 pub struct AdminState {
-    snapshot: Arc<Snapshot>,
-    listeners: Vec<(String, SocketAddr)>,
+    snapshot: ArcSwap<Snapshot>,
     prometheus: Option<PrometheusHandle>,
     quit: watch::Sender<bool>,
     draining: AtomicBool,
+    /// A complete configuration is being served (with xDS: once the first
+    /// one has arrived and warmed).
+    initialized: AtomicBool,
 }
 
 impl AdminState {
     pub fn new(
-        snapshot: Arc<Snapshot>,
-        listeners: Vec<(String, SocketAddr)>,
+        snapshot: Snapshot,
         prometheus: Option<PrometheusHandle>,
         quit: watch::Sender<bool>,
     ) -> Self {
         AdminState {
-            snapshot,
-            listeners,
+            snapshot: ArcSwap::from_pointee(snapshot),
             prometheus,
             quit,
             draining: AtomicBool::new(false),
+            initialized: AtomicBool::new(false),
         }
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    pub fn set_snapshot(&self, s: Snapshot) {
+        self.snapshot.store(Arc::new(s));
     }
 
     pub fn set_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn set_initialized(&self) {
+        self.initialized.store(true, Ordering::SeqCst);
     }
 }
 
@@ -134,7 +148,7 @@ fn reply(
     r
 }
 
-const HELP: &str = "admin commands:\n  /ready            200 LIVE while serving, 503 DRAINING while draining\n  /stats/prometheus metrics in Prometheus text format\n  /config_dump      the live configuration (JSON)\n  /clusters         endpoints and their state (?format=json)\n  /listeners        listeners and their bound addresses (JSON)\n  /quitquitquit     POST: drain and exit\n";
+const HELP: &str = "admin commands:\n  /ready            200 LIVE while serving, 503 INITIALIZING before the first complete config, 503 DRAINING while draining\n  /stats/prometheus metrics in Prometheus text format\n  /config_dump      the live configuration (JSON)\n  /clusters         endpoints and their state (?format=json)\n  /listeners        listeners and their bound addresses (JSON)\n  /quitquitquit     POST: drain and exit\n";
 
 fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
@@ -146,6 +160,8 @@ fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
         (&Method::GET | &Method::HEAD, "/ready") => {
             if state.draining.load(Ordering::SeqCst) {
                 reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "DRAINING\n")
+            } else if !state.initialized.load(Ordering::SeqCst) {
+                reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "INITIALIZING\n")
             } else {
                 reply(StatusCode::OK, "text/plain", "LIVE\n")
             }
@@ -159,7 +175,7 @@ fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
             ),
         },
         (&Method::GET, "/config_dump") => {
-            match serde_json::to_vec_pretty(&*state.snapshot.config) {
+            match serde_json::to_vec_pretty(&*state.snapshot().config) {
                 Ok(body) => reply(StatusCode::OK, "application/json", body),
                 Err(e) => reply(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -171,6 +187,7 @@ fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
         (&Method::GET, "/clusters") => clusters(state, json_format),
         (&Method::GET, "/listeners") => {
             let list: Vec<_> = state
+                .snapshot()
                 .listeners
                 .iter()
                 .map(|(n, a)| json!({"name": n, "address": a.to_string()}))
@@ -188,17 +205,28 @@ fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
     }
 }
 
+/// Envoy's `/clusters` health flags for an EDS health status.
+fn health_flags(h: HealthStatus) -> &'static str {
+    match h {
+        HealthStatus::Unknown | HealthStatus::Healthy => "healthy",
+        HealthStatus::Unhealthy | HealthStatus::Timeout => "/failed_eds_health",
+        HealthStatus::Draining => "/eds_status_draining",
+        HealthStatus::Degraded => "/degraded_eds_health",
+    }
+}
+
 fn clusters(state: &AdminState, as_json: bool) -> Response<Full<Bytes>> {
-    let mut names: Vec<&String> = state.snapshot.clusters.keys().collect();
+    let snapshot = state.snapshot();
+    let mut names: Vec<&String> = snapshot.clusters.keys().collect();
     names.sort();
     if as_json {
         let list: Vec<_> = names
             .iter()
             .map(|n| {
-                let c = &state.snapshot.clusters[*n];
+                let c = &snapshot.clusters[*n];
                 let eps: Vec<_> = c
                     .endpoints()
-                    .endpoints
+                    .all
                     .iter()
                     .map(|e| {
                         let (idle, h2) = e.pool.idle_counts();
@@ -208,7 +236,8 @@ fn clusters(state: &AdminState, as_json: bool) -> Response<Full<Bytes>> {
                             "active_requests": e.active.load(Ordering::Relaxed),
                             "idle_connections": idle,
                             "http2_connected": h2,
-                            "health": "healthy",
+                            "priority": e.priority,
+                            "health": e.health,
                         })
                     })
                     .collect();
@@ -223,8 +252,8 @@ fn clusters(state: &AdminState, as_json: bool) -> Response<Full<Bytes>> {
     }
     let mut out = String::new();
     for n in names {
-        let c = &state.snapshot.clusters[n];
-        for e in &c.endpoints().endpoints {
+        let c = &snapshot.clusters[n];
+        for e in &c.endpoints().all {
             let (idle, h2) = e.pool.idle_counts();
             let a = e.addr;
             let _ = writeln!(out, "{n}::{a}::weight::{}", e.weight);
@@ -235,7 +264,8 @@ fn clusters(state: &AdminState, as_json: bool) -> Response<Full<Bytes>> {
             );
             let _ = writeln!(out, "{n}::{a}::cx_idle::{idle}");
             let _ = writeln!(out, "{n}::{a}::http2_connected::{h2}");
-            let _ = writeln!(out, "{n}::{a}::health_flags::healthy");
+            let _ = writeln!(out, "{n}::{a}::priority::{}", e.priority);
+            let _ = writeln!(out, "{n}::{a}::health_flags::{}", health_flags(e.health));
         }
     }
     reply(StatusCode::OK, "text/plain", out)

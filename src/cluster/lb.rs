@@ -182,6 +182,7 @@ mod tests {
                 .map(|(i, w)| model::Endpoint {
                     address: format!("127.0.0.{}:80", i + 1),
                     weight: *w,
+                    ..Default::default()
                 })
                 .collect(),
             ..Default::default()

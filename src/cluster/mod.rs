@@ -7,7 +7,7 @@ pub mod pool;
 
 use crate::telemetry::ClusterStats;
 use arc_swap::ArcSwap;
-use legate_xds::model::{self, DiscoveryType, LbPolicy, UpstreamProtocol};
+use legate_xds::model::{self, DiscoveryType, HealthStatus, LbPolicy, UpstreamProtocol};
 use pool::{Pool, PoolSettings};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
@@ -18,6 +18,8 @@ use std::time::Duration;
 pub struct Endpoint {
     pub addr: SocketAddr,
     pub weight: u32,
+    pub priority: u32,
+    pub health: HealthStatus,
     /// Requests in flight (least-request balancing, `/clusters`).
     pub active: AtomicUsize,
     pub pool: Pool,
@@ -25,9 +27,33 @@ pub struct Endpoint {
     pub stats: Arc<ClusterStats>,
 }
 
+/// What a cluster is told about one endpoint (by its config, DNS or EDS).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EndpointSpec {
+    pub addr: SocketAddr,
+    pub weight: u32,
+    pub priority: u32,
+    pub health: HealthStatus,
+}
+
+impl EndpointSpec {
+    pub fn new(addr: SocketAddr, weight: u32) -> Self {
+        EndpointSpec {
+            addr,
+            weight,
+            priority: 0,
+            health: HealthStatus::Unknown,
+        }
+    }
+}
+
 /// An immutable set of endpoints plus the load-balancer tables built for it.
 pub struct EndpointSet {
+    /// The endpoints that take new requests: the available ones (by health
+    /// status) of the lowest priority that has any.
     pub endpoints: Vec<Arc<Endpoint>>,
+    /// Every endpoint the cluster knows, in the order given.
+    pub all: Vec<Arc<Endpoint>>,
     pub lb: lb::LbTables,
 }
 
@@ -63,35 +89,54 @@ impl Cluster {
             rr: AtomicUsize::new(0),
             endpoints: ArcSwap::from_pointee(EndpointSet {
                 endpoints: Vec::new(),
+                all: Vec::new(),
                 lb: lb::LbTables::default(),
             }),
         });
-        if m.discovery == DiscoveryType::Static {
-            let addrs = m
-                .endpoints
-                .iter()
-                .filter_map(|e| Some((e.address.parse().ok()?, e.weight)))
-                .collect::<Vec<_>>();
-            cluster.set_endpoints(&addrs);
+        if m.discovery != DiscoveryType::StrictDns {
+            cluster.set_endpoints(&Cluster::specs(m));
         }
         cluster
     }
 
-    /// Replaces the endpoint set, keeping the pools of endpoints that stay.
-    pub fn set_endpoints(&self, addrs: &[(SocketAddr, u32)]) {
-        let current = self.endpoints.load();
-        let endpoints: Vec<Arc<Endpoint>> = addrs
+    /// The endpoints a static or EDS cluster's model lists.
+    pub fn specs(m: &model::Cluster) -> Vec<EndpointSpec> {
+        m.endpoints
             .iter()
-            .map(|&(addr, weight)| {
+            .filter_map(|e| {
+                Some(EndpointSpec {
+                    addr: e.address.parse().ok()?,
+                    weight: e.weight,
+                    priority: e.priority,
+                    health: e.health_status,
+                })
+            })
+            .collect()
+    }
+
+    /// Replaces the endpoint set, keeping the pools of endpoints that stay
+    /// (same address, weight, priority and health status).
+    pub fn set_endpoints(&self, specs: &[EndpointSpec]) {
+        let current = self.endpoints.load();
+        let all: Vec<Arc<Endpoint>> = specs
+            .iter()
+            .map(|s| {
                 current
-                    .endpoints
+                    .all
                     .iter()
-                    .find(|e| e.addr == addr && e.weight == weight)
+                    .find(|e| {
+                        e.addr == s.addr
+                            && e.weight == s.weight
+                            && e.priority == s.priority
+                            && e.health == s.health
+                    })
                     .cloned()
                     .unwrap_or_else(|| {
                         Arc::new(Endpoint {
-                            addr,
-                            weight,
+                            addr: s.addr,
+                            weight: s.weight,
+                            priority: s.priority,
+                            health: s.health,
                             active: AtomicUsize::new(0),
                             pool: Pool::new(&self.settings),
                             settings: self.settings.clone(),
@@ -100,10 +145,33 @@ impl Cluster {
                     })
             })
             .collect();
+        let level = all
+            .iter()
+            .filter(|e| e.health.is_available())
+            .map(|e| e.priority)
+            .min();
+        let endpoints: Vec<Arc<Endpoint>> = all
+            .iter()
+            .filter(|e| e.health.is_available() && Some(e.priority) == level)
+            .cloned()
+            .collect();
         let lb = lb::LbTables::build(self.lb_policy, &endpoints, self.ring_size);
-        self.stats.membership.set(endpoints.len() as f64);
+        self.stats.membership.set(all.len() as f64);
         self.endpoints
-            .store(Arc::new(EndpointSet { endpoints, lb }));
+            .store(Arc::new(EndpointSet { endpoints, all, lb }));
+    }
+
+    /// Whether `m` describes this cluster's endpoints exactly (so an update
+    /// need not touch them).
+    pub fn has_endpoints(&self, specs: &[EndpointSpec]) -> bool {
+        let set = self.endpoints.load();
+        set.all.len() == specs.len()
+            && set.all.iter().zip(specs).all(|(e, s)| {
+                e.addr == s.addr
+                    && e.weight == s.weight
+                    && e.priority == s.priority
+                    && e.health == s.health
+            })
     }
 
     pub fn endpoints(&self) -> arc_swap::Guard<Arc<EndpointSet>> {
@@ -154,7 +222,7 @@ async fn dns_loop(weak: Weak<Cluster>, targets: Vec<(String, u32)>, every: Durat
     // The last good answer per name: a name whose lookup fails keeps its
     // endpoints (as Envoy does), whatever the other names do.
     let mut answers: Vec<Option<Vec<SocketAddr>>> = vec![None; targets.len()];
-    let mut current: Option<Vec<(SocketAddr, u32)>> = None;
+    let mut current: Option<Vec<EndpointSpec>> = None;
     loop {
         for (i, (target, _)) in targets.iter().enumerate() {
             match tokio::net::lookup_host(target.as_str()).await {
@@ -170,11 +238,11 @@ async fn dns_loop(weak: Weak<Cluster>, targets: Vec<(String, u32)>, every: Durat
                 }
             }
         }
-        let mut addrs: Vec<(SocketAddr, u32)> = Vec::new();
+        let mut addrs: Vec<EndpointSpec> = Vec::new();
         for ((_, weight), answer) in targets.iter().zip(&answers) {
             for a in answer.iter().flatten() {
-                if !addrs.iter().any(|(x, _)| x == a) {
-                    addrs.push((*a, *weight));
+                if !addrs.iter().any(|x| x.addr == *a) {
+                    addrs.push(EndpointSpec::new(*a, *weight));
                 }
             }
         }

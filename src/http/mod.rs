@@ -8,6 +8,7 @@ pub mod clock;
 pub mod h1server;
 pub mod service;
 
+use arc_swap::ArcSwap;
 use crate::route::RouteTable;
 use crate::telemetry::ListenerStats;
 use body::DownBody;
@@ -27,7 +28,10 @@ use tokio::sync::watch;
 
 /// An HTTP filter chain compiled from its model.
 pub struct HttpChain {
-    pub routes: RouteTable,
+    /// The route table, swapped whole when routes or clusters change (every
+    /// request loads the current one, so keep-alive connections see
+    /// updates). Shared by every chain using the same `rds` name.
+    pub routes: Arc<ArcSwap<RouteTable>>,
     pub generate_request_id: bool,
     pub stats: Arc<ListenerStats>,
     /// `request_headers_timeout`; `None` when disabled.
@@ -41,7 +45,7 @@ pub struct HttpChain {
 impl HttpChain {
     pub fn new(
         hcm: &model::HttpConnectionManager,
-        routes: RouteTable,
+        routes: Arc<ArcSwap<RouteTable>>,
         stats: Arc<ListenerStats>,
     ) -> Self {
         let header_bytes = hcm.max_request_headers_kb as usize * 1024;

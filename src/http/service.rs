@@ -66,6 +66,7 @@ async fn route_request(
     conn: &ConnInfo,
     req: Request<DownBody>,
 ) -> Response<RespBody> {
+    let table = chain.routes.load_full();
     let matched = {
         let view = RequestView {
             host: request_host(&req),
@@ -73,7 +74,7 @@ async fn route_request(
             query: req.uri().query(),
             headers: req.headers(),
         };
-        chain.routes.route(&view)
+        table.route(&view)
     };
     let Some((vh, route)) = matched else {
         chain.stats.no_route.increment(1);
@@ -350,7 +351,13 @@ async fn forward(
     fwd: &Forward,
     mut req: Request<DownBody>,
 ) -> Result<Response<RespBody>, Response<RespBody>> {
-    let cluster = fwd.target.pick();
+    let Some(cluster) = fwd.target.pick() else {
+        // A cluster the route names but the configuration lacks (Envoy's
+        // `cluster_not_found_response_code`, 503 by default; flag NC).
+        chain.stats.no_cluster.increment(1);
+        tracing::debug!("route names a cluster that does not exist");
+        return Err(local_reply(StatusCode::SERVICE_UNAVAILABLE, ""));
+    };
     let upgrade = is_upgrade(&req);
     let use_h2 = match cluster.protocol {
         UpstreamProtocol::Http1 => false,
@@ -698,6 +705,7 @@ mod tests {
                             endpoints: vec![legate_xds::model::Endpoint {
                                 address: "127.0.0.1:1".into(),
                                 weight: 1,
+                                ..Default::default()
                             }],
                             ..Default::default()
                         });

@@ -15,6 +15,9 @@ use tokio::sync::{mpsc, watch};
 pub enum ChainKind {
     Http(Arc<HttpChain>),
     Tcp(Arc<TcpChain>),
+    /// A TCP proxy whose cluster the configuration does not have (yet):
+    /// connections are closed (Envoy's NC).
+    MissingCluster(Arc<str>),
 }
 
 pub struct FilterChain {
@@ -73,14 +76,23 @@ impl DrainControl {
         *self.signal.borrow()
     }
 
-    /// Signals drain and waits until every connection has finished or the
-    /// deadline passes. Returns true when everything finished in time.
-    pub async fn drain(&mut self, deadline: Duration) -> bool {
+    /// Tells the accept loop to stop and every connection to finish.
+    pub fn signal(&self) {
         self.signal.send_replace(true);
+    }
+
+    /// After [`DrainControl::signal`]: waits until every connection has
+    /// finished or the deadline passes. Returns true when all finished.
+    pub async fn wait_until(&mut self, deadline: tokio::time::Instant) -> bool {
         self.token = None;
-        tokio::time::timeout(deadline, self.done.recv())
+        tokio::time::timeout_at(deadline, self.done.recv())
             .await
             .is_ok()
+    }
+
+    /// Whether drain was signalled and every connection has finished.
+    pub fn is_finished(&self) -> bool {
+        self.is_draining() && self.signal.receiver_count() == 0
     }
 }
 
@@ -151,6 +163,9 @@ async fn serve_connection(
     match &chain.kind {
         ChainKind::Http(h) => http::serve(stream, peer, h.clone(), drain.signal.clone()).await,
         ChainKind::Tcp(t) => tcp::proxy(stream, peer, t.clone()).await,
+        ChainKind::MissingCluster(name) => {
+            tracing::debug!(listener = %cfg.name, %peer, cluster = %name, "TCP proxy cluster does not exist; closing");
+        }
     }
     cfg.stats.cx_active.decrement(1.0);
     drop(drain);

@@ -95,11 +95,14 @@ pub enum Action {
     Direct { status: StatusCode, body: Bytes },
 }
 
+/// Where a route sends requests. `None` stands for a cluster the
+/// configuration names but does not have (yet): with a control plane that
+/// is allowed, and such requests get Envoy's 503 (flag NC).
 pub enum Target {
-    Single(Arc<Cluster>),
+    Single(Option<Arc<Cluster>>),
     /// Clusters with cumulative weights; pick with a random value below `total`.
     Weighted {
-        clusters: Vec<(Arc<Cluster>, u64)>,
+        clusters: Vec<(Option<Arc<Cluster>>, u64)>,
         total: u64,
     },
 }
@@ -141,13 +144,14 @@ pub struct Redirect {
 }
 
 impl Target {
-    pub fn pick(&self) -> &Arc<Cluster> {
+    /// The cluster for one request; `None` when it does not exist.
+    pub fn pick(&self) -> Option<&Arc<Cluster>> {
         match self {
-            Target::Single(c) => c,
+            Target::Single(c) => c.as_ref(),
             Target::Weighted { clusters, total } => {
                 let r = fastrand::u64(..*total);
                 let i = clusters.partition_point(|(_, cum)| *cum <= r);
-                &clusters[i.min(clusters.len() - 1)].0
+                clusters.get(i.min(clusters.len() - 1))?.0.as_ref()
             }
         }
     }
@@ -166,16 +170,10 @@ impl RouteTable {
         path: &str,
         rc: &model::RouteConfiguration,
         strip_port: bool,
-        clusters: &HashMap<String, Arc<Cluster>>,
+        clusters: &Clusters<'_>,
     ) -> Result<RouteTable, CompileError> {
-        let mut t = RouteTable {
-            exact: HashMap::new(),
-            suffixes: Vec::new(),
-            prefixes: Vec::new(),
-            default: None,
-            strip_port,
-            virtual_hosts: Vec::new(),
-        };
+        let mut t = RouteTable::empty();
+        t.strip_port = strip_port;
         for (i, vh) in rc.virtual_hosts.iter().enumerate() {
             let vp = format!("{path}.virtual_hosts[{i}]");
             for d in &vh.domains {
@@ -214,6 +212,19 @@ impl RouteTable {
         t.suffixes.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
         t.prefixes.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
         Ok(t)
+    }
+
+    /// A table without virtual hosts: every request gets 404 (an `rds`
+    /// route configuration that has not arrived).
+    pub fn empty() -> RouteTable {
+        RouteTable {
+            exact: HashMap::new(),
+            suffixes: Vec::new(),
+            prefixes: Vec::new(),
+            default: None,
+            strip_port: false,
+            virtual_hosts: Vec::new(),
+        }
     }
 
     /// Selects the virtual host for `host` (case-insensitive), port included
@@ -394,10 +405,28 @@ fn value_match(
     Ok(ValueMatch::Present(present.unwrap_or(true)))
 }
 
+/// The clusters routes may name. With `allow_missing` (a control plane
+/// may deliver them later) an unknown name compiles to a target that
+/// answers 503; without it, it is an error.
+pub struct Clusters<'a> {
+    pub map: &'a HashMap<String, Arc<Cluster>>,
+    pub allow_missing: bool,
+}
+
+impl Clusters<'_> {
+    pub fn get(&self, name: &str, path: String) -> Result<Option<Arc<Cluster>>, CompileError> {
+        match self.map.get(name) {
+            Some(c) => Ok(Some(c.clone())),
+            None if self.allow_missing => Ok(None),
+            None => Err(err(path, format!("unknown cluster {name:?}"))),
+        }
+    }
+}
+
 fn compile_route(
     p: &str,
     r: &model::Route,
-    clusters: &HashMap<String, Arc<Cluster>>,
+    clusters: &Clusters<'_>,
 ) -> Result<Route, CompileError> {
     let m = &r.route_match;
     let path = if let Some(prefix) = &m.prefix {
@@ -443,12 +472,7 @@ fn compile_route(
     let matched_len = m.prefix.as_ref().or(m.path.as_ref()).map_or(0, |s| s.len());
     let action = if let Some(a) = &r.route {
         let ap = format!("{p}.route");
-        let lookup = |name: &str, fp: String| {
-            clusters
-                .get(name)
-                .cloned()
-                .ok_or_else(|| err(fp, format!("unknown cluster {name:?}")))
-        };
+        let lookup = |name: &str, fp: String| clusters.get(name, fp);
         let target = if let Some(c) = &a.cluster {
             Target::Single(lookup(c, format!("{ap}.cluster"))?)
         } else {
@@ -676,7 +700,16 @@ mod tests {
                     ..Default::default()
                 }],
             };
-            let t = RouteTable::compile("t", &rc, false, &clusters).unwrap();
+            let t = RouteTable::compile(
+                "t",
+                &rc,
+                false,
+                &Clusters {
+                    map: &clusters,
+                    allow_missing: false,
+                },
+            )
+            .unwrap();
             let vh = &t.virtual_hosts[0];
             assert!(vh.index.is_some());
             for path in [

@@ -89,6 +89,10 @@ fn describe() {
         "Downstream requests that matched no route (404)."
     );
     describe_counter!(
+        "legate_http_no_cluster_total",
+        "Downstream requests routed to a cluster the configuration does not have (503)."
+    );
+    describe_counter!(
         "legate_tcp_sent_bytes_total",
         "Bytes sent to downstream by TCP proxies, by cluster."
     );
@@ -148,6 +152,8 @@ pub struct ListenerStats {
     pub cx_active: Gauge,
     pub rq: [Counter; 5],
     pub no_route: Counter,
+    /// Requests routed to a cluster that does not exist (Envoy's NC).
+    pub no_cluster: Counter,
 }
 
 impl ListenerStats {
@@ -159,7 +165,8 @@ impl ListenerStats {
             rq: CLASSES.map(|class| {
                 counter!("legate_http_downstream_rq_total", "listener" => l.clone(), "response_code_class" => class)
             }),
-            no_route: counter!("legate_http_no_route_total", "listener" => l),
+            no_route: counter!("legate_http_no_route_total", "listener" => l.clone()),
+            no_cluster: counter!("legate_http_no_cluster_total", "listener" => l),
         }
     }
 }

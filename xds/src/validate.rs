@@ -60,10 +60,17 @@ pub fn validate(config: &Config) -> Vec<FieldError> {
         );
     }
 
+    if let Some(d) = &config.dynamic {
+        validate_dynamic(&mut e, d);
+    }
+    // With a control plane, references may name resources it delivers
+    // later (Envoy answers 503 for a cluster that does not exist).
+    let dynamic = config.dynamic.is_some();
+
     let mut cluster_names = HashSet::new();
     for (i, c) in config.clusters.iter().enumerate() {
         let p = format!("clusters[{i}]");
-        validate_cluster(&mut e, &p, c);
+        validate_cluster(&mut e, &p, c, dynamic);
         if !c.name.is_empty() && !cluster_names.insert(c.name.as_str()) {
             e.push(
                 format!("{p}.name"),
@@ -71,6 +78,23 @@ pub fn validate(config: &Config) -> Vec<FieldError> {
             );
         }
     }
+
+    let clusters = (!dynamic).then_some(&cluster_names);
+
+    let mut route_config_names = HashSet::new();
+    for (i, rc) in config.route_configs.iter().enumerate() {
+        let p = format!("route_configs[{i}]");
+        if rc.name.is_empty() {
+            e.push(format!("{p}.name"), "must not be empty");
+        } else if !route_config_names.insert(rc.name.as_str()) {
+            e.push(
+                format!("{p}.name"),
+                format!("duplicate route configuration name {:?}", rc.name),
+            );
+        }
+        validate_route_config(&mut e, &p, rc, clusters);
+    }
+    let route_configs = (!dynamic).then_some(&route_config_names);
 
     let mut listener_names = HashSet::new();
     let mut addresses: HashMap<SocketAddr, usize> = HashMap::new();
@@ -122,9 +146,11 @@ pub fn validate(config: &Config) -> Vec<FieldError> {
                 seen_any = true;
             }
             match (&fc.http, &fc.tcp) {
-                (Some(h), None) => validate_hcm(&mut e, &format!("{fp}.http"), h, &cluster_names),
+                (Some(h), None) => {
+                    validate_hcm(&mut e, &format!("{fp}.http"), h, clusters, route_configs)
+                }
                 (None, Some(t)) => {
-                    if !cluster_names.contains(t.cluster.as_str()) {
+                    if clusters.is_some_and(|k| !k.contains(t.cluster.as_str())) {
                         e.push(
                             format!("{fp}.tcp.cluster"),
                             format!("unknown cluster {:?}", t.cluster),
@@ -139,9 +165,35 @@ pub fn validate(config: &Config) -> Vec<FieldError> {
     e.0
 }
 
-fn validate_cluster(e: &mut Errors, p: &str, c: &Cluster) {
+fn validate_dynamic(e: &mut Errors, d: &Dynamic) {
+    if d.servers.is_empty() {
+        e.push("dynamic.servers", "list at least one control plane address");
+    }
+    for (i, s) in d.servers.iter().enumerate() {
+        if let Err(m) = check_host_port(s) {
+            e.push(format!("dynamic.servers[{i}]"), m);
+        }
+    }
+    if d.node.id.is_empty() {
+        e.push("dynamic.node.id", "must not be empty");
+    }
+}
+
+fn validate_cluster(e: &mut Errors, p: &str, c: &Cluster, dynamic: bool) {
     if c.name.is_empty() {
         e.push(format!("{p}.name"), "must not be empty");
+    }
+    if c.discovery == DiscoveryType::Eds && !dynamic {
+        e.push(
+            format!("{p}.type"),
+            "`eds` clusters get their endpoints from a control plane: add a `dynamic` section",
+        );
+    }
+    if c.eds_service_name.is_some() && c.discovery != DiscoveryType::Eds {
+        e.push(
+            format!("{p}.eds_service_name"),
+            "only `eds` clusters have an EDS service name",
+        );
     }
     if c.connect_timeout.is_zero() {
         e.push(format!("{p}.connect_timeout"), "must be greater than 0");
@@ -161,7 +213,7 @@ fn validate_cluster(e: &mut Errors, p: &str, c: &Cluster) {
     for (j, ep) in c.endpoints.iter().enumerate() {
         let ap = format!("{p}.endpoints[{j}].address");
         match c.discovery {
-            DiscoveryType::Static => {
+            DiscoveryType::Static | DiscoveryType::Eds => {
                 if ep.address.parse::<SocketAddr>().is_err() {
                     e.push(ap, format!("invalid socket address {:?}", ep.address));
                 }
@@ -202,7 +254,13 @@ fn check_host_port(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn validate_hcm(e: &mut Errors, p: &str, h: &HttpConnectionManager, clusters: &HashSet<&str>) {
+fn validate_hcm(
+    e: &mut Errors,
+    p: &str,
+    h: &HttpConnectionManager,
+    clusters: Option<&HashSet<&str>>,
+    route_configs: Option<&HashSet<&str>>,
+) {
     if !(8..=8192).contains(&h.max_request_headers_kb) {
         e.push(
             format!("{p}.max_request_headers_kb"),
@@ -221,9 +279,35 @@ fn validate_hcm(e: &mut Errors, p: &str, h: &HttpConnectionManager, clusters: &H
             "must be at least 1",
         );
     }
-    let rp = format!("{p}.route_config");
+    match (&h.route_config, &h.rds) {
+        (Some(rc), None) => validate_route_config(e, &format!("{p}.route_config"), rc, clusters),
+        (None, Some(name)) => {
+            if name.is_empty() {
+                e.push(format!("{p}.rds"), "must not be empty");
+            } else if let Some(known) = route_configs
+                && !known.contains(name.as_str())
+            {
+                e.push(
+                    format!("{p}.rds"),
+                    format!("unknown route configuration {name:?} (define it in `route_configs`)"),
+                );
+            }
+        }
+        (Some(_), Some(_)) => e.push(p, "set `route_config` or `rds`, not both"),
+        (None, None) => e.push(p, "set `route_config` (inline routes) or `rds`"),
+    }
+}
+
+/// Validates one route table. `clusters` is `None` when references to
+/// clusters the control plane may still deliver are allowed.
+fn validate_route_config(
+    e: &mut Errors,
+    rp: &str,
+    rc: &RouteConfiguration,
+    clusters: Option<&HashSet<&str>>,
+) {
     let mut domains: HashMap<String, usize> = HashMap::new();
-    for (i, vh) in h.route_config.virtual_hosts.iter().enumerate() {
+    for (i, vh) in rc.virtual_hosts.iter().enumerate() {
         let vp = format!("{rp}.virtual_hosts[{i}]");
         if vh.domains.is_empty() {
             e.push(
@@ -286,7 +370,7 @@ fn check_domain(d: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn validate_route(e: &mut Errors, p: &str, r: &Route, clusters: &HashSet<&str>) {
+fn validate_route(e: &mut Errors, p: &str, r: &Route, clusters: Option<&HashSet<&str>>) {
     let m = &r.route_match;
     let mp = format!("{p}.match");
     e.exactly_one(
@@ -363,14 +447,14 @@ fn validate_route(e: &mut Errors, p: &str, r: &Route, clusters: &HashSet<&str>) 
         let ap = format!("{p}.route");
         match (&a.cluster, a.weighted_clusters.is_empty()) {
             (Some(c), true) => {
-                if !clusters.contains(c.as_str()) {
+                if clusters.is_some_and(|k| !k.contains(c.as_str())) {
                     e.push(format!("{ap}.cluster"), format!("unknown cluster {c:?}"));
                 }
             }
             (None, false) => {
                 let mut total: u64 = 0;
                 for (i, w) in a.weighted_clusters.iter().enumerate() {
-                    if !clusters.contains(w.name.as_str()) {
+                    if clusters.is_some_and(|k| !k.contains(w.name.as_str())) {
                         e.push(
                             format!("{ap}.weighted_clusters[{i}].name"),
                             format!("unknown cluster {:?}", w.name),
@@ -610,6 +694,78 @@ mod tests {
             Ok(_) => vec![],
             Err(e) => e.messages(),
         }
+    }
+
+    #[test]
+    fn dynamic_rds_and_eds_are_checked() {
+        let errs = errors(
+            r#"
+listeners:
+  - name: web
+    address: 127.0.0.1:8080
+    http: { rds: nowhere }
+  - name: both
+    address: 127.0.0.1:8081
+    http:
+      rds: shared
+      route_config: { virtual_hosts: [] }
+route_configs:
+  - name: shared
+    virtual_hosts:
+      - { name: a, domains: ["*"], routes: [{ match: { prefix: / }, route: { cluster: gone } }] }
+  - name: shared
+    virtual_hosts: []
+clusters:
+  - name: e
+    type: eds
+    endpoints: [{ address: "127.0.0.1:80", priority: 1, health_status: draining }]
+  - name: s
+    eds_service_name: x
+    endpoints: [{ address: "127.0.0.1:80" }]
+"#,
+        );
+        for want in [
+            "listeners[0].filter_chains[0].http.rds: unknown route configuration \"nowhere\"",
+            "listeners[1].filter_chains[0].http: set `route_config` or `rds`, not both",
+            "route_configs[0].virtual_hosts[0].routes[0].route.cluster: unknown cluster \"gone\"",
+            "route_configs[1].name: duplicate route configuration name \"shared\"",
+            "clusters[0].type: `eds` clusters get their endpoints from a control plane",
+            "clusters[1].eds_service_name: only `eds` clusters",
+        ] {
+            assert!(
+                errs.iter().any(|e| e.starts_with(want)),
+                "missing {want:?} in {errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), 6, "{errs:#?}");
+
+        // With a control plane, names may refer to what it delivers later.
+        let errs = errors(
+            r#"
+dynamic:
+  servers: ["xds.local:15010", "bad host:1"]
+  node: { id: "" }
+  api: delta
+listeners:
+  - name: web
+    address: 127.0.0.1:8080
+    http: { rds: later }
+route_configs:
+  - name: shared
+    virtual_hosts:
+      - { name: a, domains: ["*"], routes: [{ match: { prefix: / }, route: { cluster: later } }] }
+clusters:
+  - name: e
+    type: eds
+"#,
+        );
+        assert_eq!(
+            errs,
+            [
+                "dynamic.servers[1]: invalid address \"bad host:1\": invalid host name \"bad host\"",
+                "dynamic.node.id: must not be empty",
+            ],
+        );
     }
 
     #[test]

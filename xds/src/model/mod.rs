@@ -14,10 +14,66 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     #[serde(default)]
     pub admin: Admin,
+    /// Where dynamic (xDS) configuration comes from; absent for a purely
+    /// static proxy. When present, the resources below are the static
+    /// ones, and references (clusters, route configurations) may name
+    /// resources that the control plane delivers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dynamic: Option<Dynamic>,
     #[serde(default)]
     pub listeners: Vec<Listener>,
+    /// Named route configurations, referenced by `http.rds` (what RDS
+    /// delivers; static files may define them too).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub route_configs: Vec<RouteConfiguration>,
     #[serde(default)]
     pub clusters: Vec<Cluster>,
+}
+
+/// The control plane connection (Envoy's `dynamic_resources` with an ADS
+/// `api_config_source`, plus the node identity of the bootstrap).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dynamic {
+    /// Control plane addresses (`host:port`), tried in turn on reconnect.
+    pub servers: Vec<String>,
+    pub node: Node,
+    /// The ADS variant: `sotw` (state of the world, Envoy's `GRPC`) or
+    /// `delta` (Envoy's `DELTA_GRPC`).
+    #[serde(default)]
+    pub api: XdsApi,
+    /// How long a listener or cluster waits for the resources it depends on
+    /// (routes, endpoints) before it is used anyway; also how long `/ready`
+    /// waits for the first complete configuration (Envoy's
+    /// `initial_fetch_timeout`, default 15 s; 0 waits forever).
+    #[serde(default = "default_initial_fetch_timeout")]
+    pub initial_fetch_timeout: Dur,
+}
+
+fn default_initial_fetch_timeout() -> Dur {
+    Dur::from_secs(15)
+}
+
+/// The node identity sent to the control plane.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cluster: String,
+    /// Free-form metadata (Envoy's `node.metadata` Struct).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum XdsApi {
+    /// `StreamAggregatedResources`: every response carries the whole set.
+    #[default]
+    Sotw,
+    /// `DeltaAggregatedResources`: responses carry changes and removals.
+    Delta,
 }
 
 /// The admin server and process-wide settings.
@@ -125,7 +181,13 @@ pub struct TcpProxy {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConnectionManager {
-    pub route_config: RouteConfiguration,
+    /// The route table, inline. Exactly one of `route_config` and `rds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_config: Option<RouteConfiguration>,
+    /// The name of a route configuration in `route_configs` (or delivered
+    /// by RDS). Requests get 404 until it exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rds: Option<String>,
     /// Largest request header block accepted, in KiB (431 past it).
     #[serde(default = "default_max_headers_kb")]
     pub max_request_headers_kb: u32,
@@ -171,7 +233,8 @@ fn default_true() -> bool {
 impl Default for HttpConnectionManager {
     fn default() -> Self {
         HttpConnectionManager {
-            route_config: RouteConfiguration::default(),
+            route_config: Some(RouteConfiguration::default()),
+            rds: None,
             max_request_headers_kb: default_max_headers_kb(),
             max_request_headers_count: default_max_headers_count(),
             request_headers_timeout: default_headers_timeout(),
@@ -400,6 +463,11 @@ pub struct Cluster {
     pub name: String,
     #[serde(default, rename = "type")]
     pub discovery: DiscoveryType,
+    /// `eds` clusters: the name their endpoints are published under
+    /// (Envoy's `eds_cluster_config.service_name`; default the cluster's
+    /// name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eds_service_name: Option<String>,
     #[serde(default)]
     pub endpoints: Vec<Endpoint>,
     #[serde(default)]
@@ -447,6 +515,7 @@ impl Default for Cluster {
         Cluster {
             name: String::new(),
             discovery: DiscoveryType::Static,
+            eds_service_name: None,
             endpoints: Vec::new(),
             lb_policy: LbPolicy::RoundRobin,
             protocol: UpstreamProtocol::Http1,
@@ -469,6 +538,9 @@ pub enum DiscoveryType {
     /// Endpoints are `host:port`; every address each name resolves to is an
     /// endpoint, re-resolved every `dns_refresh_rate`.
     StrictDns,
+    /// Endpoints are `ip:port` literals delivered by EDS (a control plane's
+    /// `ClusterLoadAssignment`); needs `dynamic`.
+    Eds,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -502,6 +574,55 @@ pub struct Endpoint {
     pub address: String,
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Traffic goes to the lowest priority that has an available endpoint.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: u32,
+    /// As reported by EDS: `unhealthy`, `draining` and `timeout` endpoints
+    /// get no new requests.
+    #[serde(default, skip_serializing_if = "HealthStatus::is_unknown")]
+    pub health_status: HealthStatus,
+}
+
+impl Default for Endpoint {
+    fn default() -> Self {
+        Endpoint {
+            address: String::new(),
+            weight: default_weight(),
+            priority: 0,
+            health_status: HealthStatus::Unknown,
+        }
+    }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Envoy's `core.v3.HealthStatus`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    #[default]
+    Unknown,
+    Healthy,
+    Unhealthy,
+    Draining,
+    Timeout,
+    Degraded,
+}
+
+impl HealthStatus {
+    pub fn is_unknown(&self) -> bool {
+        *self == HealthStatus::Unknown
+    }
+
+    /// Whether new requests may go to an endpoint in this state.
+    pub fn is_available(&self) -> bool {
+        matches!(
+            self,
+            HealthStatus::Unknown | HealthStatus::Healthy | HealthStatus::Degraded
+        )
+    }
 }
 
 fn default_weight() -> u32 {
