@@ -7,6 +7,7 @@
 pub mod duration;
 pub mod model;
 pub mod static_file;
+pub mod translate;
 pub mod validate;
 
 /// The wire types: Legate's subset of Envoy's v3 API (same packages,

@@ -1,0 +1,871 @@
+//! RouteConfiguration, virtual hosts, routes and header mutations.
+
+use super::{
+    R, RETRIES_NOT_YET, TLS_NOT_YET, TranslateError, at, at_i, check, dur_to, dynamic_stub,
+    opt_dur, paths, refusal, refuse, unknown_enum,
+};
+use crate::duration::Dur;
+use crate::model;
+use crate::validate::{check_header_name, check_header_value, validate};
+use crate::wire::envoy::config::core::v3 as xcore;
+use crate::wire::envoy::config::route::v3 as xroute;
+use crate::wire::envoy::r#type::matcher::v3 as xmatcher;
+
+const NO_FILTER_CONFIG: &str = "not supported (Legate has no HTTP filters to configure)";
+
+/// Translates a RouteConfiguration (validated as the model would).
+pub fn route_config_from_xds(
+    r: &xroute::RouteConfiguration,
+) -> Result<model::RouteConfiguration, TranslateError> {
+    let m = rc_from("", r).map_err(|e| e.into_error("RouteConfiguration", &r.name))?;
+    let config = model::Config {
+        dynamic: Some(dynamic_stub()),
+        route_configs: vec![m.clone()],
+        ..Default::default()
+    };
+    check("RouteConfiguration", &r.name, validate(&config), |p| {
+        paths::route_config(p)
+    })?;
+    Ok(m)
+}
+
+/// A route configuration at `p` (the resource itself, or an HTTP
+/// connection manager's inline `route_config`).
+pub(crate) fn rc_from(p: &str, r: &xroute::RouteConfiguration) -> R<model::RouteConfiguration> {
+    const LEVEL: &str = "not supported yet (header mutations at the route configuration level; set them on the virtual hosts)";
+    let refused = [
+        (
+            "request_headers_to_add",
+            !r.request_headers_to_add.is_empty(),
+        ),
+        (
+            "request_headers_to_remove",
+            !r.request_headers_to_remove.is_empty(),
+        ),
+        (
+            "response_headers_to_add",
+            !r.response_headers_to_add.is_empty(),
+        ),
+        (
+            "response_headers_to_remove",
+            !r.response_headers_to_remove.is_empty(),
+        ),
+    ];
+    if let Some((field, _)) = refused.iter().find(|(_, set)| *set) {
+        return refuse(at(p, field), LEVEL);
+    }
+    if !r.internal_only_headers.is_empty() {
+        return refuse(at(p, "internal_only_headers"), "not supported yet");
+    }
+    if r.ignore_port_in_host_matching {
+        return refuse(
+            at(p, "ignore_port_in_host_matching"),
+            "not supported: use the HTTP connection manager's strip_any_host_port",
+        );
+    }
+    let virtual_hosts = r
+        .virtual_hosts
+        .iter()
+        .enumerate()
+        .map(|(i, vh)| vh_from(&at_i(p, "virtual_hosts", i), vh))
+        .collect::<R<_>>()?;
+    Ok(model::RouteConfiguration {
+        name: r.name.clone(),
+        virtual_hosts,
+    })
+}
+
+fn vh_from(p: &str, vh: &xroute::VirtualHost) -> R<model::VirtualHost> {
+    use xroute::virtual_host::TlsRequirementType;
+    match TlsRequirementType::try_from(vh.require_tls) {
+        Ok(TlsRequirementType::None) => {}
+        Ok(_) => return refuse(at(p, "require_tls"), TLS_NOT_YET),
+        Err(_) => return Err(unknown_enum(&at(p, "require_tls"), vh.require_tls)),
+    }
+    if vh.retry_policy.is_some() {
+        return refuse(at(p, "retry_policy"), RETRIES_NOT_YET);
+    }
+    if !vh.typed_per_filter_config.is_empty() {
+        return refuse(at(p, "typed_per_filter_config"), NO_FILTER_CONFIG);
+    }
+    Ok(model::VirtualHost {
+        name: vh.name.clone(),
+        domains: vh.domains.clone(),
+        routes: vh
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| route_from(&at_i(p, "routes", i), r))
+            .collect::<R<_>>()?,
+        request_headers: mutation_from(
+            p,
+            "request",
+            &vh.request_headers_to_add,
+            &vh.request_headers_to_remove,
+        )?,
+        response_headers: mutation_from(
+            p,
+            "response",
+            &vh.response_headers_to_add,
+            &vh.response_headers_to_remove,
+        )?,
+    })
+}
+
+fn route_from(p: &str, r: &xroute::Route) -> R<model::Route> {
+    use xroute::route::Action;
+    if !r.typed_per_filter_config.is_empty() {
+        return refuse(at(p, "typed_per_filter_config"), NO_FILTER_CONFIG);
+    }
+    let Some(m) = &r.r#match else {
+        return refuse(at(p, "match"), "must be set");
+    };
+    let mut route = model::Route {
+        name: (!r.name.is_empty()).then(|| r.name.clone()),
+        route_match: match_from(&at(p, "match"), m)?,
+        request_headers: mutation_from(
+            p,
+            "request",
+            &r.request_headers_to_add,
+            &r.request_headers_to_remove,
+        )?,
+        response_headers: mutation_from(
+            p,
+            "response",
+            &r.response_headers_to_add,
+            &r.response_headers_to_remove,
+        )?,
+        ..Default::default()
+    };
+    match &r.action {
+        Some(Action::Route(a)) => route.route = Some(action_from(&at(p, "route"), a)?),
+        Some(Action::Redirect(a)) => route.redirect = Some(redirect_from(&at(p, "redirect"), a)?),
+        Some(Action::DirectResponse(a)) => {
+            route.direct_response = Some(direct_from(&at(p, "direct_response"), a)?);
+        }
+        None => {
+            return refuse(
+                p,
+                "needs an action: route, redirect or direct_response (filter_action and non_forwarding_action are not supported)",
+            );
+        }
+    }
+    Ok(route)
+}
+
+/// A regular expression (RE2 syntax; Legate's engine takes the same
+/// subset), checked here so the error names Envoy's field.
+fn regex_from(p: &str, r: &xmatcher::RegexMatcher) -> R<String> {
+    let rp = at(p, "regex");
+    regex::Regex::new(&r.regex).map_err(|e| refusal(rp, format!("invalid regex: {e}")))?;
+    Ok(r.regex.clone())
+}
+
+fn match_from(p: &str, m: &xroute::RouteMatch) -> R<model::RouteMatch> {
+    use xroute::route_match::PathSpecifier;
+    let mut out = model::RouteMatch {
+        case_sensitive: m.case_sensitive.unwrap_or(true),
+        ..Default::default()
+    };
+    match &m.path_specifier {
+        Some(PathSpecifier::Prefix(s)) => out.prefix = Some(s.clone()),
+        Some(PathSpecifier::Path(s)) => out.path = Some(s.clone()),
+        Some(PathSpecifier::SafeRegex(r)) => {
+            out.regex = Some(regex_from(&at(p, "safe_regex"), r)?);
+        }
+        Some(PathSpecifier::ConnectMatcher(_)) => {
+            return refuse(
+                at(p, "connect_matcher"),
+                "not supported (Legate does not proxy CONNECT)",
+            );
+        }
+        Some(PathSpecifier::PathSeparatedPrefix(_)) => {
+            return refuse(at(p, "path_separated_prefix"), "not supported yet");
+        }
+        None => return refuse(p, "set prefix, path or safe_regex"),
+    }
+    if m.runtime_fraction.is_some() {
+        return refuse(at(p, "runtime_fraction"), "not supported");
+    }
+    if m.grpc.is_some() {
+        return refuse(at(p, "grpc"), "not supported yet");
+    }
+    out.headers = m
+        .headers
+        .iter()
+        .enumerate()
+        .map(|(i, h)| header_matcher_from(&at_i(p, "headers", i), h))
+        .collect::<R<_>>()?;
+    out.query_parameters = m
+        .query_parameters
+        .iter()
+        .enumerate()
+        .map(|(i, q)| query_matcher_from(&at_i(p, "query_parameters", i), q))
+        .collect::<R<_>>()?;
+    Ok(out)
+}
+
+fn header_matcher_from(p: &str, h: &xroute::HeaderMatcher) -> R<model::HeaderMatcher> {
+    use xmatcher::string_matcher::MatchPattern;
+    use xroute::header_matcher::HeaderMatchSpecifier as S;
+    if h.treat_missing_header_as_empty {
+        return refuse(at(p, "treat_missing_header_as_empty"), "not supported");
+    }
+    let mut out = model::HeaderMatcher {
+        name: h.name.clone(),
+        invert: h.invert_match,
+        ..Default::default()
+    };
+    let unsupported = |field: &str| refuse(at(p, field), "not supported");
+    match &h.header_match_specifier {
+        Some(S::ExactMatch(s)) => out.exact = Some(s.clone()),
+        Some(S::PrefixMatch(s)) => out.prefix = Some(s.clone()),
+        Some(S::SafeRegexMatch(r)) => out.regex = Some(regex_from(&at(p, "safe_regex_match"), r)?),
+        Some(S::PresentMatch(b)) => out.present = Some(*b),
+        Some(S::RangeMatch(_)) => return unsupported("range_match"),
+        Some(S::SuffixMatch(_)) => return unsupported("suffix_match"),
+        Some(S::ContainsMatch(_)) => return unsupported("contains_match"),
+        Some(S::StringMatch(sm)) => {
+            let sp = at(p, "string_match");
+            if sm.ignore_case {
+                return refuse(at(&sp, "ignore_case"), "not supported");
+            }
+            match &sm.match_pattern {
+                Some(MatchPattern::Exact(s)) => out.exact = Some(s.clone()),
+                Some(MatchPattern::Prefix(s)) => out.prefix = Some(s.clone()),
+                Some(MatchPattern::SafeRegex(r)) => {
+                    out.regex = Some(regex_from(&at(&sp, "safe_regex"), r)?);
+                }
+                Some(MatchPattern::Suffix(_)) => return refuse(at(&sp, "suffix"), "not supported"),
+                Some(MatchPattern::Contains(_)) => {
+                    return refuse(at(&sp, "contains"), "not supported");
+                }
+                None => return refuse(sp, "set exact, prefix or safe_regex"),
+            }
+        }
+        // Envoy: no specifier matches when the header is present.
+        None => out.present = Some(true),
+    }
+    Ok(out)
+}
+
+fn query_matcher_from(
+    p: &str,
+    q: &xroute::QueryParameterMatcher,
+) -> R<model::QueryParameterMatcher> {
+    use xmatcher::string_matcher::MatchPattern;
+    use xroute::query_parameter_matcher::QueryParameterMatchSpecifier as S;
+    let mut out = model::QueryParameterMatcher {
+        name: q.name.clone(),
+        ..Default::default()
+    };
+    match &q.query_parameter_match_specifier {
+        Some(S::PresentMatch(b)) => out.present = Some(*b),
+        Some(S::StringMatch(sm)) => {
+            let sp = at(p, "string_match");
+            if sm.ignore_case {
+                return refuse(at(&sp, "ignore_case"), "not supported");
+            }
+            match &sm.match_pattern {
+                Some(MatchPattern::Exact(s)) => out.exact = Some(s.clone()),
+                Some(MatchPattern::SafeRegex(r)) => {
+                    out.regex = Some(regex_from(&at(&sp, "safe_regex"), r)?);
+                }
+                Some(MatchPattern::Prefix(_)) => return refuse(at(&sp, "prefix"), "not supported"),
+                Some(MatchPattern::Suffix(_)) => return refuse(at(&sp, "suffix"), "not supported"),
+                Some(MatchPattern::Contains(_)) => {
+                    return refuse(at(&sp, "contains"), "not supported");
+                }
+                None => return refuse(sp, "set exact or safe_regex"),
+            }
+        }
+        // Envoy: no specifier matches when the parameter is present.
+        None => out.present = Some(true),
+    }
+    Ok(out)
+}
+
+fn action_from(p: &str, a: &xroute::RouteAction) -> R<model::RouteAction> {
+    use xroute::route_action::{
+        ClusterNotFoundResponseCode, ClusterSpecifier, HostRewriteSpecifier,
+    };
+    if a.retry_policy.is_some() {
+        return refuse(at(p, "retry_policy"), RETRIES_NOT_YET);
+    }
+    if !a.request_mirror_policies.is_empty() {
+        return refuse(
+            at(p, "request_mirror_policies"),
+            "not supported yet (request mirroring is a later feature)",
+        );
+    }
+    match ClusterNotFoundResponseCode::try_from(a.cluster_not_found_response_code) {
+        Ok(ClusterNotFoundResponseCode::ServiceUnavailable) => {}
+        Ok(_) => {
+            return refuse(
+                at(p, "cluster_not_found_response_code"),
+                "not supported (Legate answers 503 for an unknown cluster)",
+            );
+        }
+        Err(_) => {
+            return Err(unknown_enum(
+                &at(p, "cluster_not_found_response_code"),
+                a.cluster_not_found_response_code,
+            ));
+        }
+    }
+    let mut out = model::RouteAction::default();
+    match &a.cluster_specifier {
+        Some(ClusterSpecifier::Cluster(c)) if c.is_empty() => {
+            return refuse(at(p, "cluster"), "must not be empty");
+        }
+        Some(ClusterSpecifier::Cluster(c)) => out.cluster = Some(c.clone()),
+        Some(ClusterSpecifier::ClusterHeader(_)) => {
+            return refuse(at(p, "cluster_header"), "not supported");
+        }
+        Some(ClusterSpecifier::WeightedClusters(w)) => {
+            out.weighted_clusters = weighted_from(&at(p, "weighted_clusters"), w)?;
+        }
+        None => {
+            return refuse(
+                p,
+                "set cluster or weighted_clusters (cluster specifier plugins are not supported)",
+            );
+        }
+    }
+    out.prefix_rewrite = (!a.prefix_rewrite.is_empty()).then(|| a.prefix_rewrite.clone());
+    if let Some(rr) = &a.regex_rewrite {
+        let rp = at(p, "regex_rewrite");
+        let Some(pattern) = &rr.pattern else {
+            return refuse(at(&rp, "pattern"), "must be set");
+        };
+        out.regex_rewrite = Some(model::RegexRewrite {
+            pattern: pattern.regex.clone(),
+            substitution: rr.substitution.clone(),
+        });
+    }
+    match &a.host_rewrite_specifier {
+        None => {}
+        Some(HostRewriteSpecifier::HostRewriteLiteral(h)) => {
+            out.host_rewrite = (!h.is_empty()).then(|| h.clone());
+        }
+        Some(HostRewriteSpecifier::AutoHostRewrite(false)) => {}
+        Some(HostRewriteSpecifier::AutoHostRewrite(true)) => {
+            return refuse(at(p, "auto_host_rewrite"), "not supported");
+        }
+        Some(HostRewriteSpecifier::HostRewriteHeader(_)) => {
+            return refuse(at(p, "host_rewrite_header"), "not supported");
+        }
+        Some(HostRewriteSpecifier::HostRewritePathRegex(_)) => {
+            return refuse(at(p, "host_rewrite_path_regex"), "not supported");
+        }
+    }
+    out.timeout = opt_dur(&at(p, "timeout"), &a.timeout, Dur::from_secs(15))?;
+    out.hash_policy = a
+        .hash_policy
+        .iter()
+        .enumerate()
+        .map(|(i, h)| hash_policy_from(&at_i(p, "hash_policy", i), h))
+        .collect::<R<_>>()?;
+    Ok(out)
+}
+
+fn weighted_from(p: &str, w: &xroute::WeightedCluster) -> R<Vec<model::ClusterWeight>> {
+    if !w.runtime_key_prefix.is_empty() {
+        return refuse(at(p, "runtime_key_prefix"), "not supported");
+    }
+    if w.random_value_specifier.is_some() {
+        return refuse(at(p, "header_name"), "not supported");
+    }
+    let mut out = Vec::with_capacity(w.clusters.len());
+    for (i, c) in w.clusters.iter().enumerate() {
+        let cp = at_i(p, "clusters", i);
+        let refused = [
+            (
+                "request_headers_to_add",
+                !c.request_headers_to_add.is_empty(),
+            ),
+            (
+                "request_headers_to_remove",
+                !c.request_headers_to_remove.is_empty(),
+            ),
+            (
+                "response_headers_to_add",
+                !c.response_headers_to_add.is_empty(),
+            ),
+            (
+                "response_headers_to_remove",
+                !c.response_headers_to_remove.is_empty(),
+            ),
+            (
+                "typed_per_filter_config",
+                !c.typed_per_filter_config.is_empty(),
+            ),
+            ("host_rewrite_literal", c.host_rewrite_specifier.is_some()),
+        ];
+        if let Some((field, _)) = refused.iter().find(|(_, set)| *set) {
+            return refuse(at(&cp, field), "not supported yet (per-cluster settings)");
+        }
+        if c.name.is_empty() {
+            return refuse(
+                at(&cp, "name"),
+                "must not be empty (cluster_header is not supported)",
+            );
+        }
+        let Some(weight) = c.weight else {
+            return refuse(at(&cp, "weight"), "must be set");
+        };
+        out.push(model::ClusterWeight {
+            name: c.name.clone(),
+            weight,
+        });
+    }
+    Ok(out)
+}
+
+fn hash_policy_from(p: &str, h: &xroute::route_action::HashPolicy) -> R<model::HashPolicy> {
+    use xroute::route_action::hash_policy::PolicySpecifier as S;
+    // `terminal` is ignored: Legate always stops at the first policy that
+    // yields a value (the outbound direction writes terminal: true).
+    match &h.policy_specifier {
+        Some(S::Header(x)) => {
+            if x.regex_rewrite.is_some() {
+                return refuse(at(p, "header.regex_rewrite"), "not supported");
+            }
+            Ok(model::HashPolicy {
+                header: Some(x.header_name.clone()),
+                ..Default::default()
+            })
+        }
+        Some(S::Cookie(c)) => {
+            if c.ttl.is_some() {
+                return refuse(
+                    at(p, "cookie.ttl"),
+                    "not supported (Legate does not generate cookies)",
+                );
+            }
+            if !c.path.is_empty() {
+                return refuse(
+                    at(p, "cookie.path"),
+                    "not supported (Legate does not generate cookies)",
+                );
+            }
+            Ok(model::HashPolicy {
+                cookie: Some(c.name.clone()),
+                ..Default::default()
+            })
+        }
+        Some(S::ConnectionProperties(c)) => {
+            if !c.source_ip {
+                return refuse(
+                    at(p, "connection_properties.source_ip"),
+                    "must be true (a policy that hashes nothing)",
+                );
+            }
+            Ok(model::HashPolicy {
+                source_ip: true,
+                ..Default::default()
+            })
+        }
+        Some(S::QueryParameter(_)) => refuse(at(p, "query_parameter"), "not supported"),
+        None => refuse(p, "set header, cookie or connection_properties"),
+    }
+}
+
+fn redirect_from(p: &str, r: &xroute::RedirectAction) -> R<model::RedirectAction> {
+    use xroute::redirect_action::{
+        PathRewriteSpecifier, RedirectResponseCode as C, SchemeRewriteSpecifier,
+    };
+    let mut out = model::RedirectAction {
+        host: (!r.host_redirect.is_empty()).then(|| r.host_redirect.clone()),
+        strip_query: r.strip_query,
+        ..Default::default()
+    };
+    out.scheme = match &r.scheme_rewrite_specifier {
+        Some(SchemeRewriteSpecifier::HttpsRedirect(true)) => Some("https".into()),
+        Some(SchemeRewriteSpecifier::HttpsRedirect(false)) => None,
+        Some(SchemeRewriteSpecifier::SchemeRedirect(s)) => (!s.is_empty()).then(|| s.clone()),
+        None => None,
+    };
+    out.port = match r.port_redirect {
+        0 => None,
+        port => Some(u16::try_from(port).map_err(|_| {
+            refusal(
+                at(p, "port_redirect"),
+                format!("{port} is not a port (1 to 65535)"),
+            )
+        })?),
+    };
+    match &r.path_rewrite_specifier {
+        None => {}
+        Some(PathRewriteSpecifier::PathRedirect(s)) => out.path = Some(s.clone()),
+        Some(PathRewriteSpecifier::PrefixRewrite(s)) => out.prefix_rewrite = Some(s.clone()),
+        Some(PathRewriteSpecifier::RegexRewrite(_)) => {
+            return refuse(at(p, "regex_rewrite"), "not supported");
+        }
+    }
+    out.response_code = match C::try_from(r.response_code) {
+        Ok(C::MovedPermanently) => 301,
+        Ok(C::Found) => 302,
+        Ok(C::SeeOther) => 303,
+        Ok(C::TemporaryRedirect) => 307,
+        Ok(C::PermanentRedirect) => 308,
+        Err(_) => return Err(unknown_enum(&at(p, "response_code"), r.response_code)),
+    };
+    Ok(out)
+}
+
+fn direct_from(p: &str, d: &xroute::DirectResponseAction) -> R<model::DirectResponse> {
+    use xcore::data_source::Specifier;
+    let status = u16::try_from(d.status)
+        .ok()
+        .filter(|s| (200..=599).contains(s))
+        .ok_or_else(|| {
+            refusal(
+                at(p, "status"),
+                format!("{} is not between 200 and 599", d.status),
+            )
+        })?;
+    let bp = at(p, "body");
+    let body = match d.body.as_ref().and_then(|b| b.specifier.as_ref()) {
+        None => None,
+        Some(Specifier::InlineString(s)) => Some(s.clone()),
+        Some(Specifier::InlineBytes(b)) => Some(
+            String::from_utf8(b.clone())
+                .map_err(|_| refusal(at(&bp, "inline_bytes"), "must be UTF-8"))?,
+        ),
+        Some(Specifier::Filename(_)) => {
+            return refuse(
+                at(&bp, "filename"),
+                "not supported (use inline_string or inline_bytes)",
+            );
+        }
+        Some(Specifier::EnvironmentVariable(_)) => {
+            return refuse(
+                at(&bp, "environment_variable"),
+                "not supported (use inline_string or inline_bytes)",
+            );
+        }
+    };
+    Ok(model::DirectResponse { status, body })
+}
+
+/// `{dir}_headers_to_add` / `{dir}_headers_to_remove` of the message at `p`
+/// (`dir` is `request` or `response`). Names and values are checked here,
+/// with Envoy's paths; an empty value without keep_empty_value is dropped
+/// (as Envoy does).
+fn mutation_from(
+    p: &str,
+    dir: &str,
+    add: &[xcore::HeaderValueOption],
+    remove: &[String],
+) -> R<model::HeaderMutation> {
+    use xcore::header_value_option::HeaderAppendAction as A;
+    let request = dir == "request";
+    let mut out = model::HeaderMutation::default();
+    for (i, h) in add.iter().enumerate() {
+        let hp = at_i(p, &format!("{dir}_headers_to_add"), i);
+        let Some(hv) = &h.header else {
+            return refuse(at(&hp, "header"), "must be set");
+        };
+        let (value, vp) = if hv.raw_value.is_empty() {
+            (hv.value.clone(), at(&hp, "header.value"))
+        } else if hv.value.is_empty() {
+            let vp = at(&hp, "header.raw_value");
+            let v = String::from_utf8(hv.raw_value.clone())
+                .map_err(|_| refusal(vp.clone(), "must be UTF-8"))?;
+            (v, vp)
+        } else {
+            return refuse(at(&hp, "header"), "set value or raw_value, not both");
+        };
+        let kp = at(&hp, "header.key");
+        check_header_name(&hv.key).map_err(|m| refusal(kp.clone(), m))?;
+        if request && hv.key.eq_ignore_ascii_case("host") {
+            return refuse(
+                kp,
+                "use the route's host_rewrite_literal to change the host",
+            );
+        }
+        check_header_value(&value).map_err(|m| refusal(vp, m))?;
+        let append = match h.append {
+            // The deprecated `append`, when present, wins.
+            Some(b) => b,
+            None => match A::try_from(h.append_action) {
+                Ok(A::AppendIfExistsOrAdd) => true,
+                Ok(A::OverwriteIfExistsOrAdd) => false,
+                Ok(other) => {
+                    return refuse(
+                        at(&hp, "append_action"),
+                        format!("{} is not supported yet", other.as_str_name()),
+                    );
+                }
+                Err(_) => return Err(unknown_enum(&at(&hp, "append_action"), h.append_action)),
+            },
+        };
+        if value.is_empty() && !h.keep_empty_value {
+            continue;
+        }
+        out.add.push(model::HeaderValueOption {
+            name: hv.key.clone(),
+            value,
+            append,
+        });
+    }
+    for (i, n) in remove.iter().enumerate() {
+        let np = at_i(p, &format!("{dir}_headers_to_remove"), i);
+        check_header_name(n).map_err(|m| refusal(np.clone(), m))?;
+        if request && n.eq_ignore_ascii_case("host") {
+            return refuse(np, "the host header cannot be removed");
+        }
+        out.remove.push(n.clone());
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// model -> xDS
+
+/// The route configuration as xDS.
+pub fn route_config_to_xds(r: &model::RouteConfiguration) -> xroute::RouteConfiguration {
+    rc_to(r)
+}
+
+pub(crate) fn rc_to(r: &model::RouteConfiguration) -> xroute::RouteConfiguration {
+    xroute::RouteConfiguration {
+        name: r.name.clone(),
+        virtual_hosts: r.virtual_hosts.iter().map(vh_to).collect(),
+        ..Default::default()
+    }
+}
+
+fn vh_to(vh: &model::VirtualHost) -> xroute::VirtualHost {
+    xroute::VirtualHost {
+        name: vh.name.clone(),
+        domains: vh.domains.clone(),
+        routes: vh.routes.iter().map(route_to).collect(),
+        request_headers_to_add: adds_to(&vh.request_headers),
+        request_headers_to_remove: vh.request_headers.remove.clone(),
+        response_headers_to_add: adds_to(&vh.response_headers),
+        response_headers_to_remove: vh.response_headers.remove.clone(),
+        ..Default::default()
+    }
+}
+
+fn adds_to(m: &model::HeaderMutation) -> Vec<xcore::HeaderValueOption> {
+    use xcore::header_value_option::HeaderAppendAction as A;
+    m.add
+        .iter()
+        .map(|h| xcore::HeaderValueOption {
+            header: Some(xcore::HeaderValue {
+                key: h.name.clone(),
+                value: h.value.clone(),
+                ..Default::default()
+            }),
+            append: None,
+            append_action: if h.append {
+                A::AppendIfExistsOrAdd
+            } else {
+                A::OverwriteIfExistsOrAdd
+            } as i32,
+            keep_empty_value: h.value.is_empty(),
+        })
+        .collect()
+}
+
+fn regex_to(regex: &str) -> xmatcher::RegexMatcher {
+    xmatcher::RegexMatcher {
+        regex: regex.to_string(),
+        ..Default::default()
+    }
+}
+
+fn string_matcher(p: xmatcher::string_matcher::MatchPattern) -> xmatcher::StringMatcher {
+    xmatcher::StringMatcher {
+        match_pattern: Some(p),
+        ignore_case: false,
+    }
+}
+
+fn route_to(r: &model::Route) -> xroute::Route {
+    use xroute::route::Action;
+    let action = if let Some(a) = &r.route {
+        Some(Action::Route(action_to(a)))
+    } else if let Some(rd) = &r.redirect {
+        Some(Action::Redirect(redirect_to(rd)))
+    } else {
+        r.direct_response.as_ref().map(|d| {
+            Action::DirectResponse(xroute::DirectResponseAction {
+                status: d.status.into(),
+                body: d.body.as_ref().map(|b| xcore::DataSource {
+                    specifier: Some(xcore::data_source::Specifier::InlineString(b.clone())),
+                }),
+            })
+        })
+    };
+    xroute::Route {
+        name: r.name.clone().unwrap_or_default(),
+        r#match: Some(match_to(&r.route_match)),
+        action,
+        request_headers_to_add: adds_to(&r.request_headers),
+        request_headers_to_remove: r.request_headers.remove.clone(),
+        response_headers_to_add: adds_to(&r.response_headers),
+        response_headers_to_remove: r.response_headers.remove.clone(),
+        ..Default::default()
+    }
+}
+
+fn match_to(m: &model::RouteMatch) -> xroute::RouteMatch {
+    use xmatcher::string_matcher::MatchPattern as P;
+    use xroute::header_matcher::HeaderMatchSpecifier as H;
+    use xroute::query_parameter_matcher::QueryParameterMatchSpecifier as Q;
+    use xroute::route_match::PathSpecifier;
+    let path_specifier = if let Some(s) = &m.prefix {
+        Some(PathSpecifier::Prefix(s.clone()))
+    } else if let Some(s) = &m.path {
+        Some(PathSpecifier::Path(s.clone()))
+    } else {
+        m.regex
+            .as_ref()
+            .map(|r| PathSpecifier::SafeRegex(regex_to(r)))
+    };
+    let headers = m
+        .headers
+        .iter()
+        .map(|h| {
+            let spec = if let Some(s) = &h.exact {
+                H::StringMatch(string_matcher(P::Exact(s.clone())))
+            } else if let Some(s) = &h.prefix {
+                H::StringMatch(string_matcher(P::Prefix(s.clone())))
+            } else if let Some(r) = &h.regex {
+                H::StringMatch(string_matcher(P::SafeRegex(regex_to(r))))
+            } else {
+                H::PresentMatch(h.present.unwrap_or(true))
+            };
+            xroute::HeaderMatcher {
+                name: h.name.clone(),
+                invert_match: h.invert,
+                header_match_specifier: Some(spec),
+                ..Default::default()
+            }
+        })
+        .collect();
+    let query_parameters = m
+        .query_parameters
+        .iter()
+        .map(|q| {
+            let spec = if let Some(s) = &q.exact {
+                Q::StringMatch(string_matcher(P::Exact(s.clone())))
+            } else if let Some(r) = &q.regex {
+                Q::StringMatch(string_matcher(P::SafeRegex(regex_to(r))))
+            } else {
+                Q::PresentMatch(q.present.unwrap_or(true))
+            };
+            xroute::QueryParameterMatcher {
+                name: q.name.clone(),
+                query_parameter_match_specifier: Some(spec),
+            }
+        })
+        .collect();
+    xroute::RouteMatch {
+        path_specifier,
+        case_sensitive: (!m.case_sensitive).then_some(false),
+        headers,
+        query_parameters,
+        ..Default::default()
+    }
+}
+
+fn action_to(a: &model::RouteAction) -> xroute::RouteAction {
+    use xroute::route_action::hash_policy::{
+        ConnectionProperties, Cookie, Header, PolicySpecifier,
+    };
+    use xroute::route_action::{ClusterSpecifier, HashPolicy, HostRewriteSpecifier};
+    let cluster_specifier = match &a.cluster {
+        Some(c) => ClusterSpecifier::Cluster(c.clone()),
+        None => ClusterSpecifier::WeightedClusters(xroute::WeightedCluster {
+            clusters: a
+                .weighted_clusters
+                .iter()
+                .map(|w| xroute::weighted_cluster::ClusterWeight {
+                    name: w.name.clone(),
+                    weight: Some(w.weight),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }),
+    };
+    let hash_policy = a
+        .hash_policy
+        .iter()
+        .map(|h| {
+            let spec = if let Some(n) = &h.header {
+                PolicySpecifier::Header(Header {
+                    header_name: n.clone(),
+                    regex_rewrite: None,
+                })
+            } else if let Some(n) = &h.cookie {
+                PolicySpecifier::Cookie(Cookie {
+                    name: n.clone(),
+                    ..Default::default()
+                })
+            } else {
+                PolicySpecifier::ConnectionProperties(ConnectionProperties {
+                    source_ip: h.source_ip,
+                })
+            };
+            HashPolicy {
+                policy_specifier: Some(spec),
+                terminal: true,
+            }
+        })
+        .collect();
+    xroute::RouteAction {
+        cluster_specifier: Some(cluster_specifier),
+        prefix_rewrite: a.prefix_rewrite.clone().unwrap_or_default(),
+        regex_rewrite: a
+            .regex_rewrite
+            .as_ref()
+            .map(|r| xmatcher::RegexMatchAndSubstitute {
+                pattern: Some(regex_to(&r.pattern)),
+                substitution: r.substitution.clone(),
+            }),
+        host_rewrite_specifier: a
+            .host_rewrite
+            .as_ref()
+            .map(|h| HostRewriteSpecifier::HostRewriteLiteral(h.clone())),
+        timeout: Some(dur_to(a.timeout)),
+        hash_policy,
+        ..Default::default()
+    }
+}
+
+fn redirect_to(r: &model::RedirectAction) -> xroute::RedirectAction {
+    use xroute::redirect_action::{
+        PathRewriteSpecifier, RedirectResponseCode as C, SchemeRewriteSpecifier,
+    };
+    let code = match r.response_code {
+        302 => C::Found,
+        303 => C::SeeOther,
+        307 => C::TemporaryRedirect,
+        308 => C::PermanentRedirect,
+        _ => C::MovedPermanently,
+    };
+    let path_rewrite_specifier = if let Some(p) = &r.path {
+        Some(PathRewriteSpecifier::PathRedirect(p.clone()))
+    } else {
+        r.prefix_rewrite
+            .as_ref()
+            .map(|p| PathRewriteSpecifier::PrefixRewrite(p.clone()))
+    };
+    xroute::RedirectAction {
+        scheme_rewrite_specifier: r
+            .scheme
+            .as_ref()
+            .map(|s| SchemeRewriteSpecifier::SchemeRedirect(s.clone())),
+        host_redirect: r.host.clone().unwrap_or_default(),
+        port_redirect: r.port.map(u32::from).unwrap_or(0),
+        path_rewrite_specifier,
+        response_code: code as i32,
+        strip_query: r.strip_query,
+    }
+}
