@@ -22,10 +22,22 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the proxy from a static YAML configuration file.
+    /// Run the proxy from a static YAML file, a control plane (xDS), or both.
     Run {
-        #[arg(long, short)]
-        config: PathBuf,
+        /// Static configuration (listeners, clusters, and optionally a
+        /// `dynamic` section naming the control plane).
+        #[arg(long, short, required_unless_present = "xds")]
+        config: Option<PathBuf>,
+        /// Control plane address (`host:port`) for ADS; sets or overrides
+        /// the file's `dynamic.servers`.
+        #[arg(long, requires = "node_id")]
+        xds: Option<String>,
+        /// Node id sent to the control plane (with `--xds`).
+        #[arg(long)]
+        node_id: Option<String>,
+        /// ADS variant: `sotw` (state of the world) or `delta`.
+        #[arg(long, default_value = "sotw", value_parser = ["sotw", "delta"])]
+        xds_api: String,
     },
     /// Check configuration files; prints every error with its field path.
     Validate {

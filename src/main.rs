@@ -43,7 +43,12 @@ fn main() -> ExitCode {
     };
     rt.block_on(async move {
         match cli.command {
-            Command::Run { config } => run(&config).await,
+            Command::Run {
+                config,
+                xds,
+                node_id,
+                xds_api,
+            } => run(config.as_deref(), xds, node_id, &xds_api).await,
             Command::Demo { listen, admin } => legate::demo::run(&listen, &admin).await,
             Command::Validate { .. } => ExitCode::FAILURE,
         }
@@ -70,16 +75,41 @@ fn validate(files: &[std::path::PathBuf]) -> ExitCode {
     }
 }
 
-async fn run(path: &std::path::Path) -> ExitCode {
-    let config = match legate_xds::load_file(path) {
-        Ok(c) => c,
-        Err(e) => {
-            for m in e.messages() {
-                eprintln!("error: {}: {m}", path.display());
+async fn run(
+    path: Option<&std::path::Path>,
+    xds: Option<String>,
+    node_id: Option<String>,
+    xds_api: &str,
+) -> ExitCode {
+    let mut config = match path {
+        Some(path) => match legate_xds::load_file(path) {
+            Ok(c) => c,
+            Err(e) => {
+                for m in e.messages() {
+                    eprintln!("error: {}: {m}", path.display());
+                }
+                return ExitCode::FAILURE;
             }
-            return ExitCode::FAILURE;
-        }
+        },
+        None => legate_xds::model::Config::default(),
     };
+    if let (Some(server), Some(node_id)) = (xds, node_id) {
+        let api = if xds_api == "delta" {
+            legate_xds::model::XdsApi::Delta
+        } else {
+            legate_xds::model::XdsApi::Sotw
+        };
+        match &mut config.dynamic {
+            Some(d) => {
+                d.servers = vec![server];
+                d.node.id = node_id;
+                d.api = api;
+            }
+            None => {
+                config.dynamic = Some(legate_xds::client::dynamic_for(&server, &node_id, api));
+            }
+        }
+    }
     match legate::start(config).await {
         Ok(proxy) => {
             proxy.serve_until_stopped().await;

@@ -101,6 +101,8 @@ pub struct ProxyHandle {
 
 pub struct RunningProxy {
     pub admin_addr: SocketAddr,
+    /// The ADS client task, when there is a control plane.
+    xds: Option<tokio::task::JoinHandle<()>>,
     handle: ProxyHandle,
     drain_timeout: Duration,
     quit: watch::Receiver<bool>,
@@ -166,6 +168,9 @@ impl RunningProxy {
     /// connection finished in time.
     pub async fn drain(mut self) -> bool {
         self.handle.inner.admin.set_draining();
+        if let Some(x) = self.xds.take() {
+            x.abort();
+        }
         let mut controls = {
             let mut live = lock(&self.handle.inner.live);
             live.draining = true;
@@ -190,6 +195,9 @@ impl RunningProxy {
 
 impl Drop for RunningProxy {
     fn drop(&mut self) {
+        if let Some(x) = self.xds.take() {
+            x.abort();
+        }
         if let Some(a) = self.admin.take() {
             a.stop();
         }
@@ -248,6 +256,19 @@ impl ProxyHandle {
     }
 }
 
+/// Delivers the ADS client's configurations to the proxy.
+struct XdsSink(ProxyHandle);
+
+impl legate_xds::client::Apply for XdsSink {
+    fn apply(&self, config: Config) -> Result<(), String> {
+        self.0.update(config).map_err(|e| e.to_string())
+    }
+
+    fn initialized(&self) {
+        self.0.set_initialized();
+    }
+}
+
 /// Everything an update needs, built and checked before anything changes.
 struct Plan {
     clusters: HashMap<String, ClusterEntry>,
@@ -303,8 +324,7 @@ impl Plan {
             let cluster = match old {
                 Some(old) if same_settings(&old.model, m) => {
                     let specs = Cluster::specs(m);
-                    if m.discovery != DiscoveryType::StrictDns
-                        && !old.cluster.has_endpoints(&specs)
+                    if m.discovery != DiscoveryType::StrictDns && !old.cluster.has_endpoints(&specs)
                     {
                         endpoint_updates.push((old.cluster.clone(), specs));
                     }
@@ -385,8 +405,7 @@ impl Plan {
                     match lookup.get(&t.cluster, format!("{path}.tcp.cluster"))? {
                         Some(cluster) => ChainKind::Tcp(Arc::new(TcpChain {
                             cluster,
-                            idle_timeout: (!t.idle_timeout.is_zero())
-                                .then(|| t.idle_timeout.get()),
+                            idle_timeout: (!t.idle_timeout.is_zero()).then(|| t.idle_timeout.get()),
                         })),
                         None => ChainKind::MissingCluster(t.cluster.as_str().into()),
                     }
@@ -537,6 +556,7 @@ pub async fn start(mut config: Config) -> Result<RunningProxy, StartError> {
     };
     let drain_timeout = config.admin.drain_timeout.get();
     let dynamic = config.dynamic.is_some();
+    let base = config.clone();
     plan.commit(&mut live, config);
     let (quit_tx, quit_rx) = watch::channel(false);
     let state = Arc::new(AdminState::new(snapshot(&live), prometheus, quit_tx));
@@ -546,14 +566,26 @@ pub async fn start(mut config: Config) -> Result<RunningProxy, StartError> {
     let admin = admin::spawn(admin_listener, state.clone()).map_err(StartError::Admin)?;
     let listeners = state.snapshot().listeners.clone();
     tracing::info!(admin = %admin_local, ?listeners, "legate started");
+    let handle = ProxyHandle {
+        inner: Arc::new(Inner {
+            live: Mutex::new(live),
+            admin: state.clone(),
+        }),
+    };
+    let xds = dynamic.then(|| {
+        let status = Arc::new(legate_xds::client::Status::default());
+        state.set_xds_status(status.clone());
+        legate_xds::client::describe_metrics();
+        tokio::spawn(legate_xds::client::run(
+            base,
+            Arc::new(XdsSink(handle.clone())),
+            status,
+        ))
+    });
     Ok(RunningProxy {
         admin_addr: admin_local,
-        handle: ProxyHandle {
-            inner: Arc::new(Inner {
-                live: Mutex::new(live),
-                admin: state,
-            }),
-        },
+        xds,
+        handle,
         drain_timeout,
         quit: quit_rx,
         admin: Some(admin),

@@ -50,7 +50,10 @@ clusters:
 
 /// The HTTP connection manager of listener `i`'s first filter chain.
 fn hcm(l: &mut legate_xds::model::Listener) -> &mut legate_xds::model::HttpConnectionManager {
-    l.filter_chains[0].http.as_mut().expect("an HTTP filter chain")
+    l.filter_chains[0]
+        .http
+        .as_mut()
+        .expect("an HTTP filter chain")
 }
 
 fn web(p: &legate::RunningProxy) -> SocketAddr {
@@ -123,7 +126,10 @@ impl Load {
     }
 
     async fn wait_for_ok(&self, n: usize) {
-        eventually("load running", || async { self.ok.load(Ordering::SeqCst) >= n }).await;
+        eventually("load running", || async {
+            self.ok.load(Ordering::SeqCst) >= n
+        })
+        .await;
     }
 
     async fn finish(self) -> (usize, usize, usize, usize) {
@@ -148,7 +154,9 @@ async fn weight_change_under_load_moves_at_once_and_fails_nothing() {
     load.wait_for_ok(500).await;
     assert_eq!(v2.requests.load(Ordering::SeqCst), 0);
 
-    proxy.update(split(&v1, &v2, 0, 100, "")).expect("update applies");
+    proxy
+        .update(split(&v1, &v2, 0, 100, ""))
+        .expect("update applies");
     load.mark.store(true, Ordering::SeqCst);
     let before = load.after_v2.load(Ordering::SeqCst);
     eventually("requests after the update", || async {
@@ -197,7 +205,10 @@ async fn unchanged_clusters_keep_their_pools_and_endpoint_changes_apply() {
         "the update dropped v1's pooled connection"
     );
     let clusters = admin_get(&proxy, "/clusters").await.text();
-    assert!(clusters.contains(&format!("v2::{}::", v3.addr)), "{clusters}");
+    assert!(
+        clusters.contains(&format!("v2::{}::", v3.addr)),
+        "{clusters}"
+    );
 
     // A changed setting makes a new cluster (new pool).
     let mut c = split(&v1, &v2, 100, 0, "");
@@ -231,7 +242,10 @@ async fn route_removal_and_invalid_updates() {
     let rc = hcm(&mut c.listeners[0]).route_config.as_mut().unwrap();
     rc.virtual_hosts[0].routes.remove(0);
     proxy.update(c).unwrap();
-    assert_eq!(get(addr, "x", "/gone", &[]).await.header("x-upstream"), Some("v1"));
+    assert_eq!(
+        get(addr, "x", "/gone", &[]).await.header("x-upstream"),
+        Some("v1")
+    );
 }
 
 #[tokio::test]
@@ -267,7 +281,10 @@ route_configs:
     c.listeners.push(api.clone());
     proxy.update(c.clone()).unwrap();
     let api_addr = proxy.listener_addr("api").expect("api listener bound");
-    assert_eq!(get(api_addr, "x", "/", &[]).await.header("x-upstream"), Some("v2"));
+    assert_eq!(
+        get(api_addr, "x", "/", &[]).await.header("x-upstream"),
+        Some("v2")
+    );
     assert_eq!(proxy.listener_addr("web"), Some(web_addr), "web moved");
 
     // Changing the named route configuration changes the listener using it.
@@ -277,7 +294,10 @@ route_configs:
         .unwrap()
         .cluster = Some("v1".into());
     proxy.update(c.clone()).unwrap();
-    assert_eq!(get(api_addr, "x", "/", &[]).await.header("x-upstream"), Some("v1"));
+    assert_eq!(
+        get(api_addr, "x", "/", &[]).await.header("x-upstream"),
+        Some("v1")
+    );
 
     // Remove "web" while a request is in flight on it: the request is
     // answered (and its connection then closed), new connections refused.
@@ -357,7 +377,14 @@ async fn updates_are_refused_while_draining_and_admin_cannot_change() {
     let err = proxy.update(c).unwrap_err().to_string();
     assert!(err.contains("admin"), "{err}");
     let handle = proxy.handle();
-    assert!(tokio::time::timeout(Duration::from_secs(10), proxy.drain()).await.unwrap());
-    let err = handle.update(split(&v1, &v2, 1, 0, "")).unwrap_err().to_string();
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), proxy.drain())
+            .await
+            .unwrap()
+    );
+    let err = handle
+        .update(split(&v1, &v2, 1, 0, ""))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("draining"), "{err}");
 }

@@ -4,13 +4,13 @@
 
 use crate::proxy::Snapshot;
 use arc_swap::ArcSwap;
-use legate_xds::model::HealthStatus;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use legate_xds::model::HealthStatus;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use std::convert::Infallible;
@@ -28,6 +28,8 @@ pub struct AdminState {
     /// A complete configuration is being served (with xDS: once the first
     /// one has arrived and warmed).
     initialized: AtomicBool,
+    /// The ADS client's state, when there is a control plane.
+    xds: std::sync::OnceLock<Arc<legate_xds::client::Status>>,
 }
 
 impl AdminState {
@@ -42,7 +44,12 @@ impl AdminState {
             quit,
             draining: AtomicBool::new(false),
             initialized: AtomicBool::new(false),
+            xds: std::sync::OnceLock::new(),
         }
+    }
+
+    pub fn set_xds_status(&self, status: Arc<legate_xds::client::Status>) {
+        let _ = self.xds.set(status);
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -161,7 +168,11 @@ fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
             if state.draining.load(Ordering::SeqCst) {
                 reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "DRAINING\n")
             } else if !state.initialized.load(Ordering::SeqCst) {
-                reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "INITIALIZING\n")
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "INITIALIZING\n",
+                )
             } else {
                 reply(StatusCode::OK, "text/plain", "LIVE\n")
             }
@@ -175,7 +186,11 @@ fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
             ),
         },
         (&Method::GET, "/config_dump") => {
-            match serde_json::to_vec_pretty(&*state.snapshot().config) {
+            let mut dump = serde_json::to_value(&*state.snapshot().config).unwrap_or_default();
+            if let (Some(x), Some(obj)) = (state.xds.get(), dump.as_object_mut()) {
+                obj.insert("xds".into(), x.to_json());
+            }
+            match serde_json::to_vec_pretty(&dump) {
                 Ok(body) => reply(StatusCode::OK, "application/json", body),
                 Err(e) => reply(
                     StatusCode::INTERNAL_SERVER_ERROR,

@@ -8,9 +8,9 @@ pub mod clock;
 pub mod h1server;
 pub mod service;
 
-use arc_swap::ArcSwap;
 use crate::route::RouteTable;
 use crate::telemetry::ListenerStats;
+use arc_swap::ArcSwap;
 use body::DownBody;
 use body::RespBody;
 use clock::{AbortOnDrop, ConnClock, WakeGate};

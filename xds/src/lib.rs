@@ -7,6 +7,7 @@
 pub mod duration;
 pub mod model;
 pub mod static_file;
+pub mod client;
 pub mod translate;
 pub mod validate;
 
