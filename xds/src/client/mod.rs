@@ -148,7 +148,10 @@ pub async fn run(base: Config, apply: Arc<dyn Apply>, status: Arc<Status>) {
                 status.set_connected(addr, true);
                 metrics::gauge!("xds_connected").set(1.0);
                 tracing::info!(server = %addr, api = ?dynamic.api, "connected to the control plane");
-                let r = stream(client, &base, &dynamic, &mut state, &*apply, &status, started).await;
+                let r = stream(
+                    client, &base, &dynamic, &mut state, &*apply, &status, started,
+                )
+                .await;
                 status.set_connected(addr, false);
                 metrics::gauge!("xds_connected").set(0.0);
                 r
@@ -188,8 +191,7 @@ async fn connect(
         .connect()
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
-    Ok(AggregatedDiscoveryServiceClient::new(channel)
-        .max_decoding_message_size(256 << 20))
+    Ok(AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(256 << 20))
 }
 
 /// The request side of a gRPC stream, fed through a channel.
@@ -471,7 +473,13 @@ impl ResponseStream {
 
 /// Sends the requests the current state calls for: CDS at once, LDS once
 /// clusters have warmed, RDS and EDS whenever their names change.
-fn subscribe(sender: &Sender, state: &mut State, base: &Config, dynamic: &Dynamic, started: Instant) {
+fn subscribe(
+    sender: &Sender,
+    state: &mut State,
+    base: &Config,
+    dynamic: &Dynamic,
+    started: Instant,
+) {
     let (routes, services) = referenced_names(base, state);
     let names_for = |k: Kind| match k {
         Kind::Route => routes.clone(),
@@ -482,7 +490,8 @@ fn subscribe(sender: &Sender, state: &mut State, base: &Config, dynamic: &Dynami
     // CDS -> EDS -> LDS: listeners are asked for once clusters have warmed
     // (or could not in time); after the first complete configuration, at
     // once (a reconnect).
-    let cds_warm = (state.types[&Kind::Cluster].answered && warming_clusters(base, state).is_empty())
+    let cds_warm = (state.types[&Kind::Cluster].answered
+        && warming_clusters(base, state).is_empty())
         || (!timeout.is_zero() && started.elapsed() >= timeout)
         || state.initialized;
     for kind in KINDS {
@@ -514,13 +523,14 @@ fn subscribe(sender: &Sender, state: &mut State, base: &Config, dynamic: &Dynami
 fn referenced_names(base: &Config, state: &State) -> (BTreeSet<String>, BTreeSet<String>) {
     let mut routes = BTreeSet::new();
     let mut services = BTreeSet::new();
-    let dyn_listeners = state.types[&Kind::Listener]
-        .resources
-        .values()
-        .filter_map(|(_, r)| match r {
-            Resource::Listener(l) => Some(l),
-            _ => None,
-        });
+    let dyn_listeners =
+        state.types[&Kind::Listener]
+            .resources
+            .values()
+            .filter_map(|(_, r)| match r {
+                Resource::Listener(l) => Some(l),
+                _ => None,
+            });
     for l in base.listeners.iter().chain(dyn_listeners) {
         for fc in l.filter_chains.iter() {
             if let Some(name) = fc.http.as_ref().and_then(|h| h.rds.as_ref()) {
@@ -649,7 +659,12 @@ fn assemble(base: &Config, state: &State) -> (Config, Vec<String>, Vec<model::Li
 }
 
 /// Applies the assembled configuration and records what is active.
-fn refresh(base: &Config, _dynamic: &Dynamic, state: &mut State, apply: &dyn Apply) -> Result<(), String> {
+fn refresh(
+    base: &Config,
+    _dynamic: &Dynamic,
+    state: &mut State,
+    apply: &dyn Apply,
+) -> Result<(), String> {
     let (config, clusters, listeners) = assemble(base, state);
     apply.apply(config)?;
     state.active_clusters = clusters.into_iter().collect();
@@ -747,7 +762,9 @@ fn handle(
         }
         if !kind.wildcard() {
             // SotW answers for RDS/EDS may carry names we did not ask for.
-            candidate.resources.retain(|n, _| candidate.names.contains(n));
+            candidate
+                .resources
+                .retain(|n, _| candidate.names.contains(n));
         }
         candidate.version = update.version.clone();
         let previous = state.types.insert(kind, candidate);
@@ -755,7 +772,13 @@ fn handle(
             Ok(()) => {
                 if let Some(t) = state.types.get(&kind) {
                     tracing::info!(r#type = kind.short(), version = %t.version, resources = t.resources.len(), "xDS update applied");
-                    status.applied(kind.type_url(), t.version.as_str(), t.resources.iter().map(|(n, (v, _))| (n.as_str(), v.as_str())));
+                    status.applied(
+                        kind.type_url(),
+                        t.version.as_str(),
+                        t.resources
+                            .iter()
+                            .map(|(n, (v, _))| (n.as_str(), v.as_str())),
+                    );
                     sender.answer(kind, t, &update.nonce, None);
                 }
                 metrics::counter!("xds_update_total", "type" => kind.short(), "result" => "ack")
