@@ -1,13 +1,14 @@
 //! Legate's configuration model and the loaders that produce it.
 //!
 //! The model in [`model`] is the only configuration language inside Legate:
-//! the static YAML file ([`static_file`]) and, later, xDS both translate into
-//! it. The data plane never sees anything else.
+//! the static YAML file ([`static_file`]) and xDS ([`translate`], driven by
+//! the ADS client in [`client`]) both translate into it. The data plane never
+//! sees anything else.
 
+pub mod client;
 pub mod duration;
 pub mod model;
 pub mod static_file;
-pub mod client;
 pub mod translate;
 pub mod validate;
 
