@@ -1301,3 +1301,71 @@ mod harness {
         assert_eq!(names(&next(&mut s).await), ["y"]);
     }
 }
+
+/// `legate run --config FILE --xds ADDR --node-id ID --xds-api delta`: the
+/// binary connects with the node id given, over the API given, and reports
+/// `/ready` 503 until the control plane has delivered a configuration.
+#[tokio::test]
+async fn run_flags_connect_the_binary_to_a_control_plane() {
+    use std::io::BufRead;
+    let ads = AdsServer::start().await;
+    let dir = std::env::temp_dir().join(format!("legate-xds-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("bootstrap.yaml");
+    std::fs::write(&cfg, "admin: { address: \"127.0.0.1:0\" }\n").unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_legate"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .args(["--xds", &ads.addr.to_string(), "--node-id", "cli-node"])
+        .args(["--xds-api", "delta"])
+        .env("LEGATE_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stderr = child.stderr.take().unwrap();
+    let child = Kill(child);
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let started = loop {
+        let line = lines.next().expect("legate exited before starting").unwrap();
+        if line.contains("legate started") {
+            break line;
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let at = started.find("admin=").unwrap() + "admin=".len();
+    let rest = &started[at..];
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
+        .unwrap_or(rest.len());
+    let admin: SocketAddr = rest[..end].parse().unwrap();
+
+    within(15, "a delta request from cli-node", || async {
+        ads.requests()
+            .iter()
+            .any(|r| r.delta && r.node_id == "cli-node" && r.type_url == CLUSTER)
+    })
+    .await;
+    let ready = |admin: SocketAddr| async move {
+        let req = Request::get(format!("http://{admin}/ready"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        send(&h1_client(), req).await.status
+    };
+    assert_eq!(ready(admin).await, 503, "ready before any configuration");
+    ads.set(CLUSTER, "1", Vec::new());
+    ads.set(LISTENER, "1", Vec::new());
+    within(15, "ready once the control plane answered", || async {
+        ready(admin).await == 200
+    })
+    .await;
+    drop(child);
+    let _ = std::fs::remove_dir_all(&dir);
+}
