@@ -1334,7 +1334,10 @@ async fn run_flags_connect_the_binary_to_a_control_plane() {
     let child = Kill(child);
     let mut lines = std::io::BufReader::new(stderr).lines();
     let started = loop {
-        let line = lines.next().expect("legate exited before starting").unwrap();
+        let line = lines
+            .next()
+            .expect("legate exited before starting")
+            .unwrap();
         if line.contains("legate started") {
             break line;
         }
@@ -1368,4 +1371,49 @@ async fn run_flags_connect_the_binary_to_a_control_plane() {
     .await;
     drop(child);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A resource defined statically cannot be replaced by the control plane
+/// (as in Envoy): the update is NACKed and the static one keeps serving.
+#[tokio::test]
+async fn static_resources_cannot_be_replaced_by_xds() {
+    let (up, other) = (upstream("static").await, upstream("other").await);
+    let ads = AdsServer::start().await;
+    let yaml = r#"
+admin: { address: "127.0.0.1:0" }
+dynamic:
+  servers: ["{{ADS}}"]
+  node: { id: "sidecar-1" }
+listeners:
+  - name: web
+    address: "127.0.0.1:0"
+    http:
+      route_config:
+        virtual_hosts:
+          - { name: all, domains: ["*"], routes: [{ match: { prefix: / }, route: { cluster: svc } }] }
+clusters:
+  - name: svc
+    endpoints: [{ address: "{{UP}}" }]
+"#;
+    let proxy = proxy(
+        yaml,
+        &[("ADS", ads.addr.to_string()), ("UP", up.addr.to_string())],
+    )
+    .await;
+    ads.set(CLUSTER, "1", vec![static_cluster("svc", &[other.addr])]);
+    within(15, "NACK of the CDS update", || async {
+        ads.nack(CLUSTER, "1").is_some()
+    })
+    .await;
+    let nack = ads.nack(CLUSTER, "1").unwrap();
+    let error = nack.error.unwrap_or_default();
+    assert!(
+        error.contains("\"svc\" is defined statically"),
+        "NACK does not say why: {error}"
+    );
+    let web = proxy.listener_addr("web").unwrap();
+    assert_eq!(
+        get(web, "x", "/", &[]).await.header("x-upstream"),
+        Some("static")
+    );
 }

@@ -704,6 +704,16 @@ fn check_initialized(state: &mut State, base: &Config, _dynamic: &Dynamic, apply
     }
 }
 
+/// Whether a static resource of the same kind and name exists.
+fn is_static(base: &Config, r: &Resource) -> bool {
+    match r {
+        Resource::Listener(l) => base.listeners.iter().any(|s| s.name == l.name),
+        Resource::Cluster(c) => base.clusters.iter().any(|s| s.name == c.name),
+        Resource::Route(rc) => base.route_configs.iter().any(|s| s.name == rc.name),
+        Resource::Endpoints(_) => false,
+    }
+}
+
 /// Translates, applies and answers one response.
 fn handle(
     update: Update,
@@ -728,6 +738,13 @@ fn handle(
                 if !name.is_empty() && *name != decoded_name {
                     errors.push(format!(
                         "resource named {name:?} holds a {} named {decoded_name:?}",
+                        kind.short()
+                    ));
+                } else if is_static(base, &resource) {
+                    // As Envoy: static resources cannot be replaced by xDS.
+                    errors.push(format!(
+                        "{} {decoded_name:?} is defined statically and cannot be changed by {}",
+                        kind.short(),
                         kind.short()
                     ));
                 } else {
