@@ -1478,18 +1478,283 @@ fn decode_refuses_fields_outside_the_wire_subset() {
         "filter_chains[0].filters[0].typed_config.tunneling_config",
         "not supported",
     );
-    let rc = eroute::RouteConfiguration {
+}
+
+/// Fields our protos declare only to refuse them (most with placeholder
+/// messages), set by a control plane with their full Envoy contents: refused
+/// through `decode`, naming the field.
+#[test]
+fn decode_refuses_declared_fields_set_by_envoy() {
+    use ehcm::http_connection_manager::PathWithEscapedSlashesAction as Slashes;
+    use envoy_types::pb::xds::r#type::matcher::v3 as exmatcher;
+    use eroute::route_action::{HostRewriteSpecifier as EH, InternalRedirectAction};
+
+    fn cors() -> Option<eroute::CorsPolicy> {
+        Some(eroute::CorsPolicy {
+            allow_methods: "GET".into(),
+            allow_credentials: boolv(true),
+            ..Default::default()
+        })
+    }
+    fn rate_limits() -> Vec<eroute::RateLimit> {
+        vec![eroute::RateLimit {
+            stage: u32v(1),
+            disable_key: "key".into(),
+            ..Default::default()
+        }]
+    }
+    fn hedge() -> Option<eroute::HedgePolicy> {
+        Some(eroute::HedgePolicy {
+            initial_requests: u32v(2),
+            hedge_on_per_try_timeout: true,
+            ..Default::default()
+        })
+    }
+    fn mirrors() -> Vec<eroute::route_action::RequestMirrorPolicy> {
+        vec![eroute::route_action::RequestMirrorPolicy {
+            cluster: "shadow".into(),
+            ..Default::default()
+        }]
+    }
+    fn extension() -> Option<epb::Any> {
+        Some(epb::Any {
+            type_url: "type.googleapis.com/test.Extension".into(),
+            value: vec![1, 2, 3],
+        })
+    }
+    fn action(rc: &mut eroute::RouteConfiguration) -> &mut eroute::RouteAction {
+        match rc.virtual_hosts[0].routes[0].action.as_mut() {
+            Some(eroute::route::Action::Route(a)) => a,
+            _ => unreachable!(),
+        }
+    }
+    let rc = || eroute::RouteConfiguration {
         name: "r".into(),
-        vhds: Some(eroute::Vhds::default()),
+        virtual_hosts: vec![eroute::VirtualHost {
+            name: "vh".into(),
+            domains: vec!["*".into()],
+            routes: vec![eroute::Route {
+                r#match: Some(eroute::RouteMatch {
+                    path_specifier: Some(eroute::route_match::PathSpecifier::Prefix("/".into())),
+                    ..Default::default()
+                }),
+                action: Some(eroute::route::Action::Route(eroute::RouteAction {
+                    cluster_specifier: Some(eroute::route_action::ClusterSpecifier::Cluster(
+                        "c".into(),
+                    )),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
         ..Default::default()
     };
-    assert_refused(
-        translate::decode(translate::ROUTE_TYPE, &eany(&rc)),
-        "RouteConfiguration",
-        "r",
-        "vhds",
-        "not supported",
-    );
+    decode_ok(translate::ROUTE_TYPE, &eany(&rc()));
+    type RcSet = fn(&mut eroute::RouteConfiguration);
+    let route_cases: &[(&str, RcSet)] = &[
+        ("vhds", |rc| {
+            rc.vhds = Some(eroute::Vhds {
+                config_source: ads(),
+            })
+        }),
+        ("request_mirror_policies", |rc| {
+            rc.request_mirror_policies = mirrors()
+        }),
+        ("virtual_hosts[0].matcher", |rc| {
+            rc.virtual_hosts[0].matcher = Some(exmatcher::Matcher {
+                on_no_match: Some(Box::new(exmatcher::matcher::OnMatch {
+                    keep_matching: true,
+                    ..Default::default()
+                })),
+                ..Default::default()
+            })
+        }),
+        ("virtual_hosts[0].rate_limits", |rc| {
+            rc.virtual_hosts[0].rate_limits = rate_limits()
+        }),
+        ("virtual_hosts[0].cors", |rc| {
+            rc.virtual_hosts[0].cors = cors()
+        }),
+        ("virtual_hosts[0].retry_policy_typed_config", |rc| {
+            rc.virtual_hosts[0].retry_policy_typed_config = extension()
+        }),
+        ("virtual_hosts[0].hedge_policy", |rc| {
+            rc.virtual_hosts[0].hedge_policy = hedge()
+        }),
+        ("virtual_hosts[0].request_mirror_policies", |rc| {
+            rc.virtual_hosts[0].request_mirror_policies = mirrors()
+        }),
+        ("virtual_hosts[0].routes[0].route.metadata_match", |rc| {
+            action(rc).metadata_match = Some(ecore::Metadata {
+                filter_metadata: [("envoy.lb".to_string(), Default::default())].into(),
+                ..Default::default()
+            })
+        }),
+        (
+            "virtual_hosts[0].routes[0].route.path_rewrite_policy",
+            |rc| {
+                action(rc).path_rewrite_policy = Some(ecore::TypedExtensionConfig {
+                    name: "envoy.path.rewrite.uri_template".into(),
+                    typed_config: extension(),
+                })
+            },
+        ),
+        ("virtual_hosts[0].routes[0].route.path_rewrite", |rc| {
+            action(rc).path_rewrite = "/v2%REQ(x-path)%".into()
+        }),
+        ("virtual_hosts[0].routes[0].route.host_rewrite", |rc| {
+            action(rc).host_rewrite_specifier = Some(EH::HostRewrite("%REQ(x-host)%".into()))
+        }),
+        (
+            "virtual_hosts[0].routes[0].route.retry_policy_typed_config",
+            |rc| action(rc).retry_policy_typed_config = extension(),
+        ),
+        ("virtual_hosts[0].routes[0].route.rate_limits", |rc| {
+            action(rc).rate_limits = rate_limits()
+        }),
+        ("virtual_hosts[0].routes[0].route.cors", |rc| {
+            action(rc).cors = cors()
+        }),
+        (
+            "virtual_hosts[0].routes[0].route.internal_redirect_policy",
+            |rc| {
+                action(rc).internal_redirect_policy = Some(eroute::InternalRedirectPolicy {
+                    max_internal_redirects: u32v(3),
+                    redirect_response_codes: vec![302, 307],
+                    ..Default::default()
+                })
+            },
+        ),
+        (
+            "virtual_hosts[0].routes[0].route.internal_redirect_action",
+            |rc| {
+                action(rc).internal_redirect_action =
+                    InternalRedirectAction::HandleInternalRedirect as i32
+            },
+        ),
+        ("virtual_hosts[0].routes[0].route.hedge_policy", |rc| {
+            action(rc).hedge_policy = hedge()
+        }),
+    ];
+    for (path, set) in route_cases {
+        let mut r = rc();
+        set(&mut r);
+        let e = translate::decode(translate::ROUTE_TYPE, &eany(&r)).unwrap_err();
+        assert_eq!(
+            (e.kind, e.name.as_str(), e.path.as_str()),
+            ("RouteConfiguration", "r", *path),
+            "{e}"
+        );
+        assert!(e.message.starts_with("not supported"), "{e}");
+    }
+
+    // Listeners, and the HTTP connection manager inside them.
+    let listener = |h: &ehcm::HttpConnectionManager| elis::Listener {
+        name: "l".into(),
+        address: esocket("127.0.0.1", 80),
+        listener_filters: vec![elis::ListenerFilter {
+            name: "envoy.filters.listener.tls_inspector".into(),
+            ..Default::default()
+        }],
+        filter_chains: vec![elis::FilterChain {
+            filter_chain_match: Some(elis::FilterChainMatch {
+                destination_port: u32v(80),
+                ..Default::default()
+            }),
+            filters: vec![elis::Filter {
+                name: "envoy.filters.network.http_connection_manager".into(),
+                config_type: Some(elis::filter::ConfigType::TypedConfig(eany_nested(h))),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    decode_ok(translate::LISTENER_TYPE, &eany(&listener(&envoy_hcm())));
+    type LSet = fn(&mut elis::Listener);
+    let listener_cases: &[(&str, LSet)] = &[
+        ("listener_filters[0].filter_disabled", |l| {
+            l.listener_filters[0].filter_disabled = Some(elis::ListenerFilterChainMatchPredicate {
+                rule: Some(elis::listener_filter_chain_match_predicate::Rule::AnyMatch(
+                    true,
+                )),
+            })
+        }),
+        ("filter_chains[0].use_proxy_proto", |l| {
+            l.filter_chains[0].use_proxy_proto = boolv(true)
+        }),
+        ("filter_chains[0].filter_chain_match.address_suffix", |l| {
+            l.filter_chains[0]
+                .filter_chain_match
+                .as_mut()
+                .unwrap()
+                .address_suffix = "::1".into()
+        }),
+        ("filter_chains[0].filter_chain_match.suffix_len", |l| {
+            l.filter_chains[0]
+                .filter_chain_match
+                .as_mut()
+                .unwrap()
+                .suffix_len = u32v(64)
+        }),
+    ];
+    for (path, set) in listener_cases {
+        let mut l = listener(&envoy_hcm());
+        set(&mut l);
+        let e = translate::decode(translate::LISTENER_TYPE, &eany(&l)).unwrap_err();
+        assert_eq!(
+            (e.kind, e.name.as_str(), e.path.as_str()),
+            ("Listener", "l", *path),
+            "{e}"
+        );
+        assert!(e.message.starts_with("not supported"), "{e}");
+    }
+    type HSet = fn(&mut ehcm::HttpConnectionManager);
+    let hcm_cases: &[(&str, HSet, &str)] = &[
+        (
+            "local_reply_config",
+            |h| {
+                h.local_reply_config = Some(ehcm::LocalReplyConfig {
+                    mappers: vec![ehcm::ResponseMapper {
+                        status_code: u32v(404),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })
+            },
+            "not supported",
+        ),
+        (
+            "internal_address_config",
+            |h| {
+                h.internal_address_config =
+                    Some(ehcm::http_connection_manager::InternalAddressConfig {
+                        unix_sockets: true,
+                        ..Default::default()
+                    })
+            },
+            "not supported",
+        ),
+        (
+            "path_with_escaped_slashes_action",
+            |h| h.path_with_escaped_slashes_action = Slashes::UnescapeAndRedirect as i32,
+            "UNESCAPE_AND_REDIRECT is not supported",
+        ),
+    ];
+    for (field, set, message) in hcm_cases {
+        let mut h = envoy_hcm();
+        set(&mut h);
+        assert_refused(
+            translate::decode(translate::LISTENER_TYPE, &eany(&listener(&h))),
+            "Listener",
+            "l",
+            &format!("filter_chains[0].filters[0].typed_config.{field}"),
+            message,
+        );
+    }
+    let mut h = envoy_hcm();
+    h.path_with_escaped_slashes_action = Slashes::KeepUnchanged as i32;
+    decode_ok(translate::LISTENER_TYPE, &eany(&listener(&h)));
 }
 
 // ---------------------------------------------------------------------------
@@ -1644,6 +1909,7 @@ fn listener_refusals() {
                 type_url: "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector".into(),
                 value: vec![],
             })),
+            ..Default::default()
         },
         lis::ListenerFilter {
             name: "envoy.filters.listener.proxy_protocol".into(),
@@ -1702,16 +1968,47 @@ fn listener_refusals() {
         "filter_chains[0].transport_socket",
         "TLS is not supported yet",
     );
+
+    // A listener filter Legate accepts (and ignores), with a match predicate.
+    let mut l = base.clone();
+    l.listener_filters = vec![lis::ListenerFilter {
+        name: "envoy.filters.listener.tls_inspector".into(),
+        filter_disabled: Some(lis::ListenerFilterChainMatchPredicate {}),
+        ..Default::default()
+    }];
+    listener_refused(&l, "listener_filters[0].filter_disabled", "not supported");
+    l.listener_filters[0].filter_disabled = None;
+    translate::listener_from_xds(&l).unwrap();
+
+    // The PROXY protocol (deprecated in Envoy), in any chain.
+    let proxy_proto = "not supported (Legate does not read PROXY protocol headers)";
+    let mut l = base.clone();
+    l.filter_chains[0].use_proxy_proto = Some(true);
+    listener_refused(&l, "filter_chains[0].use_proxy_proto", proxy_proto);
+    l.filter_chains[0].use_proxy_proto = Some(false);
+    translate::listener_from_xds(&l).unwrap();
+    let mut l = base.clone();
+    l.filter_chains[0].filter_chain_match = Some(lis::FilterChainMatch {
+        destination_port: Some(81),
+        ..Default::default()
+    });
+    let mut fallback = l.filter_chains[0].clone();
+    fallback.filter_chain_match = None;
+    fallback.use_proxy_proto = Some(true);
+    l.default_filter_chain = Some(fallback);
+    listener_refused(&l, "default_filter_chain.use_proxy_proto", proxy_proto);
 }
 
 #[test]
 fn filter_chain_match_refusals() {
     let base = listener_with(base_hcm());
     type Set = fn(&mut lis::FilterChainMatch);
-    let cases: [(&str, Set); 8] = [
+    let cases: [(&str, Set); 10] = [
         ("prefix_ranges", |m| {
             m.prefix_ranges = vec![Default::default()]
         }),
+        ("address_suffix", |m| m.address_suffix = "::1".into()),
+        ("suffix_len", |m| m.suffix_len = Some(64)),
         ("direct_source_prefix_ranges", |m| {
             m.direct_source_prefix_ranges = vec![Default::default()]
         }),
@@ -1856,6 +2153,46 @@ fn http_connection_manager_refusals() {
     );
     hcm_refused(|h| h.route_specifier = None, "", "set rds or route_config");
     hcm_refused(
+        |h| h.local_reply_config = Some(hcm::LocalReplyConfig {}),
+        ".local_reply_config",
+        "not supported (Legate's local replies cannot be customized)",
+    );
+    hcm_refused(
+        |h| {
+            h.internal_address_config = Some(hcm::http_connection_manager::InternalAddressConfig {})
+        },
+        ".internal_address_config",
+        "not supported",
+    );
+    {
+        use hcm::http_connection_manager::PathWithEscapedSlashesAction as Slashes;
+        for (action, name) in [
+            (Slashes::RejectRequest, "REJECT_REQUEST"),
+            (Slashes::UnescapeAndRedirect, "UNESCAPE_AND_REDIRECT"),
+            (Slashes::UnescapeAndForward, "UNESCAPE_AND_FORWARD"),
+        ] {
+            hcm_refused(
+                |h| h.path_with_escaped_slashes_action = action as i32,
+                ".path_with_escaped_slashes_action",
+                &format!("{name} is not supported (Legate keeps escaped slashes unchanged)"),
+            );
+        }
+        hcm_refused(
+            |h| h.path_with_escaped_slashes_action = 99,
+            ".path_with_escaped_slashes_action",
+            "unknown value 99",
+        );
+        // What Legate does (and Envoy's default).
+        for action in [
+            Slashes::KeepUnchanged,
+            Slashes::ImplementationSpecificDefault,
+        ] {
+            let mut h = base_hcm();
+            h.path_with_escaped_slashes_action = action as i32;
+            translate::listener_from_xds(&listener_with(h)).unwrap();
+        }
+    }
+    hcm_refused(
         |h| {
             h.common_http_protocol_options = Some(core::HttpProtocolOptions {
                 headers_with_underscores_action:
@@ -1976,6 +2313,31 @@ fn http_connection_manager_refusals() {
         ..Default::default()
     }];
     translate::listener_from_xds(&listener_with(h)).unwrap();
+
+    // Inside the inline route configuration too.
+    let inline = |f: fn(&mut route::RouteConfiguration)| {
+        move |h: &mut hcm::HttpConnectionManager| {
+            let Some(RouteSpecifier::RouteConfig(rc)) = &mut h.route_specifier else {
+                unreachable!()
+            };
+            f(rc);
+        }
+    };
+    hcm_refused(
+        inline(|rc| rc.vhds = Some(Default::default())),
+        ".route_config.vhds",
+        "not supported",
+    );
+    hcm_refused(
+        inline(|rc| rc.request_mirror_policies = vec![Default::default()]),
+        ".route_config.request_mirror_policies",
+        "not supported yet (request mirroring is a later feature)",
+    );
+    hcm_refused(
+        inline(|rc| rc.virtual_hosts[0].cors = Some(route::CorsPolicy {})),
+        ".route_config.virtual_hosts[0].cors",
+        "not supported",
+    );
 
     // The model's validation, inside the inline route configuration.
     hcm_refused(
@@ -2159,6 +2521,19 @@ fn route_configuration_refusals() {
         "ignore_port_in_host_matching",
         "not supported: use the HTTP connection manager's strip_any_host_port",
     );
+    let mut rc = base_route_config();
+    rc.vhds = Some(route::Vhds::default());
+    rc_refused(&rc, "vhds", "not supported");
+    let mut rc = base_route_config();
+    rc.request_mirror_policies = vec![route::route_action::RequestMirrorPolicy {
+        cluster: "shadow".into(),
+        ..Default::default()
+    }];
+    rc_refused(
+        &rc,
+        "request_mirror_policies",
+        "not supported yet (request mirroring is a later feature)",
+    );
     // Accepted and ignored.
     let mut rc = base_route_config();
     rc.validate_clusters = Some(true);
@@ -2198,6 +2573,36 @@ fn virtual_host_refusals() {
         },
         ".typed_per_filter_config",
         "not supported (Legate has no HTTP filters to configure)",
+    );
+    vh_refused(
+        |vh| vh.matcher = Some(legate_xds::wire::xds::r#type::matcher::v3::Matcher {}),
+        ".matcher",
+        "not supported (use routes)",
+    );
+    vh_refused(
+        |vh| vh.rate_limits = vec![route::RateLimit {}],
+        ".rate_limits",
+        "not supported yet (rate limits are a later feature)",
+    );
+    vh_refused(
+        |vh| vh.cors = Some(route::CorsPolicy {}),
+        ".cors",
+        "not supported (Legate has no CORS filter)",
+    );
+    vh_refused(
+        |vh| vh.retry_policy_typed_config = Some(Default::default()),
+        ".retry_policy_typed_config",
+        "not supported yet (retries are a later feature)",
+    );
+    vh_refused(
+        |vh| vh.hedge_policy = Some(route::HedgePolicy {}),
+        ".hedge_policy",
+        "not supported yet (hedging comes with retries, a later feature)",
+    );
+    vh_refused(
+        |vh| vh.request_mirror_policies = vec![Default::default()],
+        ".request_mirror_policies",
+        "not supported yet (request mirroring is a later feature)",
     );
     vh_refused(
         |vh| vh.domains = vec!["a*b".into()],
@@ -2420,6 +2825,64 @@ fn route_action_refusals() {
         "not supported yet",
     );
     action_refused(
+        |a| a.retry_policy_typed_config = Some(Default::default()),
+        ".retry_policy_typed_config",
+        "not supported yet (retries are a later feature)",
+    );
+    action_refused(
+        |a| a.metadata_match = Some(Default::default()),
+        ".metadata_match",
+        "not supported (subset load balancing is not supported)",
+    );
+    action_refused(
+        |a| {
+            a.path_rewrite_policy = Some(core::TypedExtensionConfig {
+                name: "envoy.path.rewrite.uri_template".into(),
+                ..Default::default()
+            })
+        },
+        ".path_rewrite_policy",
+        "not supported (use prefix_rewrite or regex_rewrite)",
+    );
+    action_refused(
+        |a| a.path_rewrite = "/v2%REQ(x-path)%".into(),
+        ".path_rewrite",
+        "not supported (use prefix_rewrite or regex_rewrite)",
+    );
+    action_refused(
+        |a| a.rate_limits = vec![route::RateLimit {}],
+        ".rate_limits",
+        "not supported yet (rate limits are a later feature)",
+    );
+    action_refused(
+        |a| a.cors = Some(route::CorsPolicy {}),
+        ".cors",
+        "not supported (Legate has no CORS filter)",
+    );
+    action_refused(
+        |a| a.internal_redirect_policy = Some(route::InternalRedirectPolicy {}),
+        ".internal_redirect_policy",
+        "not supported (Legate passes upstream redirects on to the client)",
+    );
+    action_refused(
+        |a| {
+            a.internal_redirect_action =
+                route::route_action::InternalRedirectAction::HandleInternalRedirect as i32
+        },
+        ".internal_redirect_action",
+        "not supported (Legate passes upstream redirects on to the client)",
+    );
+    action_refused(
+        |a| a.internal_redirect_action = 7,
+        ".internal_redirect_action",
+        "unknown value 7",
+    );
+    action_refused(
+        |a| a.hedge_policy = Some(route::HedgePolicy {}),
+        ".hedge_policy",
+        "not supported yet (hedging comes with retries, a later feature)",
+    );
+    action_refused(
         |a| {
             a.cluster_not_found_response_code =
                 route::route_action::ClusterNotFoundResponseCode::NotFound as i32
@@ -2445,6 +2908,14 @@ fn route_action_refusals() {
         },
         ".host_rewrite_path_regex",
         "not supported",
+    );
+    action_refused(
+        |a| {
+            a.host_rewrite_specifier =
+                Some(HostRewriteSpecifier::HostRewrite("%REQ(x-host)%".into()))
+        },
+        ".host_rewrite",
+        "not supported (use host_rewrite_literal)",
     );
     let hash = |spec: PolicySpecifier| {
         move |a: &mut route::RouteAction| {
@@ -2529,6 +3000,8 @@ fn route_action_refusals() {
     a.max_stream_duration = Some(Default::default());
     a.upgrade_configs = vec![Default::default()];
     a.host_rewrite_specifier = Some(HostRewriteSpecifier::AutoHostRewrite(false));
+    a.internal_redirect_action =
+        route::route_action::InternalRedirectAction::PassThroughInternalRedirect as i32;
     translate::route_config_from_xds(&rc).unwrap();
 }
 

@@ -218,6 +218,9 @@ same_msg! {
     oc::RuntimeFractionalPercent => ec::RuntimeFractionalPercent { default_value, runtime_key }
     oc::ControlPlane => ec::ControlPlane { identifier }
 
+    // extension.proto
+    oc::TypedExtensionConfig => ec::TypedExtensionConfig { name, typed_config }
+
     // address.proto
     oc::Pipe => ec::Pipe { path, mode }
     oc::SocketAddress => ec::SocketAddress {
@@ -647,6 +650,12 @@ fn runtime_fractional_percent(g: &mut G) -> oc::RuntimeFractionalPercent {
 }
 fn control_plane(g: &mut G) -> oc::ControlPlane {
     oc::ControlPlane { identifier: g.s() }
+}
+fn typed_extension_config(g: &mut G) -> oc::TypedExtensionConfig {
+    oc::TypedExtensionConfig {
+        name: g.s(),
+        typed_config: Some(g.any()),
+    }
 }
 fn pipe(g: &mut G) -> oc::Pipe {
     oc::Pipe {
@@ -1215,6 +1224,7 @@ fn core_messages() {
         roundtrip::<_, ec::TransportSocket>(&transport_socket(&mut g));
         roundtrip::<_, ec::RuntimeFractionalPercent>(&runtime_fractional_percent(&mut g));
         roundtrip::<_, ec::ControlPlane>(&control_plane(&mut g));
+        roundtrip::<_, ec::TypedExtensionConfig>(&typed_extension_config(&mut g));
         roundtrip::<_, ec::Pipe>(&pipe(&mut g));
         roundtrip::<_, ec::SocketAddress>(&socket_address(&mut g, v));
         roundtrip::<_, ec::Address>(&address(&mut g, v));

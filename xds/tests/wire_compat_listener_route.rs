@@ -27,6 +27,7 @@ use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3 as etcp;
 use envoy_types::pb::envoy::r#type::matcher::v3 as ematcher;
 use envoy_types::pb::envoy::r#type::v3 as etype;
 use envoy_types::pb::google::protobuf as epb;
+use envoy_types::pb::xds::r#type::matcher::v3 as exmatcher;
 
 use legate_xds::wire::envoy::config::core::v3 as core;
 use legate_xds::wire::envoy::config::listener::v3 as lis;
@@ -36,6 +37,7 @@ use legate_xds::wire::envoy::extensions::filters::network::http_connection_manag
 use legate_xds::wire::envoy::extensions::filters::network::tcp_proxy::v3 as tcp;
 use legate_xds::wire::envoy::r#type::matcher::v3 as matcher;
 use legate_xds::wire::envoy::r#type::v3 as types;
+use legate_xds::wire::xds::r#type::matcher::v3 as xmatcher;
 
 // ---------------------------------------------------------------------------
 // Generic machinery
@@ -308,6 +310,18 @@ fn ck_transport_socket(e: &ecore::TransportSocket, o: &core::TransportSocket) {
     }
 }
 
+fn typed_extension_config() -> core::TypedExtensionConfig {
+    core::TypedExtensionConfig {
+        name: uniq("extension"),
+        typed_config: Some(any()),
+    }
+}
+
+fn ck_typed_extension_config(e: &ecore::TypedExtensionConfig, o: &core::TypedExtensionConfig) {
+    ck_str(&e.name, &o.name);
+    ck_opt(&e.typed_config, &o.typed_config, ck_any);
+}
+
 fn metadata() -> core::Metadata {
     let fields = prost_types::Struct {
         fields: [(
@@ -558,6 +572,8 @@ fn filter_chain_match() -> lis::FilterChainMatch {
     lis::FilterChainMatch {
         destination_port: Some(u()),
         prefix_ranges: vec![cidr(), cidr()],
+        address_suffix: uniq("address-suffix"),
+        suffix_len: Some(u()),
         direct_source_prefix_ranges: vec![cidr()],
         source_type: lis::filter_chain_match::ConnectionSourceType::External as i32,
         source_prefix_ranges: vec![cidr(), cidr()],
@@ -571,6 +587,8 @@ fn filter_chain_match() -> lis::FilterChainMatch {
 fn ck_filter_chain_match(e: &elis::FilterChainMatch, o: &lis::FilterChainMatch) {
     ck_u32(&e.destination_port, &o.destination_port);
     ck_vec(&e.prefix_ranges, &o.prefix_ranges, ck_cidr);
+    ck_str(&e.address_suffix, &o.address_suffix);
+    ck_u32(&e.suffix_len, &o.suffix_len);
     ck_vec(
         &e.direct_source_prefix_ranges,
         &o.direct_source_prefix_ranges,
@@ -590,6 +608,7 @@ fn filter_chain() -> lis::FilterChain {
     lis::FilterChain {
         filter_chain_match: Some(filter_chain_match()),
         filters: vec![filter(), filter()],
+        use_proxy_proto: Some(true),
         transport_socket: Some(transport_socket()),
         name: uniq("filter-chain"),
     }
@@ -602,6 +621,7 @@ fn ck_filter_chain(e: &elis::FilterChain, o: &lis::FilterChain) {
         ck_filter_chain_match,
     );
     ck_vec(&e.filters, &o.filters, ck_filter);
+    ck_bool(&e.use_proxy_proto, &o.use_proxy_proto);
     ck_opt(
         &e.transport_socket,
         &o.transport_socket,
@@ -614,6 +634,7 @@ fn listener_filter() -> lis::ListenerFilter {
     lis::ListenerFilter {
         name: uniq("listener-filter"),
         config_type: Some(lis::listener_filter::ConfigType::TypedConfig(any())),
+        filter_disabled: Some(lis::ListenerFilterChainMatchPredicate {}),
     }
 }
 
@@ -626,6 +647,7 @@ fn ck_listener_filter(e: &elis::ListenerFilter, o: &lis::ListenerFilter) {
         ) => ck_any(a, b),
         other => panic!("config_type {other:?}"),
     }
+    ck_opt(&e.filter_disabled, &o.filter_disabled, |_, _| {});
 }
 
 fn listener() -> lis::Listener {
@@ -1064,14 +1086,29 @@ fn ck_hash_policy(e: &eroute::route_action::HashPolicy, o: &route::route_action:
     assert_eq!(e.terminal, o.terminal);
 }
 
+fn mirror() -> route::route_action::RequestMirrorPolicy {
+    route::route_action::RequestMirrorPolicy {
+        cluster: uniq("mirror"),
+        runtime_fraction: Some(runtime_fraction()),
+    }
+}
+
+fn ck_mirror(
+    e: &eroute::route_action::RequestMirrorPolicy,
+    o: &route::route_action::RequestMirrorPolicy,
+) {
+    ck_str(&e.cluster, &o.cluster);
+    ck_opt(
+        &e.runtime_fraction,
+        &o.runtime_fraction,
+        ck_runtime_fraction,
+    );
+}
+
 fn route_action(v: usize) -> route::RouteAction {
     use route::route_action::{
         ClusterNotFoundResponseCode, ClusterSpecifier as C, HostRewriteSpecifier as H,
-        MaxStreamDuration, RequestMirrorPolicy, UpgradeConfig,
-    };
-    let mirror = || RequestMirrorPolicy {
-        cluster: uniq("mirror"),
-        runtime_fraction: Some(runtime_fraction()),
+        InternalRedirectAction, MaxStreamDuration, UpgradeConfig,
     };
     route::RouteAction {
         cluster_specifier: Some(match v % 3 {
@@ -1080,20 +1117,30 @@ fn route_action(v: usize) -> route::RouteAction {
             _ => C::WeightedClusters(weighted_cluster()),
         }),
         cluster_not_found_response_code: ClusterNotFoundResponseCode::InternalServerError as i32,
+        metadata_match: Some(metadata()),
         prefix_rewrite: uniq("/prefix-rewrite"),
         regex_rewrite: Some(regex_sub()),
-        host_rewrite_specifier: Some(match v % 4 {
+        path_rewrite_policy: Some(typed_extension_config()),
+        path_rewrite: uniq("/path-rewrite"),
+        host_rewrite_specifier: Some(match v % 5 {
             0 => H::HostRewriteLiteral(uniq("host")),
             1 => H::AutoHostRewrite(true),
             2 => H::HostRewriteHeader(uniq("host-header")),
-            _ => H::HostRewritePathRegex(regex_sub()),
+            3 => H::HostRewritePathRegex(regex_sub()),
+            _ => H::HostRewrite(uniq("host-format")),
         }),
         timeout: dur(),
         idle_timeout: dur(),
         retry_policy: Some(retry_policy(v)),
+        retry_policy_typed_config: Some(any()),
         request_mirror_policies: vec![mirror(), mirror()],
         priority: core::RoutingPriority::High as i32,
+        rate_limits: vec![route::RateLimit {}, route::RateLimit {}],
         hash_policy: (0..4).map(hash_policy).collect(),
+        cors: Some(route::CorsPolicy {}),
+        internal_redirect_policy: Some(route::InternalRedirectPolicy {}),
+        internal_redirect_action: InternalRedirectAction::HandleInternalRedirect as i32,
+        hedge_policy: Some(route::HedgePolicy {}),
         upgrade_configs: vec![
             UpgradeConfig {
                 upgrade_type: uniq("websocket"),
@@ -1128,8 +1175,15 @@ fn ck_route_action(e: &eroute::RouteAction, o: &route::RouteAction) {
         e.cluster_not_found_response_code,
         o.cluster_not_found_response_code
     );
+    ck_opt(&e.metadata_match, &o.metadata_match, ck_metadata);
     ck_str(&e.prefix_rewrite, &o.prefix_rewrite);
     ck_opt(&e.regex_rewrite, &o.regex_rewrite, ck_regex_sub);
+    ck_opt(
+        &e.path_rewrite_policy,
+        &o.path_rewrite_policy,
+        ck_typed_extension_config,
+    );
+    ck_str(&e.path_rewrite, &o.path_rewrite);
     match (&e.host_rewrite_specifier, &o.host_rewrite_specifier) {
         (Some(EH::HostRewriteLiteral(a)), Some(OH::HostRewriteLiteral(b))) => assert_eq!(a, b),
         (Some(EH::AutoHostRewrite(a)), Some(OH::AutoHostRewrite(b))) => {
@@ -1139,26 +1193,35 @@ fn ck_route_action(e: &eroute::RouteAction, o: &route::RouteAction) {
         (Some(EH::HostRewritePathRegex(a)), Some(OH::HostRewritePathRegex(b))) => {
             ck_regex_sub(a, b);
         }
+        (Some(EH::HostRewrite(a)), Some(OH::HostRewrite(b))) => assert_eq!(a, b),
         other => panic!("host_rewrite_specifier {other:?}"),
     }
     ck_dur(&e.timeout, &o.timeout);
     ck_dur(&e.idle_timeout, &o.idle_timeout);
     ck_opt(&e.retry_policy, &o.retry_policy, ck_retry_policy);
+    ck_opt(
+        &e.retry_policy_typed_config,
+        &o.retry_policy_typed_config,
+        ck_any,
+    );
     ck_vec(
         &e.request_mirror_policies,
         &o.request_mirror_policies,
-        |e, o| {
-            ck_str(&e.cluster, &o.cluster);
-            ck_opt(
-                &e.runtime_fraction,
-                &o.runtime_fraction,
-                ck_runtime_fraction,
-            );
-        },
+        ck_mirror,
     );
     assert_ne!(o.priority, 0);
     assert_eq!(e.priority, o.priority);
+    ck_vec(&e.rate_limits, &o.rate_limits, |_, _| {});
     ck_vec(&e.hash_policy, &o.hash_policy, ck_hash_policy);
+    ck_opt(&e.cors, &o.cors, |_, _| {});
+    ck_opt(
+        &e.internal_redirect_policy,
+        &o.internal_redirect_policy,
+        |_, _| {},
+    );
+    assert_ne!(o.internal_redirect_action, 0);
+    assert_eq!(e.internal_redirect_action, o.internal_redirect_action);
+    ck_opt(&e.hedge_policy, &o.hedge_policy, |_, _| {});
     ck_vec(&e.upgrade_configs, &o.upgrade_configs, |e, o| {
         ck_str(&e.upgrade_type, &o.upgrade_type);
         ck_bool(&e.enabled, &o.enabled);
@@ -1268,18 +1331,24 @@ fn virtual_host(v: usize) -> route::VirtualHost {
         domains: strings("domain"),
         // Three routes: one of each action.
         routes: (v..v + 3).map(route_).collect(),
+        matcher: Some(xmatcher::Matcher {}),
         require_tls: if v.is_multiple_of(2) {
             route::virtual_host::TlsRequirementType::All
         } else {
             route::virtual_host::TlsRequirementType::ExternalOnly
         } as i32,
+        rate_limits: vec![route::RateLimit {}, route::RateLimit {}],
         request_headers_to_add: hvos(),
         request_headers_to_remove: strings("rq-remove"),
         response_headers_to_add: hvos(),
         response_headers_to_remove: strings("rs-remove"),
-        retry_policy: Some(retry_policy(v + 1)),
+        cors: Some(route::CorsPolicy {}),
         typed_per_filter_config: any_map(),
         include_request_attempt_count: true,
+        retry_policy: Some(retry_policy(v + 1)),
+        retry_policy_typed_config: Some(any()),
+        hedge_policy: Some(route::HedgePolicy {}),
+        request_mirror_policies: vec![mirror(), mirror()],
     }
 }
 
@@ -1287,17 +1356,31 @@ fn ck_virtual_host(e: &eroute::VirtualHost, o: &route::VirtualHost) {
     ck_str(&e.name, &o.name);
     ck_strs(&e.domains, &o.domains);
     ck_vec(&e.routes, &o.routes, ck_route);
+    ck_opt(&e.matcher, &o.matcher, |_, _| {});
     assert_ne!(o.require_tls, 0);
     assert_eq!(e.require_tls, o.require_tls);
+    ck_vec(&e.rate_limits, &o.rate_limits, |_, _| {});
     ck_hvos(&e.request_headers_to_add, &o.request_headers_to_add);
     ck_strs(&e.request_headers_to_remove, &o.request_headers_to_remove);
     ck_hvos(&e.response_headers_to_add, &o.response_headers_to_add);
     ck_strs(&e.response_headers_to_remove, &o.response_headers_to_remove);
-    ck_opt(&e.retry_policy, &o.retry_policy, ck_retry_policy);
+    ck_opt(&e.cors, &o.cors, |_, _| {});
     ck_any_map(&e.typed_per_filter_config, &o.typed_per_filter_config);
     assert_eq!(
         e.include_request_attempt_count,
         o.include_request_attempt_count
+    );
+    ck_opt(&e.retry_policy, &o.retry_policy, ck_retry_policy);
+    ck_opt(
+        &e.retry_policy_typed_config,
+        &o.retry_policy_typed_config,
+        ck_any,
+    );
+    ck_opt(&e.hedge_policy, &o.hedge_policy, |_, _| {});
+    ck_vec(
+        &e.request_mirror_policies,
+        &o.request_mirror_policies,
+        ck_mirror,
     );
 }
 
@@ -1305,6 +1388,9 @@ fn route_configuration(v: usize) -> route::RouteConfiguration {
     route::RouteConfiguration {
         name: uniq("route-config"),
         virtual_hosts: vec![virtual_host(v), virtual_host(v + 1)],
+        vhds: Some(route::Vhds {
+            config_source: Some(config_source()),
+        }),
         internal_only_headers: strings("internal"),
         response_headers_to_add: hvos(),
         response_headers_to_remove: strings("rs-remove"),
@@ -1312,6 +1398,7 @@ fn route_configuration(v: usize) -> route::RouteConfiguration {
         request_headers_to_remove: strings("rq-remove"),
         validate_clusters: Some(true),
         max_direct_response_body_size_bytes: Some(u()),
+        request_mirror_policies: vec![mirror(), mirror()],
         ignore_port_in_host_matching: true,
     }
 }
@@ -1319,6 +1406,9 @@ fn route_configuration(v: usize) -> route::RouteConfiguration {
 fn ck_route_configuration(e: &eroute::RouteConfiguration, o: &route::RouteConfiguration) {
     ck_str(&e.name, &o.name);
     ck_vec(&e.virtual_hosts, &o.virtual_hosts, ck_virtual_host);
+    ck_opt(&e.vhds, &o.vhds, |e, o| {
+        ck_opt(&e.config_source, &o.config_source, ck_config_source);
+    });
     ck_strs(&e.internal_only_headers, &o.internal_only_headers);
     ck_hvos(&e.response_headers_to_add, &o.response_headers_to_add);
     ck_strs(&e.response_headers_to_remove, &o.response_headers_to_remove);
@@ -1328,6 +1418,11 @@ fn ck_route_configuration(e: &eroute::RouteConfiguration, o: &route::RouteConfig
     ck_u32(
         &e.max_direct_response_body_size_bytes,
         &o.max_direct_response_body_size_bytes,
+    );
+    ck_vec(
+        &e.request_mirror_policies,
+        &o.request_mirror_policies,
+        ck_mirror,
     );
     assert_eq!(
         e.ignore_port_in_host_matching,
@@ -1415,11 +1510,32 @@ fn hash_policy_every_member() {
 
 #[test]
 fn route_action_every_member() {
-    // 12 = lcm(3 cluster specifiers, 4 host rewrite specifiers).
-    for v in 0..12 {
+    // 15 = lcm(3 cluster specifiers, 5 host rewrite specifiers).
+    for v in 0..15 {
         let o = route_action(v);
         ck_route_action(&to_envoy(&o), &o);
     }
+}
+
+#[test]
+fn route_action_flags() {
+    one_flag_at_a_time::<route::RouteAction, eroute::RouteAction>(&[
+        (
+            "cors",
+            |o| o.cors = Some(Default::default()),
+            |e| e.cors.is_some(),
+        ),
+        (
+            "internal_redirect_policy",
+            |o| o.internal_redirect_policy = Some(Default::default()),
+            |e| e.internal_redirect_policy.is_some(),
+        ),
+        (
+            "hedge_policy",
+            |o| o.hedge_policy = Some(Default::default()),
+            |e| e.hedge_policy.is_some(),
+        ),
+    ]);
 }
 
 #[test]
@@ -1467,6 +1583,28 @@ fn virtual_host_all_fields() {
 }
 
 #[test]
+fn virtual_host_flags() {
+    one_flag_at_a_time::<route::VirtualHost, eroute::VirtualHost>(&[
+        (
+            "matcher",
+            |o| o.matcher = Some(Default::default()),
+            |e| e.matcher.is_some(),
+        ),
+        (
+            "cors",
+            |o| o.cors = Some(Default::default()),
+            |e| e.cors.is_some(),
+        ),
+        (
+            "hedge_policy",
+            |o| o.hedge_policy = Some(Default::default()),
+            |e| e.hedge_policy.is_some(),
+        ),
+        flag!(include_request_attempt_count),
+    ]);
+}
+
+#[test]
 fn route_configuration_all_fields() {
     // Eight variants reach every oneof member somewhere in the tree.
     for v in 0..8 {
@@ -1480,6 +1618,11 @@ fn route_configuration_flags() {
     one_flag_at_a_time::<route::RouteConfiguration, eroute::RouteConfiguration>(&[
         flag!(validate_clusters),
         flag!(ignore_port_in_host_matching),
+        (
+            "vhds",
+            |o| o.vhds = Some(Default::default()),
+            |e| e.vhds.is_some(),
+        ),
     ]);
 }
 
@@ -1523,7 +1666,8 @@ fn ck_rds(e: &ehcm::Rds, o: &hcm::Rds) {
 
 fn http_connection_manager(v: usize) -> hcm::HttpConnectionManager {
     use hcm::http_connection_manager::{
-        CodecType, ForwardClientCertDetails, RouteSpecifier as R, StripPortMode, UpgradeConfig,
+        CodecType, ForwardClientCertDetails, InternalAddressConfig, PathWithEscapedSlashesAction,
+        RouteSpecifier as R, StripPortMode, UpgradeConfig,
     };
     hcm::HttpConnectionManager {
         codec_type: CodecType::Http2 as i32,
@@ -1543,6 +1687,7 @@ fn http_connection_manager(v: usize) -> hcm::HttpConnectionManager {
         delayed_close_timeout: dur(),
         max_request_headers_kb: Some(u()),
         use_remote_address: Some(true),
+        internal_address_config: Some(InternalAddressConfig {}),
         xff_num_trusted_hops: u(),
         skip_xff_append: true,
         via: uniq("via"),
@@ -1551,6 +1696,7 @@ fn http_connection_manager(v: usize) -> hcm::HttpConnectionManager {
         forward_client_cert_details: ForwardClientCertDetails::AlwaysForwardOnly as i32,
         normalize_path: Some(true),
         merge_slashes: true,
+        path_with_escaped_slashes_action: PathWithEscapedSlashesAction::UnescapeAndForward as i32,
         strip_port_mode: Some(StripPortMode::StripAnyHostPort(true)),
         upgrade_configs: vec![
             UpgradeConfig {
@@ -1564,6 +1710,7 @@ fn http_connection_manager(v: usize) -> hcm::HttpConnectionManager {
                 enabled: Some(false),
             },
         ],
+        local_reply_config: Some(hcm::LocalReplyConfig {}),
     }
 }
 
@@ -1601,6 +1748,11 @@ fn ck_http_connection_manager(e: &ehcm::HttpConnectionManager, o: &hcm::HttpConn
     ck_dur(&e.delayed_close_timeout, &o.delayed_close_timeout);
     ck_u32(&e.max_request_headers_kb, &o.max_request_headers_kb);
     ck_bool(&e.use_remote_address, &o.use_remote_address);
+    ck_opt(
+        &e.internal_address_config,
+        &o.internal_address_config,
+        |_, _| {},
+    );
     assert_eq!(e.xff_num_trusted_hops, o.xff_num_trusted_hops);
     assert_eq!(e.skip_xff_append, o.skip_xff_append);
     ck_str(&e.via, &o.via);
@@ -1613,6 +1765,11 @@ fn ck_http_connection_manager(e: &ehcm::HttpConnectionManager, o: &hcm::HttpConn
     assert_eq!(e.forward_client_cert_details, o.forward_client_cert_details);
     ck_bool(&e.normalize_path, &o.normalize_path);
     assert_eq!(e.merge_slashes, o.merge_slashes);
+    assert_ne!(o.path_with_escaped_slashes_action, 0);
+    assert_eq!(
+        e.path_with_escaped_slashes_action,
+        o.path_with_escaped_slashes_action
+    );
     match (&e.strip_port_mode, &o.strip_port_mode) {
         (Some(ES::StripAnyHostPort(a)), Some(OS::StripAnyHostPort(b))) => assert_eq!(a, b),
         other => panic!("strip_port_mode {other:?}"),
@@ -1622,6 +1779,7 @@ fn ck_http_connection_manager(e: &ehcm::HttpConnectionManager, o: &hcm::HttpConn
         ck_vec(&e.filters, &o.filters, ck_http_filter);
         ck_bool(&e.enabled, &o.enabled);
     });
+    ck_opt(&e.local_reply_config, &o.local_reply_config, |_, _| {});
 }
 
 #[test]
@@ -1664,6 +1822,16 @@ fn http_connection_manager_flags() {
             "strip_any_host_port",
             |o| o.strip_port_mode = Some(O::StripAnyHostPort(true)),
             |e| matches!(e.strip_port_mode, Some(E::StripAnyHostPort(true))),
+        ),
+        (
+            "internal_address_config",
+            |o| o.internal_address_config = Some(Default::default()),
+            |e| e.internal_address_config.is_some(),
+        ),
+        (
+            "local_reply_config",
+            |o| o.local_reply_config = Some(Default::default()),
+            |e| e.local_reply_config.is_some(),
         ),
     ]);
 }
@@ -1715,14 +1883,6 @@ fn unknown_listener_fields_are_skipped() {
         seconds: 3,
         nanos: 0,
     });
-    let m = e.filter_chains[0].filter_chain_match.as_mut().unwrap();
-    m.address_suffix = "skipped".into();
-    m.suffix_len = Some(epb::UInt32Value { value: 9 });
-    e.listener_filters[0].filter_disabled = Some(elis::ListenerFilterChainMatchPredicate {
-        rule: Some(elis::listener_filter_chain_match_predicate::Rule::AnyMatch(
-            true,
-        )),
-    });
     let back: lis::Listener = from_envoy(&e);
     assert_eq!(back, ours);
 }
@@ -1748,9 +1908,6 @@ fn unknown_http_connection_manager_fields_are_skipped() {
         if let Some(ehcm::http_connection_manager::RouteSpecifier::RouteConfig(rc)) =
             e.route_specifier.as_mut()
         {
-            rc.vhds = Some(eroute::Vhds {
-                config_source: Some(ecore::ConfigSource::default()),
-            });
             rc.most_specific_header_mutations_wins = true;
             rc.vhost_header = "skipped".into();
             rc.metadata = Some(envoy_metadata());
@@ -1764,7 +1921,6 @@ fn unknown_http_connection_manager_fields_are_skipped() {
             });
             r.stat_prefix = "skipped".into();
             if let Some(eroute::route::Action::Route(ra)) = r.action.as_mut() {
-                ra.metadata_match = Some(envoy_metadata());
                 ra.append_x_forwarded_host = true;
                 ra.max_grpc_timeout = Some(epb::Duration {
                     seconds: 1,
@@ -1832,4 +1988,210 @@ fn skipped_oneof_members_decode_as_unset() {
     let ours: route::route_action::HashPolicy = from_envoy(&e);
     assert!(ours.terminal);
     assert_eq!(ours.policy_specifier, None);
+}
+
+// ---------------------------------------------------------------------------
+// Fields Legate refuses, set by Envoy to full values, are seen as set.
+// ---------------------------------------------------------------------------
+
+/// Envoy messages whose fields our placeholders leave out (CorsPolicy,
+/// RateLimit, HedgePolicy, ...) decode as present (`Some`/non-empty), and
+/// the scalars and enums next to them keep Envoy's values: that is what the
+/// translation needs to refuse them.
+#[test]
+fn refused_fields_set_by_envoy_are_seen() {
+    use ehcm::http_connection_manager::{
+        InternalAddressConfig as EInternalAddressConfig, PathWithEscapedSlashesAction as ESlashes,
+    };
+    use eroute::route_action::{
+        HostRewriteSpecifier as EH, InternalRedirectAction as ERedirect, RequestMirrorPolicy,
+    };
+    let u32v = |value| Some(epb::UInt32Value { value });
+    let boolv = |value| Some(epb::BoolValue { value });
+    let eany = || epb::Any {
+        type_url: "type.googleapis.com/test.Extension".into(),
+        value: vec![1, 2, 3],
+    };
+    let ck_eany = |o: &Option<Any>| {
+        let o = o.as_ref().expect("Any is set");
+        assert_eq!(
+            (o.type_url.as_str(), o.value.as_slice()),
+            ("type.googleapis.com/test.Extension", &[1u8, 2, 3][..])
+        );
+    };
+    let cors = || eroute::CorsPolicy {
+        allow_methods: "GET".into(),
+        allow_credentials: boolv(true),
+        ..Default::default()
+    };
+    let rate_limit = || eroute::RateLimit {
+        stage: u32v(1),
+        disable_key: "key".into(),
+        ..Default::default()
+    };
+    let hedge = || eroute::HedgePolicy {
+        initial_requests: u32v(2),
+        hedge_on_per_try_timeout: true,
+        ..Default::default()
+    };
+    let mirror = || RequestMirrorPolicy {
+        cluster: "shadow".into(),
+        ..Default::default()
+    };
+
+    // Listener components.
+    let e = elis::FilterChainMatch {
+        address_suffix: "::1".into(),
+        suffix_len: u32v(64),
+        ..Default::default()
+    };
+    let o: lis::FilterChainMatch = from_envoy(&e);
+    assert_eq!((o.address_suffix.as_str(), o.suffix_len), ("::1", Some(64)));
+    let e = elis::FilterChain {
+        use_proxy_proto: boolv(true),
+        ..Default::default()
+    };
+    assert_eq!(
+        from_envoy::<lis::FilterChain>(&e).use_proxy_proto,
+        Some(true)
+    );
+    let e = elis::ListenerFilter {
+        name: "f".into(),
+        filter_disabled: Some(elis::ListenerFilterChainMatchPredicate {
+            rule: Some(elis::listener_filter_chain_match_predicate::Rule::AnyMatch(
+                true,
+            )),
+        }),
+        ..Default::default()
+    };
+    let o: lis::ListenerFilter = from_envoy(&e);
+    assert_eq!(
+        o.filter_disabled,
+        Some(lis::ListenerFilterChainMatchPredicate {})
+    );
+
+    // Virtual host.
+    let e = eroute::VirtualHost {
+        name: "vh".into(),
+        matcher: Some(exmatcher::Matcher {
+            on_no_match: Some(Box::new(exmatcher::matcher::OnMatch {
+                keep_matching: true,
+                ..Default::default()
+            })),
+            ..Default::default()
+        }),
+        rate_limits: vec![rate_limit(), rate_limit()],
+        cors: Some(cors()),
+        retry_policy_typed_config: Some(eany()),
+        hedge_policy: Some(hedge()),
+        request_mirror_policies: vec![mirror()],
+        ..Default::default()
+    };
+    let o: route::VirtualHost = from_envoy(&e);
+    assert_eq!(o.matcher, Some(xmatcher::Matcher {}));
+    assert_eq!(o.rate_limits, [route::RateLimit {}, route::RateLimit {}]);
+    assert_eq!(o.cors, Some(route::CorsPolicy {}));
+    ck_eany(&o.retry_policy_typed_config);
+    assert_eq!(o.hedge_policy, Some(route::HedgePolicy {}));
+    assert_eq!(o.request_mirror_policies.len(), 1);
+    assert_eq!(o.request_mirror_policies[0].cluster, "shadow");
+
+    // Route action.
+    let e = eroute::RouteAction {
+        metadata_match: Some(envoy_metadata()),
+        path_rewrite_policy: Some(ecore::TypedExtensionConfig {
+            name: "envoy.path.rewrite.uri_template".into(),
+            typed_config: Some(eany()),
+        }),
+        path_rewrite: "/new%REQ(x-path)%".into(),
+        host_rewrite_specifier: Some(EH::HostRewrite("host-%REQ(x-host)%".into())),
+        retry_policy_typed_config: Some(eany()),
+        rate_limits: vec![rate_limit()],
+        cors: Some(cors()),
+        internal_redirect_policy: Some(eroute::InternalRedirectPolicy {
+            max_internal_redirects: u32v(5),
+            redirect_response_codes: vec![302, 307],
+            allow_cross_scheme_redirect: true,
+            ..Default::default()
+        }),
+        internal_redirect_action: ERedirect::HandleInternalRedirect as i32,
+        hedge_policy: Some(hedge()),
+        ..Default::default()
+    };
+    let o: route::RouteAction = from_envoy(&e);
+    let m = o.metadata_match.as_ref().expect("metadata_match is set");
+    assert!(m.typed_filter_metadata.contains_key("skipped"));
+    let p = o.path_rewrite_policy.as_ref().expect("path_rewrite_policy");
+    assert_eq!(p.name, "envoy.path.rewrite.uri_template");
+    ck_eany(&p.typed_config);
+    assert_eq!(o.path_rewrite, "/new%REQ(x-path)%");
+    assert_eq!(
+        o.host_rewrite_specifier,
+        Some(route::route_action::HostRewriteSpecifier::HostRewrite(
+            "host-%REQ(x-host)%".into()
+        ))
+    );
+    ck_eany(&o.retry_policy_typed_config);
+    assert_eq!(o.rate_limits, [route::RateLimit {}]);
+    assert_eq!(o.cors, Some(route::CorsPolicy {}));
+    assert_eq!(
+        o.internal_redirect_policy,
+        Some(route::InternalRedirectPolicy {})
+    );
+    assert_eq!(
+        o.internal_redirect_action,
+        route::route_action::InternalRedirectAction::HandleInternalRedirect as i32
+    );
+    assert_eq!(o.hedge_policy, Some(route::HedgePolicy {}));
+
+    // Route configuration.
+    let e = eroute::RouteConfiguration {
+        name: "rc".into(),
+        vhds: Some(eroute::Vhds {
+            config_source: Some(ecore::ConfigSource {
+                config_source_specifier: Some(ecore::config_source::ConfigSourceSpecifier::Ads(
+                    ecore::AggregatedConfigSource {},
+                )),
+                ..Default::default()
+            }),
+        }),
+        request_mirror_policies: vec![mirror(), mirror()],
+        ..Default::default()
+    };
+    let o: route::RouteConfiguration = from_envoy(&e);
+    let vhds = o.vhds.as_ref().expect("vhds is set");
+    assert!(matches!(
+        vhds.config_source
+            .as_ref()
+            .and_then(|c| c.config_source_specifier.as_ref()),
+        Some(core::config_source::ConfigSourceSpecifier::Ads(_))
+    ));
+    assert_eq!(o.request_mirror_policies.len(), 2);
+
+    // HTTP connection manager.
+    let e = ehcm::HttpConnectionManager {
+        internal_address_config: Some(EInternalAddressConfig {
+            unix_sockets: true,
+            ..Default::default()
+        }),
+        path_with_escaped_slashes_action: ESlashes::RejectRequest as i32,
+        local_reply_config: Some(ehcm::LocalReplyConfig {
+            mappers: vec![ehcm::ResponseMapper {
+                status_code: u32v(404),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let o: hcm::HttpConnectionManager = from_envoy(&e);
+    assert_eq!(
+        o.internal_address_config,
+        Some(hcm::http_connection_manager::InternalAddressConfig {})
+    );
+    assert_eq!(
+        o.path_with_escaped_slashes_action,
+        hcm::http_connection_manager::PathWithEscapedSlashesAction::RejectRequest as i32
+    );
+    assert_eq!(o.local_reply_config, Some(hcm::LocalReplyConfig {}));
 }

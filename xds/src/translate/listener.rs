@@ -84,6 +84,12 @@ fn listener_from(l: &xlistener::Listener) -> R<(model::Listener, Vec<String>)> {
                 ),
             );
         }
+        if f.filter_disabled.is_some() {
+            return refuse(
+                at(&at_i("", "listener_filters", i), "filter_disabled"),
+                "not supported",
+            );
+        }
     }
     let address = address_from("address", l.address.as_ref())?;
 
@@ -128,6 +134,12 @@ fn listener_from(l: &xlistener::Listener) -> R<(model::Listener, Vec<String>)> {
 fn chain_from(p: &str, fc: &xlistener::FilterChain, with_match: bool) -> R<model::FilterChain> {
     if fc.transport_socket.is_some() {
         return refuse(at(p, "transport_socket"), TLS_NOT_YET);
+    }
+    if fc.use_proxy_proto == Some(true) {
+        return refuse(
+            at(p, "use_proxy_proto"),
+            "not supported (Legate does not read PROXY protocol headers)",
+        );
     }
     let mut chain = model::FilterChain {
         name: (!fc.name.is_empty()).then(|| fc.name.clone()),
@@ -186,6 +198,8 @@ fn match_from(p: &str, m: &xlistener::FilterChainMatch) -> R<model::FilterChainM
     const ONLY_PORT: &str = "not supported: only destination_port is (this field changes which connections the chain serves)";
     let unsupported = [
         ("prefix_ranges", !m.prefix_ranges.is_empty()),
+        ("address_suffix", !m.address_suffix.is_empty()),
+        ("suffix_len", m.suffix_len.is_some()),
         (
             "direct_source_prefix_ranges",
             !m.direct_source_prefix_ranges.is_empty(),
@@ -218,7 +232,8 @@ fn match_from(p: &str, m: &xlistener::FilterChainMatch) -> R<model::FilterChainM
 /// The HTTP connection manager at `p` (the filter's `typed_config`).
 fn hcm_from(p: &str, h: &xhcm::HttpConnectionManager) -> R<model::HttpConnectionManager> {
     use xhcm::http_connection_manager::{
-        CodecType, ForwardClientCertDetails, RouteSpecifier, StripPortMode,
+        CodecType, ForwardClientCertDetails, PathWithEscapedSlashesAction as Slashes,
+        RouteSpecifier, StripPortMode,
     };
     match CodecType::try_from(h.codec_type) {
         Ok(CodecType::Auto | CodecType::Http1 | CodecType::Http2) => {}
@@ -239,6 +254,34 @@ fn hcm_from(p: &str, h: &xhcm::HttpConnectionManager) -> R<model::HttpConnection
                 h.forward_client_cert_details,
             ));
         }
+    }
+    match Slashes::try_from(h.path_with_escaped_slashes_action) {
+        // Envoy's default is KEEP_UNCHANGED, which is what Legate does.
+        Ok(Slashes::ImplementationSpecificDefault | Slashes::KeepUnchanged) => {}
+        Ok(other) => {
+            return refuse(
+                at(p, "path_with_escaped_slashes_action"),
+                format!(
+                    "{} is not supported (Legate keeps escaped slashes unchanged)",
+                    other.as_str_name()
+                ),
+            );
+        }
+        Err(_) => {
+            return Err(unknown_enum(
+                &at(p, "path_with_escaped_slashes_action"),
+                h.path_with_escaped_slashes_action,
+            ));
+        }
+    }
+    if h.internal_address_config.is_some() {
+        return refuse(at(p, "internal_address_config"), "not supported");
+    }
+    if h.local_reply_config.is_some() {
+        return refuse(
+            at(p, "local_reply_config"),
+            "not supported (Legate's local replies cannot be customized)",
+        );
     }
     http_filters_from(p, &h.http_filters)?;
 

@@ -9,10 +9,13 @@
 //! with the same kind of path.
 //!
 //! Fields that the wire subset does not define are skipped by prost (that
-//! is how they are "ignored"); the few of them that would change behaviour
-//! are found in the encoded bytes and refused (`*_UNMODELLED` below: at the
-//! top level of Listener, RouteConfiguration and Cluster resources in
-//! [`decode`], and of the HTTP connection manager and TCP proxy configs).
+//! is how they are "ignored"). Fields that would change behaviour belong in
+//! the wire subset, so that they can be refused: those whose message Legate
+//! never reads are declared with an empty placeholder message of Envoy's
+//! name (enough to see that they are set). A few, at the top level of
+//! Listener and Cluster resources (in [`decode`]) and of the HTTP
+//! connection manager and TCP proxy configs, are instead found in the
+//! encoded bytes and refused (`*_UNMODELLED` below).
 //!
 //! Defaults: where a field is absent, Envoy's default applies, except for
 //! the HTTP connection manager's `request_headers_timeout` (Envoy: disabled;
@@ -123,8 +126,6 @@ pub fn decode(
         }
         ROUTE_TYPE => {
             let r = xroute::RouteConfiguration::decode(bytes).map_err(undecodable)?;
-            unmodelled("", bytes, ROUTE_CONFIG_UNMODELLED)
-                .map_err(|e| e.into_error(kind, &r.name))?;
             let m = route_config_from_xds(&r)?;
             Ok((r.name, Resource::Route(m)))
         }
@@ -185,15 +186,6 @@ const LISTENER_UNMODELLED: &[(u32, &str, &str)] = &[
         33,
         "additional_addresses",
         "not supported (a listener has one address)",
-    ),
-];
-
-const ROUTE_CONFIG_UNMODELLED: &[(u32, &str, &str)] = &[
-    (9, "vhds", "not supported"),
-    (
-        13,
-        "request_mirror_policies",
-        "not supported yet (request mirroring is a later feature)",
     ),
 ];
 
@@ -287,6 +279,12 @@ fn top_level_fields(mut b: &[u8]) -> Vec<u32> {
 
 pub(crate) const TLS_NOT_YET: &str = "TLS is not supported yet";
 pub(crate) const RETRIES_NOT_YET: &str = "not supported yet (retries are a later feature)";
+pub(crate) const MIRRORING_NOT_YET: &str =
+    "not supported yet (request mirroring is a later feature)";
+pub(crate) const RATE_LIMITS_NOT_YET: &str = "not supported yet (rate limits are a later feature)";
+pub(crate) const HEDGING_NOT_YET: &str =
+    "not supported yet (hedging comes with retries, a later feature)";
+pub(crate) const NO_CORS: &str = "not supported (Legate has no CORS filter)";
 
 /// A refused field: its path inside the resource and why.
 #[derive(Debug)]

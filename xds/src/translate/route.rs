@@ -1,8 +1,9 @@
 //! RouteConfiguration, virtual hosts, routes and header mutations.
 
 use super::{
-    R, RETRIES_NOT_YET, TLS_NOT_YET, TranslateError, at, at_i, check, dur_to, dynamic_stub,
-    opt_dur, paths, refusal, refuse, unknown_enum,
+    HEDGING_NOT_YET, MIRRORING_NOT_YET, NO_CORS, R, RATE_LIMITS_NOT_YET, RETRIES_NOT_YET,
+    TLS_NOT_YET, TranslateError, at, at_i, check, dur_to, dynamic_stub, opt_dur, paths, refusal,
+    refuse, unknown_enum,
 };
 use crate::duration::Dur;
 use crate::model;
@@ -57,6 +58,12 @@ pub(crate) fn rc_from(p: &str, r: &xroute::RouteConfiguration) -> R<model::Route
     if !r.internal_only_headers.is_empty() {
         return refuse(at(p, "internal_only_headers"), "not supported yet");
     }
+    if r.vhds.is_some() {
+        return refuse(at(p, "vhds"), "not supported");
+    }
+    if !r.request_mirror_policies.is_empty() {
+        return refuse(at(p, "request_mirror_policies"), MIRRORING_NOT_YET);
+    }
     if r.ignore_port_in_host_matching {
         return refuse(
             at(p, "ignore_port_in_host_matching"),
@@ -82,11 +89,36 @@ fn vh_from(p: &str, vh: &xroute::VirtualHost) -> R<model::VirtualHost> {
         Ok(_) => return refuse(at(p, "require_tls"), TLS_NOT_YET),
         Err(_) => return Err(unknown_enum(&at(p, "require_tls"), vh.require_tls)),
     }
-    if vh.retry_policy.is_some() {
-        return refuse(at(p, "retry_policy"), RETRIES_NOT_YET);
+    if vh.matcher.is_some() {
+        return refuse(at(p, "matcher"), "not supported (use routes)");
     }
-    if !vh.typed_per_filter_config.is_empty() {
-        return refuse(at(p, "typed_per_filter_config"), NO_FILTER_CONFIG);
+    let refused = [
+        (
+            "rate_limits",
+            !vh.rate_limits.is_empty(),
+            RATE_LIMITS_NOT_YET,
+        ),
+        ("cors", vh.cors.is_some(), NO_CORS),
+        (
+            "typed_per_filter_config",
+            !vh.typed_per_filter_config.is_empty(),
+            NO_FILTER_CONFIG,
+        ),
+        ("retry_policy", vh.retry_policy.is_some(), RETRIES_NOT_YET),
+        (
+            "retry_policy_typed_config",
+            vh.retry_policy_typed_config.is_some(),
+            RETRIES_NOT_YET,
+        ),
+        ("hedge_policy", vh.hedge_policy.is_some(), HEDGING_NOT_YET),
+        (
+            "request_mirror_policies",
+            !vh.request_mirror_policies.is_empty(),
+            MIRRORING_NOT_YET,
+        ),
+    ];
+    if let Some((field, _, message)) = refused.iter().find(|(_, set, _)| *set) {
+        return refuse(at(p, field), *message);
     }
     Ok(model::VirtualHost {
         name: vh.name.clone(),
@@ -287,16 +319,61 @@ fn query_matcher_from(
 
 fn action_from(p: &str, a: &xroute::RouteAction) -> R<model::RouteAction> {
     use xroute::route_action::{
-        ClusterNotFoundResponseCode, ClusterSpecifier, HostRewriteSpecifier,
+        ClusterNotFoundResponseCode, ClusterSpecifier, HostRewriteSpecifier, InternalRedirectAction,
     };
-    if a.retry_policy.is_some() {
-        return refuse(at(p, "retry_policy"), RETRIES_NOT_YET);
+    const NO_INTERNAL_REDIRECTS: &str =
+        "not supported (Legate passes upstream redirects on to the client)";
+    const REWRITES: &str = "not supported (use prefix_rewrite or regex_rewrite)";
+    let refused = [
+        (
+            "metadata_match",
+            a.metadata_match.is_some(),
+            "not supported (subset load balancing is not supported)",
+        ),
+        (
+            "path_rewrite_policy",
+            a.path_rewrite_policy.is_some(),
+            REWRITES,
+        ),
+        ("path_rewrite", !a.path_rewrite.is_empty(), REWRITES),
+        ("retry_policy", a.retry_policy.is_some(), RETRIES_NOT_YET),
+        (
+            "retry_policy_typed_config",
+            a.retry_policy_typed_config.is_some(),
+            RETRIES_NOT_YET,
+        ),
+        (
+            "request_mirror_policies",
+            !a.request_mirror_policies.is_empty(),
+            MIRRORING_NOT_YET,
+        ),
+        (
+            "rate_limits",
+            !a.rate_limits.is_empty(),
+            RATE_LIMITS_NOT_YET,
+        ),
+        ("cors", a.cors.is_some(), NO_CORS),
+        (
+            "internal_redirect_policy",
+            a.internal_redirect_policy.is_some(),
+            NO_INTERNAL_REDIRECTS,
+        ),
+        ("hedge_policy", a.hedge_policy.is_some(), HEDGING_NOT_YET),
+    ];
+    if let Some((field, _, message)) = refused.iter().find(|(_, set, _)| *set) {
+        return refuse(at(p, field), *message);
     }
-    if !a.request_mirror_policies.is_empty() {
-        return refuse(
-            at(p, "request_mirror_policies"),
-            "not supported yet (request mirroring is a later feature)",
-        );
+    match InternalRedirectAction::try_from(a.internal_redirect_action) {
+        Ok(InternalRedirectAction::PassThroughInternalRedirect) => {}
+        Ok(InternalRedirectAction::HandleInternalRedirect) => {
+            return refuse(at(p, "internal_redirect_action"), NO_INTERNAL_REDIRECTS);
+        }
+        Err(_) => {
+            return Err(unknown_enum(
+                &at(p, "internal_redirect_action"),
+                a.internal_redirect_action,
+            ));
+        }
     }
     match ClusterNotFoundResponseCode::try_from(a.cluster_not_found_response_code) {
         Ok(ClusterNotFoundResponseCode::ServiceUnavailable) => {}
@@ -357,6 +434,12 @@ fn action_from(p: &str, a: &xroute::RouteAction) -> R<model::RouteAction> {
         }
         Some(HostRewriteSpecifier::HostRewritePathRegex(_)) => {
             return refuse(at(p, "host_rewrite_path_regex"), "not supported");
+        }
+        Some(HostRewriteSpecifier::HostRewrite(_)) => {
+            return refuse(
+                at(p, "host_rewrite"),
+                "not supported (use host_rewrite_literal)",
+            );
         }
     }
     out.timeout = opt_dur(&at(p, "timeout"), &a.timeout, Dur::from_secs(15))?;
