@@ -265,8 +265,12 @@ fn envoy_hcm() -> ehcm::HttpConnectionManager {
             ..Default::default()
         }],
         strip_port_mode: Some(ehcm::http_connection_manager::StripPortMode::StripAnyHostPort(true)),
-        // Ignored: not in Legate's wire subset.
+        // Accepted: Legate passes the upstream's server header on.
         server_name: "edge".into(),
+        server_header_transformation:
+            ehcm::http_connection_manager::ServerHeaderTransformation::PassThrough as i32,
+        // Ignored: not in Legate's wire subset.
+        stream_error_on_invalid_http_message: boolv(true),
         ..Default::default()
     }
 }
@@ -732,8 +736,10 @@ fn realistic_route_configuration() {
         virtual_hosts: vec![api, fallback],
         validate_clusters: boolv(false),
         max_direct_response_body_size_bytes: u32v(8192),
-        // Ignored: not in Legate's wire subset.
+        // Accepted: no route changes a header its virtual host changes too.
         most_specific_header_mutations_wins: true,
+        // Ignored: not in Legate's wire subset.
+        metadata: Some(ecore::Metadata::default()),
         ..Default::default()
     };
     let (name, r) = decode_ok(translate::ROUTE_TYPE, &eany(&rc));
@@ -1486,6 +1492,7 @@ fn decode_refuses_fields_outside_the_wire_subset() {
 #[test]
 fn decode_refuses_declared_fields_set_by_envoy() {
     use ehcm::http_connection_manager::PathWithEscapedSlashesAction as Slashes;
+    use ehcm::http_connection_manager::ServerHeaderTransformation as ServerHeader;
     use envoy_types::pb::xds::r#type::matcher::v3 as exmatcher;
     use eroute::route_action::{HostRewriteSpecifier as EH, InternalRedirectAction};
 
@@ -1525,6 +1532,34 @@ fn decode_refuses_declared_fields_set_by_envoy() {
     fn action(rc: &mut eroute::RouteConfiguration) -> &mut eroute::RouteAction {
         match rc.virtual_hosts[0].routes[0].action.as_mut() {
             Some(eroute::route::Action::Route(a)) => a,
+            _ => unreachable!(),
+        }
+    }
+    fn route0(rc: &mut eroute::RouteConfiguration) -> &mut eroute::Route {
+        &mut rc.virtual_hosts[0].routes[0]
+    }
+    fn rmatch(rc: &mut eroute::RouteConfiguration) -> &mut eroute::RouteMatch {
+        route0(rc).r#match.as_mut().unwrap()
+    }
+    fn typed_extension(name: &str) -> ecore::TypedExtensionConfig {
+        ecore::TypedExtensionConfig {
+            name: name.into(),
+            typed_config: extension(),
+        }
+    }
+    fn weighted(rc: &mut eroute::RouteConfiguration) -> &mut eroute::WeightedCluster {
+        use eroute::route_action::ClusterSpecifier as C;
+        let a = action(rc);
+        a.cluster_specifier = Some(C::WeightedClusters(eroute::WeightedCluster {
+            clusters: vec![eroute::weighted_cluster::ClusterWeight {
+                name: "c".into(),
+                weight: u32v(1),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }));
+        match a.cluster_specifier.as_mut() {
+            Some(C::WeightedClusters(w)) => w,
             _ => unreachable!(),
         }
     }
@@ -1636,6 +1671,170 @@ fn decode_refuses_declared_fields_set_by_envoy() {
         ("virtual_hosts[0].routes[0].route.hedge_policy", |rc| {
             action(rc).hedge_policy = hedge()
         }),
+        ("most_specific_header_mutations_wins", |rc| {
+            rc.most_specific_header_mutations_wins = true;
+            rc.virtual_hosts[0].request_headers_to_add = vec![eheader("x-a", "1", 0)];
+            route0(rc).request_headers_to_remove = vec!["x-a".into()];
+        }),
+        ("vhost_header", |rc| rc.vhost_header = "x-vhost".into()),
+        ("ignore_path_parameters_in_path_matching", |rc| {
+            rc.ignore_path_parameters_in_path_matching = true
+        }),
+        ("typed_per_filter_config", |rc| {
+            rc.typed_per_filter_config =
+                [("envoy.filters.http.cors".to_string(), extension().unwrap())].into()
+        }),
+        ("route_specifiers", |rc| {
+            rc.route_specifiers = vec![typed_extension("specifier")]
+        }),
+        ("virtual_hosts[0].include_attempt_count_in_response", |rc| {
+            rc.virtual_hosts[0].include_attempt_count_in_response = true
+        }),
+        ("virtual_hosts[0].route_specifiers", |rc| {
+            rc.virtual_hosts[0].route_specifiers = vec![typed_extension("specifier")]
+        }),
+        ("virtual_hosts[0].routes[0].route_specifiers", |rc| {
+            route0(rc).route_specifiers = vec![typed_extension("specifier")]
+        }),
+        ("virtual_hosts[0].routes[0].filter_action", |rc| {
+            route0(rc).action = Some(eroute::route::Action::FilterAction(eroute::FilterAction {
+                action: extension(),
+            }))
+        }),
+        ("virtual_hosts[0].routes[0].non_forwarding_action", |rc| {
+            route0(rc).action = Some(eroute::route::Action::NonForwardingAction(
+                eroute::NonForwardingAction {},
+            ))
+        }),
+        ("virtual_hosts[0].routes[0].match.path_match_policy", |rc| {
+            rmatch(rc).path_specifier = Some(eroute::route_match::PathSpecifier::PathMatchPolicy(
+                typed_extension("envoy.path.match.uri_template"),
+            ))
+        }),
+        ("virtual_hosts[0].routes[0].match.cookies", |rc| {
+            rmatch(rc).cookies = vec![eroute::CookieMatcher {
+                name: "session".into(),
+                string_match: Some(estring(ematcher::string_matcher::MatchPattern::Exact(
+                    "abc".into(),
+                ))),
+                ..Default::default()
+            }]
+        }),
+        ("virtual_hosts[0].routes[0].match.tls_context", |rc| {
+            rmatch(rc).tls_context = Some(eroute::route_match::TlsContextMatchOptions {
+                presented: boolv(false),
+                ..Default::default()
+            })
+        }),
+        ("virtual_hosts[0].routes[0].match.dynamic_metadata", |rc| {
+            rmatch(rc).dynamic_metadata = vec![ematcher::MetadataMatcher {
+                filter: "envoy.filters.http.jwt_authn".into(),
+                ..Default::default()
+            }]
+        }),
+        ("virtual_hosts[0].routes[0].match.filter_state", |rc| {
+            rmatch(rc).filter_state = vec![ematcher::FilterStateMatcher {
+                key: "k".into(),
+                ..Default::default()
+            }]
+        }),
+        (
+            "virtual_hosts[0].routes[0].route.cluster_specifier_plugin",
+            |rc| {
+                action(rc).cluster_specifier =
+                    Some(eroute::route_action::ClusterSpecifier::ClusterSpecifierPlugin("p".into()))
+            },
+        ),
+        (
+            "virtual_hosts[0].routes[0].route.inline_cluster_specifier_plugin",
+            |rc| {
+                action(rc).cluster_specifier = Some(
+                    eroute::route_action::ClusterSpecifier::InlineClusterSpecifierPlugin(
+                        eroute::ClusterSpecifierPlugin {
+                            extension: Some(typed_extension("lua")),
+                            is_optional: false,
+                        },
+                    ),
+                )
+            },
+        ),
+        (
+            "virtual_hosts[0].routes[0].route.append_x_forwarded_host",
+            |rc| action(rc).append_x_forwarded_host = true,
+        ),
+        ("virtual_hosts[0].routes[0].route.flush_timeout", |rc| {
+            action(rc).flush_timeout = esecs(30)
+        }),
+        ("virtual_hosts[0].routes[0].route.max_grpc_timeout", |rc| {
+            action(rc).max_grpc_timeout = esecs(0)
+        }),
+        (
+            "virtual_hosts[0].routes[0].route.hash_policy[0].filter_state",
+            |rc| {
+                action(rc).hash_policy = vec![eroute::route_action::HashPolicy {
+                    policy_specifier: Some(
+                        eroute::route_action::hash_policy::PolicySpecifier::FilterState(
+                            eroute::route_action::hash_policy::FilterState { key: "k".into() },
+                        ),
+                    ),
+                    ..Default::default()
+                }]
+            },
+        ),
+        (
+            "virtual_hosts[0].routes[0].route.weighted_clusters.use_hash_policy",
+            |rc| {
+                weighted(rc).random_value_specifier = Some(
+                    eroute::weighted_cluster::RandomValueSpecifier::UseHashPolicy(epb::BoolValue {
+                        value: true,
+                    }),
+                )
+            },
+        ),
+        (
+            "virtual_hosts[0].routes[0].route.weighted_clusters.clusters[0].cluster_header",
+            |rc| {
+                let w = weighted(rc);
+                w.clusters[0].name = String::new();
+                w.clusters[0].cluster_header = "x-cluster".into();
+            },
+        ),
+        (
+            "virtual_hosts[0].routes[0].route.weighted_clusters.clusters[0].metadata_match",
+            |rc| {
+                weighted(rc).clusters[0].metadata_match = Some(ecore::Metadata {
+                    filter_metadata: [("envoy.lb".to_string(), Default::default())].into(),
+                    ..Default::default()
+                })
+            },
+        ),
+        ("virtual_hosts[0].routes[0].redirect.path_rewrite", |rc| {
+            route0(rc).action = Some(eroute::route::Action::Redirect(eroute::RedirectAction {
+                path_rewrite_specifier: Some(
+                    eroute::redirect_action::PathRewriteSpecifier::PathRewrite(
+                        "/new/%REQ(x-id)%".into(),
+                    ),
+                ),
+                ..Default::default()
+            }))
+        }),
+        (
+            "virtual_hosts[0].routes[0].direct_response.body_format",
+            |rc| {
+                route0(rc).action = Some(eroute::route::Action::DirectResponse(
+                    eroute::DirectResponseAction {
+                        status: 200,
+                        body_format: Some(ecore::SubstitutionFormatString {
+                            format: Some(ecore::substitution_format_string::Format::TextFormat(
+                                "%RESPONSE_CODE%".into(),
+                            )),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                ))
+            },
+        ),
     ];
     for (path, set) in route_cases {
         let mut r = rc();
@@ -1646,8 +1845,41 @@ fn decode_refuses_declared_fields_set_by_envoy() {
             ("RouteConfiguration", "r", *path),
             "{e}"
         );
-        assert!(e.message.starts_with("not supported"), "{e}");
+        assert!(e.message.contains("not supported"), "{e}");
     }
+    // Accepted and ignored (not in the wire subset, or what Legate does).
+    let mut r = rc();
+    r.metadata = Some(ecore::Metadata::default());
+    r.cluster_specifier_plugins = vec![eroute::ClusterSpecifierPlugin {
+        extension: Some(typed_extension("lua")),
+        is_optional: true,
+    }];
+    r.most_specific_header_mutations_wins = true;
+    let vh = &mut r.virtual_hosts[0];
+    vh.virtual_clusters = vec![eroute::VirtualCluster {
+        name: "stats".into(),
+        ..Default::default()
+    }];
+    vh.per_request_buffer_limit_bytes = u32v(1 << 20);
+    vh.request_body_buffer_limit = Some(epb::UInt64Value { value: 1 << 30 });
+    vh.include_is_timeout_retry_header = true;
+    vh.metadata = Some(ecore::Metadata::default());
+    let route = &mut vh.routes[0];
+    route.per_request_buffer_limit_bytes = u32v(1 << 20);
+    route.request_body_buffer_limit = Some(epb::UInt64Value { value: 1 << 30 });
+    route.decorator = Some(eroute::Decorator {
+        operation: "op".into(),
+        ..Default::default()
+    });
+    route.tracing = Some(eroute::Tracing::default());
+    route.stat_prefix = "route".into();
+    let a = action(&mut r);
+    a.flush_timeout = esecs(0);
+    a.grpc_timeout_offset = esecs(1);
+    a.include_vh_rate_limits = boolv(true);
+    a.max_internal_redirects = u32v(3);
+    a.early_data_policy = Some(typed_extension("envoy.route.early_data_policy.default"));
+    decode_ok(translate::ROUTE_TYPE, &eany(&r));
 
     // Listeners, and the HTTP connection manager inside them.
     let listener = |h: &ehcm::HttpConnectionManager| elis::Listener {
@@ -1697,6 +1929,25 @@ fn decode_refuses_declared_fields_set_by_envoy() {
                 .unwrap()
                 .suffix_len = u32v(64)
         }),
+        ("per_connection_buffer_high_watermark_timeout", |l| {
+            l.per_connection_buffer_high_watermark_timeout = esecs(10)
+        }),
+        ("transparent", |l| l.transparent = boolv(true)),
+        ("freebind", |l| l.freebind = boolv(true)),
+        ("socket_options", |l| {
+            l.socket_options = vec![ecore::SocketOption {
+                description: "SO_MARK".into(),
+                level: 1,
+                name: 36,
+                ..Default::default()
+            }]
+        }),
+        ("tcp_keepalive", |l| {
+            l.tcp_keepalive = Some(ecore::TcpKeepalive {
+                keepalive_time: u32v(60),
+                ..Default::default()
+            })
+        }),
     ];
     for (path, set) in listener_cases {
         let mut l = listener(&envoy_hcm());
@@ -1740,6 +1991,126 @@ fn decode_refuses_declared_fields_set_by_envoy() {
             |h| h.path_with_escaped_slashes_action = Slashes::UnescapeAndRedirect as i32,
             "UNESCAPE_AND_REDIRECT is not supported",
         ),
+        (
+            "add_user_agent",
+            |h| h.add_user_agent = boolv(true),
+            "not supported",
+        ),
+        (
+            "tracing",
+            |h| {
+                h.tracing = Some(ehcm::http_connection_manager::Tracing {
+                    random_sampling: Some(envoy_types::pb::envoy::r#type::v3::Percent {
+                        value: 1.0,
+                    }),
+                    ..Default::default()
+                })
+            },
+            "not supported",
+        ),
+        (
+            "server_name",
+            |h| {
+                h.server_name = "edge".into();
+                h.server_header_transformation = ServerHeader::Overwrite as i32;
+            },
+            "not supported",
+        ),
+        (
+            "scheme_header_transformation",
+            |h| {
+                h.scheme_header_transformation = Some(ecore::SchemeHeaderTransformation {
+                    transformation: Some(
+                        ecore::scheme_header_transformation::Transformation::SchemeToOverwrite(
+                            "https".into(),
+                        ),
+                    ),
+                    ..Default::default()
+                })
+            },
+            "not supported",
+        ),
+        (
+            "stream_flush_timeout",
+            |h| h.stream_flush_timeout = esecs(30),
+            "not supported yet",
+        ),
+        (
+            "original_ip_detection_extensions",
+            |h| h.original_ip_detection_extensions = vec![typed_extension("xff")],
+            "not supported",
+        ),
+        (
+            "early_header_mutation_extensions",
+            |h| h.early_header_mutation_extensions = vec![typed_extension("mutation")],
+            "not supported",
+        ),
+        (
+            "always_set_request_id_in_response",
+            |h| h.always_set_request_id_in_response = true,
+            "not supported",
+        ),
+        (
+            "forward_client_cert_matcher",
+            |h| {
+                h.forward_client_cert_matcher = Some(exmatcher::Matcher {
+                    on_no_match: Some(Box::new(exmatcher::matcher::OnMatch {
+                        keep_matching: true,
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                })
+            },
+            "not supported yet",
+        ),
+        (
+            "proxy_100_continue",
+            |h| h.proxy_100_continue = true,
+            "not supported",
+        ),
+        (
+            "represent_ipv4_remote_address_as_ipv4_mapped_ipv6",
+            |h| h.represent_ipv4_remote_address_as_ipv4_mapped_ipv6 = true,
+            "not supported",
+        ),
+        (
+            "request_id_extension",
+            |h| {
+                h.request_id_extension = Some(ehcm::RequestIdExtension {
+                    typed_config: extension(),
+                })
+            },
+            "not supported",
+        ),
+        (
+            "strip_trailing_host_dot",
+            |h| h.strip_trailing_host_dot = true,
+            "not supported",
+        ),
+        (
+            "proxy_status_config",
+            |h| {
+                h.proxy_status_config = Some(ehcm::http_connection_manager::ProxyStatusConfig {
+                    remove_details: true,
+                    ..Default::default()
+                })
+            },
+            "not supported",
+        ),
+        (
+            "typed_header_validation_config",
+            |h| {
+                h.typed_header_validation_config = Some(typed_extension(
+                    "envoy.http.header_validators.envoy_default",
+                ))
+            },
+            "not supported",
+        ),
+        (
+            "append_x_forwarded_port",
+            |h| h.append_x_forwarded_port = true,
+            "not supported",
+        ),
     ];
     for (field, set, message) in hcm_cases {
         let mut h = envoy_hcm();
@@ -1755,6 +2126,261 @@ fn decode_refuses_declared_fields_set_by_envoy() {
     let mut h = envoy_hcm();
     h.path_with_escaped_slashes_action = Slashes::KeepUnchanged as i32;
     decode_ok(translate::LISTENER_TYPE, &eany(&listener(&h)));
+    // Accepted and ignored (not in the wire subset, or what Legate does).
+    let mut h = envoy_hcm();
+    h.server_name = "edge".into();
+    h.server_header_transformation = ServerHeader::PassThrough as i32;
+    h.stream_flush_timeout = esecs(0);
+    h.access_log = vec![envoy_types::pb::envoy::config::accesslog::v3::AccessLog {
+        name: "envoy.access_loggers.stdout".into(),
+        ..Default::default()
+    }];
+    h.stream_error_on_invalid_http_message = boolv(true);
+    h.set_current_client_cert_details = Some(Default::default());
+    h.http3_protocol_options = Some(Default::default());
+    h.append_local_overload = true;
+    let mut l = listener(&h);
+    l.per_connection_buffer_high_watermark_timeout = esecs(0);
+    l.transparent = boolv(false);
+    l.drain_type = elis::listener::DrainType::ModifyOnly as i32;
+    l.tcp_fast_open_queue_length = u32v(16);
+    l.tcp_backlog_size = u32v(1024);
+    l.enable_reuse_port = boolv(true);
+    l.enable_mptcp = true;
+    l.ignore_global_conn_limit = true;
+    l.access_log = h.access_log.clone();
+    decode_ok(translate::LISTENER_TYPE, &eany(&l));
+
+    // Clusters and their endpoints.
+    let cluster = || ecluster::Cluster {
+        name: "c".into(),
+        cluster_discovery_type: Some(ecluster::cluster::ClusterDiscoveryType::Type(
+            ecluster::cluster::DiscoveryType::StrictDns as i32,
+        )),
+        load_assignment: Some(eendpoint::ClusterLoadAssignment {
+            cluster_name: "c".into(),
+            endpoints: vec![eendpoint::LocalityLbEndpoints {
+                lb_endpoints: vec![eendpoint::LbEndpoint {
+                    host_identifier: Some(eendpoint::lb_endpoint::HostIdentifier::Endpoint(
+                        eendpoint::Endpoint {
+                            address: esocket("db.internal", 5432),
+                            ..Default::default()
+                        },
+                    )),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    decode_ok(translate::CLUSTER_TYPE, &eany(&cluster()));
+    fn slow_start() -> Option<ecluster::cluster::SlowStartConfig> {
+        Some(ecluster::cluster::SlowStartConfig {
+            slow_start_window: esecs(30),
+            ..Default::default()
+        })
+    }
+    type CSet = fn(&mut ecluster::Cluster);
+    let cluster_cases: &[(&str, CSet, &str)] = &[
+        (
+            "transport_socket_matcher",
+            |c| {
+                c.transport_socket_matcher = Some(exmatcher::Matcher {
+                    on_no_match: Some(Box::new(exmatcher::matcher::OnMatch {
+                        keep_matching: true,
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                })
+            },
+            "TLS is not supported yet",
+        ),
+        (
+            "per_connection_buffer_high_watermark_timeout",
+            |c| c.per_connection_buffer_high_watermark_timeout = esecs(1),
+            "not supported",
+        ),
+        (
+            "upstream_bind_config",
+            |c| {
+                c.upstream_bind_config = Some(ecore::BindConfig {
+                    freebind: boolv(true),
+                    ..Default::default()
+                })
+            },
+            "not supported",
+        ),
+        (
+            "upstream_connection_options",
+            |c| {
+                c.upstream_connection_options = Some(ecluster::UpstreamConnectionOptions {
+                    tcp_keepalive: Some(ecore::TcpKeepalive {
+                        keepalive_time: u32v(30),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+            },
+            "not supported yet",
+        ),
+        (
+            "common_http_protocol_options",
+            |c| {
+                c.common_http_protocol_options = Some(ecore::HttpProtocolOptions {
+                    idle_timeout: esecs(30),
+                    ..Default::default()
+                })
+            },
+            "not supported: use typed_extension_protocol_options",
+        ),
+        (
+            "connection_pool_per_downstream_connection",
+            |c| c.connection_pool_per_downstream_connection = true,
+            "not supported",
+        ),
+        (
+            "queuing_policies",
+            |c| {
+                c.queuing_policies = Some(ecluster::cluster::QueuingPolicies {
+                    pending_rq_policy: Some(typed_extension("lifo")),
+                })
+            },
+            "not supported",
+        ),
+        (
+            "dns_resolvers",
+            |c| c.dns_resolvers = vec![esocket("10.0.0.53", 53).unwrap()],
+            "not supported (Legate uses the system's resolver)",
+        ),
+        (
+            "dns_resolution_config",
+            |c| {
+                c.dns_resolution_config = Some(ecore::DnsResolutionConfig {
+                    resolvers: vec![esocket("10.0.0.53", 53).unwrap()],
+                    ..Default::default()
+                })
+            },
+            "not supported (Legate uses the system's resolver)",
+        ),
+        (
+            "typed_dns_resolver_config",
+            |c| {
+                c.typed_dns_resolver_config =
+                    Some(typed_extension("envoy.network.dns_resolver.cares"))
+            },
+            "not supported (Legate uses the system's resolver)",
+        ),
+        (
+            "round_robin_lb_config.slow_start_config",
+            |c| {
+                c.lb_config = Some(ecluster::cluster::LbConfig::RoundRobinLbConfig(
+                    ecluster::cluster::RoundRobinLbConfig {
+                        slow_start_config: slow_start(),
+                    },
+                ))
+            },
+            "not supported",
+        ),
+        (
+            "least_request_lb_config.slow_start_config",
+            |c| {
+                c.lb_policy = ecluster::cluster::LbPolicy::LeastRequest as i32;
+                c.lb_config = Some(ecluster::cluster::LbConfig::LeastRequestLbConfig(
+                    ecluster::cluster::LeastRequestLbConfig {
+                        slow_start_config: slow_start(),
+                        ..Default::default()
+                    },
+                ));
+            },
+            "not supported",
+        ),
+    ];
+    for (field, set, message) in cluster_cases {
+        let mut c = cluster();
+        set(&mut c);
+        assert_refused(
+            translate::decode(translate::CLUSTER_TYPE, &eany(&c)),
+            "Cluster",
+            "c",
+            field,
+            message,
+        );
+    }
+    // Accepted and ignored (not in the wire subset, or what Legate does).
+    let mut c = cluster();
+    c.respect_dns_ttl = true;
+    c.dns_failure_refresh_rate = Some(Default::default());
+    c.use_tcp_for_dns_lookups = true;
+    c.dns_jitter = esecs(1);
+    c.max_requests_per_connection = u32v(100);
+    c.per_connection_buffer_high_watermark_timeout = esecs(0);
+    c.lb_config = Some(ecluster::cluster::LbConfig::RoundRobinLbConfig(
+        Default::default(),
+    ));
+    c.preconnect_policy = Some(Default::default());
+    c.track_cluster_stats = Some(Default::default());
+    decode_ok(translate::CLUSTER_TYPE, &eany(&c));
+    let mut c = cluster();
+    c.cluster_discovery_type = Some(ecluster::cluster::ClusterDiscoveryType::Type(
+        ecluster::cluster::DiscoveryType::Static as i32,
+    ));
+    c.load_assignment = None;
+    c.dns_resolvers = vec![esocket("10.0.0.53", 53).unwrap()];
+    c.typed_dns_resolver_config = Some(typed_extension("envoy.network.dns_resolver.cares"));
+    decode_ok(translate::CLUSTER_TYPE, &eany(&c));
+
+    let cla = eendpoint::ClusterLoadAssignment {
+        cluster_name: "c".into(),
+        endpoints: vec![eendpoint::LocalityLbEndpoints {
+            lb_config: Some(
+                eendpoint::locality_lb_endpoints::LbConfig::LedsClusterLocalityConfig(
+                    eendpoint::LedsClusterLocalityConfig {
+                        leds_config: ads(),
+                        leds_collection_name: "xdstp://leds/c".into(),
+                    },
+                ),
+            ),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    assert_refused(
+        translate::decode(translate::ENDPOINT_TYPE, &eany(&cla)),
+        "ClusterLoadAssignment",
+        "c",
+        "endpoints[0].leds_cluster_locality_config",
+        "not supported (LEDS)",
+    );
+    let mut cla = cluster().load_assignment.unwrap();
+    if let Some(eendpoint::lb_endpoint::HostIdentifier::Endpoint(e)) =
+        &mut cla.endpoints[0].lb_endpoints[0].host_identifier
+    {
+        e.address = esocket("10.0.0.1", 5432);
+        e.additional_addresses = vec![eendpoint::endpoint::AdditionalAddress {
+            address: esocket("fd00::1", 5432),
+        }];
+    }
+    assert_refused(
+        translate::decode(translate::ENDPOINT_TYPE, &eany(&cla)),
+        "ClusterLoadAssignment",
+        "c",
+        "endpoints[0].lb_endpoints[0].endpoint.additional_addresses",
+        "not supported (Legate connects to the endpoint's address only)",
+    );
+    // Accepted and ignored.
+    let mut cla = cluster().load_assignment.unwrap();
+    if let Some(eendpoint::lb_endpoint::HostIdentifier::Endpoint(e)) =
+        &mut cla.endpoints[0].lb_endpoints[0].host_identifier
+    {
+        e.address = esocket("10.0.0.1", 5432);
+        e.observability_name = "db-0".into();
+    }
+    cla.endpoints[0].metadata = Some(ecore::Metadata::default());
+    cla.named_endpoints
+        .insert("unused".into(), eendpoint::Endpoint::default());
+    decode_ok(translate::ENDPOINT_TYPE, &eany(&cla));
 }
 
 // ---------------------------------------------------------------------------
@@ -1997,6 +2623,53 @@ fn listener_refusals() {
     fallback.use_proxy_proto = Some(true);
     l.default_filter_chain = Some(fallback);
     listener_refused(&l, "default_filter_chain.use_proxy_proto", proxy_proto);
+
+    // Socket settings.
+    type Set = fn(&mut lis::Listener);
+    let refused: [(&str, Set, &str); 5] = [
+        (
+            "per_connection_buffer_high_watermark_timeout",
+            |l| {
+                l.per_connection_buffer_high_watermark_timeout = Some(prost_types::Duration {
+                    seconds: 5,
+                    nanos: 0,
+                })
+            },
+            "not supported (Legate does not close connections for their buffer use)",
+        ),
+        (
+            "transparent",
+            |l| l.transparent = Some(true),
+            "not supported (Legate does not set IP_TRANSPARENT)",
+        ),
+        (
+            "freebind",
+            |l| l.freebind = Some(true),
+            "not supported (Legate does not set IP_FREEBIND)",
+        ),
+        (
+            "socket_options",
+            |l| l.socket_options = vec![core::SocketOption {}],
+            "not supported",
+        ),
+        (
+            "tcp_keepalive",
+            |l| l.tcp_keepalive = Some(core::TcpKeepalive {}),
+            "not supported yet",
+        ),
+    ];
+    for (path, set, message) in refused {
+        let mut l = base.clone();
+        set(&mut l);
+        listener_refused(&l, path, message);
+    }
+    // What Legate does: 0 disables the watermark timeout, false leaves the
+    // socket option off.
+    let mut l = base.clone();
+    l.per_connection_buffer_high_watermark_timeout = Some(Default::default());
+    l.transparent = Some(false);
+    l.freebind = Some(false);
+    translate::listener_from_xds(&l).unwrap();
 }
 
 #[test]
@@ -2203,6 +2876,141 @@ fn http_connection_manager_refusals() {
         ".common_http_protocol_options.headers_with_underscores_action",
         "not supported",
     );
+    {
+        use hcm::http_connection_manager::{
+            ProxyStatusConfig, ServerHeaderTransformation, Tracing,
+        };
+        let extension = || core::TypedExtensionConfig {
+            name: "x".into(),
+            ..Default::default()
+        };
+        let four_secs = || {
+            Some(prost_types::Duration {
+                seconds: 4,
+                nanos: 0,
+            })
+        };
+        type Set = Box<dyn FnOnce(&mut hcm::HttpConnectionManager)>;
+        let cases: Vec<(&str, Set, &str)> = vec![
+            (
+                "add_user_agent",
+                Box::new(|h| h.add_user_agent = Some(true)),
+                "not supported (Legate sets neither user-agent nor x-envoy-downstream-service-cluster)",
+            ),
+            (
+                "tracing",
+                Box::new(|h| h.tracing = Some(Tracing {})),
+                "not supported (Legate does not trace requests)",
+            ),
+            (
+                "server_name",
+                Box::new(|h| h.server_name = "edge".into()),
+                "not supported (Legate passes the upstream's server header on)",
+            ),
+            (
+                "server_name",
+                Box::new(|h| {
+                    h.server_name = "edge".into();
+                    h.server_header_transformation =
+                        ServerHeaderTransformation::AppendIfAbsent as i32;
+                }),
+                "not supported (Legate passes the upstream's server header on)",
+            ),
+            (
+                "server_header_transformation",
+                Box::new(|h| h.server_header_transformation = 9),
+                "unknown value 9",
+            ),
+            (
+                "scheme_header_transformation",
+                Box::new(|h| h.scheme_header_transformation = Some(Default::default())),
+                "not supported",
+            ),
+            (
+                "stream_flush_timeout",
+                Box::new(move |h| h.stream_flush_timeout = four_secs()),
+                "not supported yet",
+            ),
+            (
+                "original_ip_detection_extensions",
+                Box::new(move |h| h.original_ip_detection_extensions = vec![extension()]),
+                "not supported",
+            ),
+            (
+                "early_header_mutation_extensions",
+                Box::new(move |h| h.early_header_mutation_extensions = vec![extension()]),
+                "not supported",
+            ),
+            (
+                "always_set_request_id_in_response",
+                Box::new(|h| h.always_set_request_id_in_response = true),
+                "not supported (Legate does not send x-request-id in responses)",
+            ),
+            (
+                "forward_client_cert_matcher",
+                Box::new(|h| {
+                    h.forward_client_cert_matcher =
+                        Some(legate_xds::wire::xds::r#type::matcher::v3::Matcher {})
+                }),
+                "not supported yet (client certificates come with TLS)",
+            ),
+            (
+                "proxy_100_continue",
+                Box::new(|h| h.proxy_100_continue = true),
+                "not supported (Legate answers Expect: 100-continue itself)",
+            ),
+            (
+                "represent_ipv4_remote_address_as_ipv4_mapped_ipv6",
+                Box::new(|h| h.represent_ipv4_remote_address_as_ipv4_mapped_ipv6 = true),
+                "not supported",
+            ),
+            (
+                "request_id_extension",
+                Box::new(|h| h.request_id_extension = Some(hcm::RequestIdExtension {})),
+                "not supported (Legate generates random UUIDs)",
+            ),
+            (
+                "strip_trailing_host_dot",
+                Box::new(|h| h.strip_trailing_host_dot = true),
+                "not supported",
+            ),
+            (
+                "proxy_status_config",
+                Box::new(|h| h.proxy_status_config = Some(ProxyStatusConfig {})),
+                "not supported (Legate sends no proxy-status header)",
+            ),
+            (
+                "typed_header_validation_config",
+                Box::new(move |h| h.typed_header_validation_config = Some(extension())),
+                "not supported",
+            ),
+            (
+                "append_x_forwarded_port",
+                Box::new(|h| h.append_x_forwarded_port = true),
+                "not supported (Legate does not set x-forwarded-port)",
+            ),
+        ];
+        for (field, set, message) in cases {
+            hcm_refused(set, &format!(".{field}"), message);
+        }
+        // What Legate does: it never writes a server header of its own (a
+        // server_name only passed through changes nothing), and a flush
+        // timeout of 0 is none.
+        let mut h = base_hcm();
+        h.server_name = "edge".into();
+        h.server_header_transformation = ServerHeaderTransformation::PassThrough as i32;
+        h.stream_flush_timeout = Some(Default::default());
+        h.add_user_agent = Some(false);
+        translate::listener_from_xds(&listener_with(h)).unwrap();
+        for t in [
+            ServerHeaderTransformation::Overwrite,
+            ServerHeaderTransformation::AppendIfAbsent,
+        ] {
+            let mut h = base_hcm();
+            h.server_header_transformation = t as i32;
+            translate::listener_from_xds(&listener_with(h)).unwrap();
+        }
+    }
 
     // RDS config sources: only ADS.
     let rds = |cs: Option<core::ConfigSource>| {
@@ -2534,6 +3342,53 @@ fn route_configuration_refusals() {
         "request_mirror_policies",
         "not supported yet (request mirroring is a later feature)",
     );
+    // The order of the levels' header changes matters only for a header
+    // changed at both levels.
+    let mut rc = base_route_config();
+    rc.most_specific_header_mutations_wins = true;
+    rc.virtual_hosts[0].request_headers_to_add = vec![hv("x-a", "1")];
+    rc.virtual_hosts[0].routes[0].request_headers_to_add = vec![hv("x-b", "1")];
+    rc.virtual_hosts[0].response_headers_to_remove = vec!["x-c".into()];
+    rc.virtual_hosts[0].routes[0].request_headers_to_remove = vec!["x-c".into()];
+    translate::route_config_from_xds(&rc).unwrap();
+    rc.virtual_hosts[0].routes[0].response_headers_to_add = vec![hv("X-C", "2")];
+    rc_refused(
+        &rc,
+        "most_specific_header_mutations_wins",
+        "not supported: virtual_hosts[0].routes[0] and its virtual host both change \"x-c\" (Legate applies a route's header changes before its virtual host's",
+    );
+    rc.virtual_hosts[0].routes[0].response_headers_to_add = vec![];
+    rc.virtual_hosts[0].routes[0].request_headers_to_remove = vec!["x-a".into()];
+    rc_refused(
+        &rc,
+        "most_specific_header_mutations_wins",
+        "not supported: virtual_hosts[0].routes[0] and its virtual host both change \"x-a\"",
+    );
+    let mut rc = base_route_config();
+    rc.vhost_header = "x-vhost".into();
+    rc_refused(
+        &rc,
+        "vhost_header",
+        "not supported (Legate picks the virtual host by the request's authority)",
+    );
+    let mut rc = base_route_config();
+    rc.ignore_path_parameters_in_path_matching = true;
+    rc_refused(
+        &rc,
+        "ignore_path_parameters_in_path_matching",
+        "not supported (Legate matches the whole path, parameters included)",
+    );
+    let mut rc = base_route_config();
+    rc.typed_per_filter_config
+        .insert("envoy.filters.http.cors".into(), Default::default());
+    rc_refused(
+        &rc,
+        "typed_per_filter_config",
+        "not supported (Legate has no HTTP filters to configure)",
+    );
+    let mut rc = base_route_config();
+    rc.route_specifiers = vec![Default::default()];
+    rc_refused(&rc, "route_specifiers", "not supported (route specifiers)");
     // Accepted and ignored.
     let mut rc = base_route_config();
     rc.validate_clusters = Some(true);
@@ -2609,6 +3464,16 @@ fn virtual_host_refusals() {
         ".domains[0]",
         "invalid domain \"a*b\"",
     );
+    vh_refused(
+        |vh| vh.include_attempt_count_in_response = true,
+        ".include_attempt_count_in_response",
+        "not supported (Legate sends no x-envoy-attempt-count header)",
+    );
+    vh_refused(
+        |vh| vh.route_specifiers = vec![Default::default()],
+        ".route_specifiers",
+        "not supported (route specifiers)",
+    );
     let mut rc = base_route_config();
     rc.virtual_hosts[0].include_request_attempt_count = true;
     translate::route_config_from_xds(&rc).unwrap();
@@ -2622,6 +3487,25 @@ fn route_refusals() {
         "needs an action: route, redirect or direct_response",
     );
     route_refused(|r| r.r#match = None, ".match", "must be set");
+    route_refused(
+        |r| r.action = Some(route::route::Action::FilterAction(route::FilterAction {})),
+        ".filter_action",
+        "not supported",
+    );
+    route_refused(
+        |r| {
+            r.action = Some(route::route::Action::NonForwardingAction(
+                route::NonForwardingAction {},
+            ))
+        },
+        ".non_forwarding_action",
+        "not supported (Legate has no HTTP filters to answer the request)",
+    );
+    route_refused(
+        |r| r.route_specifiers = vec![Default::default()],
+        ".route_specifiers",
+        "not supported (route specifiers)",
+    );
     route_refused(
         |r| {
             r.typed_per_filter_config
@@ -2662,6 +3546,36 @@ fn route_match_refusals() {
         |m| m.grpc = Some(Default::default()),
         ".grpc",
         "not supported yet",
+    );
+    match_refused(
+        |m| {
+            m.path_specifier = Some(PathSpecifier::PathMatchPolicy(core::TypedExtensionConfig {
+                name: "envoy.path.match.uri_template".into(),
+                ..Default::default()
+            }))
+        },
+        ".path_match_policy",
+        "not supported (use prefix, path or safe_regex)",
+    );
+    match_refused(
+        |m| m.cookies = vec![route::CookieMatcher {}],
+        ".cookies",
+        "not supported",
+    );
+    match_refused(
+        |m| m.tls_context = Some(route::route_match::TlsContextMatchOptions {}),
+        ".tls_context",
+        "TLS is not supported yet",
+    );
+    match_refused(
+        |m| m.dynamic_metadata = vec![matcher::MetadataMatcher {}],
+        ".dynamic_metadata",
+        "not supported (Legate has no dynamic metadata)",
+    );
+    match_refused(
+        |m| m.filter_state = vec![matcher::FilterStateMatcher {}],
+        ".filter_state",
+        "not supported (Legate has no filter state)",
     );
     match_refused(
         |m| {
@@ -2828,6 +3742,52 @@ fn route_action_refusals() {
         |a| a.retry_policy_typed_config = Some(Default::default()),
         ".retry_policy_typed_config",
         "not supported yet (retries are a later feature)",
+    );
+    action_refused(
+        |a| a.cluster_specifier = Some(ClusterSpecifier::ClusterSpecifierPlugin("p".into())),
+        ".cluster_specifier_plugin",
+        "not supported",
+    );
+    action_refused(
+        |a| {
+            a.cluster_specifier = Some(ClusterSpecifier::InlineClusterSpecifierPlugin(
+                route::ClusterSpecifierPlugin {},
+            ))
+        },
+        ".inline_cluster_specifier_plugin",
+        "not supported",
+    );
+    action_refused(
+        |a| a.append_x_forwarded_host = true,
+        ".append_x_forwarded_host",
+        "not supported (Legate does not set x-forwarded-host)",
+    );
+    action_refused(
+        |a| {
+            a.flush_timeout = Some(prost_types::Duration {
+                seconds: 0,
+                nanos: 1,
+            })
+        },
+        ".flush_timeout",
+        "not supported yet",
+    );
+    action_refused(
+        |a| a.max_grpc_timeout = Some(Default::default()),
+        ".max_grpc_timeout",
+        "not supported (Legate does not read the grpc-timeout header; use timeout)",
+    );
+    action_refused(
+        |a| {
+            a.hash_policy = vec![HashPolicy {
+                policy_specifier: Some(PolicySpecifier::FilterState(
+                    route::route_action::hash_policy::FilterState {},
+                )),
+                terminal: false,
+            }]
+        },
+        ".hash_policy[0].filter_state",
+        "not supported (Legate has no filter state)",
     );
     action_refused(
         |a| a.metadata_match = Some(Default::default()),
@@ -3002,6 +3962,8 @@ fn route_action_refusals() {
     a.host_rewrite_specifier = Some(HostRewriteSpecifier::AutoHostRewrite(false));
     a.internal_redirect_action =
         route::route_action::InternalRedirectAction::PassThroughInternalRedirect as i32;
+    // 0 disables the flush timeout, as Legate has none.
+    a.flush_timeout = Some(Default::default());
     translate::route_config_from_xds(&rc).unwrap();
 }
 
@@ -3069,6 +4031,27 @@ fn weighted_cluster_refusals() {
         "not supported",
     );
     action_refused(
+        weighted(|w| {
+            w.random_value_specifier =
+                Some(route::weighted_cluster::RandomValueSpecifier::UseHashPolicy(true))
+        }),
+        ".weighted_clusters.use_hash_policy",
+        "not supported (Legate picks a weighted cluster at random)",
+    );
+    action_refused(
+        weighted(|w| {
+            w.clusters[0].name = String::new();
+            w.clusters[0].cluster_header = "x-cluster".into();
+        }),
+        ".weighted_clusters.clusters[0].cluster_header",
+        "not supported",
+    );
+    action_refused(
+        weighted(|w| w.clusters[0].metadata_match = Some(Default::default())),
+        ".weighted_clusters.clusters[0].metadata_match",
+        "not supported (subset load balancing is not supported)",
+    );
+    action_refused(
         weighted(|w| w.clusters[0].weight = None),
         ".weighted_clusters.clusters[0].weight",
         "must be set",
@@ -3089,7 +4072,12 @@ fn weighted_cluster_refusals() {
     let Some(route::route::Action::Route(a)) = &mut rc.virtual_hosts[0].routes[0].action else {
         unreachable!()
     };
-    weighted(|w| w.total_weight = Some(7))(a);
+    weighted(|w| {
+        w.total_weight = Some(7);
+        // Envoy's default: a random value.
+        w.random_value_specifier =
+            Some(route::weighted_cluster::RandomValueSpecifier::UseHashPolicy(false));
+    })(a);
     translate::route_config_from_xds(&rc).unwrap();
 }
 
@@ -3116,6 +4104,14 @@ fn redirect_and_direct_response_refusals() {
         ".redirect.port_redirect",
         "65536 is not a port",
     );
+    route_refused(
+        redirect(|a| {
+            a.path_rewrite_specifier =
+                Some(PathRewriteSpecifier::PathRewrite("/new/%REQ(x-id)%".into()))
+        }),
+        ".redirect.path_rewrite",
+        "not supported (use path_redirect or prefix_rewrite)",
+    );
     // The model's validation, mapped.
     route_refused(
         redirect(|a| {
@@ -3136,6 +4132,7 @@ fn redirect_and_direct_response_refusals() {
                 route::DirectResponseAction {
                     status,
                     body: Some(core::DataSource { specifier: body }),
+                    body_format: None,
                 },
             ));
         }
@@ -3159,6 +4156,19 @@ fn redirect_and_direct_response_refusals() {
         direct(100, None),
         ".direct_response.status",
         "100 is not between 200 and 599",
+    );
+    route_refused(
+        |r| {
+            r.action = Some(route::route::Action::DirectResponse(
+                route::DirectResponseAction {
+                    status: 200,
+                    body: None,
+                    body_format: Some(core::SubstitutionFormatString {}),
+                },
+            ))
+        },
+        ".direct_response.body_format",
+        "not supported (Legate sends the body as given)",
     );
     let mut rc = base_route_config();
     direct(204, None)(&mut rc.virtual_hosts[0].routes[0]);
@@ -3406,6 +4416,7 @@ fn cluster_refusals() {
             c.lb_config = Some(LbConfig::LeastRequestLbConfig(
                 cluster::cluster::LeastRequestLbConfig {
                     choice_count: Some(3),
+                    ..Default::default()
                 },
             ));
         },
@@ -3432,6 +4443,117 @@ fn cluster_refusals() {
         "transport_socket",
         "TLS is not supported yet",
     );
+    cluster_refused(
+        |c| c.transport_socket_matcher = Some(Default::default()),
+        "transport_socket_matcher",
+        "TLS is not supported yet",
+    );
+    cluster_refused(
+        |c| {
+            c.per_connection_buffer_high_watermark_timeout = Some(prost_types::Duration {
+                seconds: 1,
+                nanos: 0,
+            })
+        },
+        "per_connection_buffer_high_watermark_timeout",
+        "not supported (Legate does not close connections for their buffer use)",
+    );
+    cluster_refused(
+        |c| c.upstream_bind_config = Some(core::BindConfig {}),
+        "upstream_bind_config",
+        "not supported (Legate lets the system choose the source address)",
+    );
+    cluster_refused(
+        |c| c.upstream_connection_options = Some(cluster::UpstreamConnectionOptions {}),
+        "upstream_connection_options",
+        "not supported yet",
+    );
+    cluster_refused(
+        |c| c.common_http_protocol_options = Some(Default::default()),
+        "common_http_protocol_options",
+        "not supported: use typed_extension_protocol_options",
+    );
+    cluster_refused(
+        |c| c.connection_pool_per_downstream_connection = true,
+        "connection_pool_per_downstream_connection",
+        "not supported (Legate shares upstream connections between downstream connections)",
+    );
+    cluster_refused(
+        |c| c.queuing_policies = Some(cluster::cluster::QueuingPolicies {}),
+        "queuing_policies",
+        "not supported",
+    );
+    // The resolver, for the clusters that resolve names.
+    let strict_dns = |c: &mut cluster::Cluster| {
+        c.cluster_discovery_type = ty(DiscoveryType::StrictDns);
+    };
+    type Set = fn(&mut cluster::Cluster);
+    let resolvers: [(&str, Set); 3] = [
+        ("dns_resolvers", |c| {
+            c.dns_resolvers = vec![translate_address("10.0.0.53", 53)]
+        }),
+        ("dns_resolution_config", |c| {
+            c.dns_resolution_config = Some(core::DnsResolutionConfig {})
+        }),
+        ("typed_dns_resolver_config", |c| {
+            c.typed_dns_resolver_config = Some(core::TypedExtensionConfig {
+                name: "envoy.network.dns_resolver.cares".into(),
+                ..Default::default()
+            })
+        }),
+    ];
+    for (field, set) in resolvers {
+        cluster_refused(
+            |c| {
+                strict_dns(c);
+                set(c);
+            },
+            field,
+            "not supported (Legate uses the system's resolver)",
+        );
+        // A static cluster resolves nothing.
+        let mut c = base_cluster();
+        set(&mut c);
+        translate::cluster_from_xds(&c).unwrap();
+    }
+    // Slow start, for the policy it belongs to.
+    let slow = || Some(cluster::cluster::SlowStartConfig {});
+    cluster_refused(
+        |c| {
+            c.lb_config = Some(LbConfig::RoundRobinLbConfig(
+                cluster::cluster::RoundRobinLbConfig {
+                    slow_start_config: slow(),
+                },
+            ))
+        },
+        "round_robin_lb_config.slow_start_config",
+        "not supported (Legate sends new endpoints their full share at once)",
+    );
+    cluster_refused(
+        |c| {
+            c.lb_policy = LbPolicy::LeastRequest as i32;
+            c.lb_config = Some(LbConfig::LeastRequestLbConfig(
+                cluster::cluster::LeastRequestLbConfig {
+                    slow_start_config: slow(),
+                    ..Default::default()
+                },
+            ));
+        },
+        "least_request_lb_config.slow_start_config",
+        "not supported (Legate sends new endpoints their full share at once)",
+    );
+    let mut c = base_cluster();
+    c.lb_config = Some(LbConfig::RoundRobinLbConfig(Default::default()));
+    translate::cluster_from_xds(&c).unwrap();
+    // Envoy ignores another policy's settings.
+    let mut c = base_cluster();
+    c.lb_policy = LbPolicy::Random as i32;
+    c.lb_config = Some(LbConfig::RoundRobinLbConfig(
+        cluster::cluster::RoundRobinLbConfig {
+            slow_start_config: slow(),
+        },
+    ));
+    translate::cluster_from_xds(&c).unwrap();
 
     // EDS.
     cluster_refused(
@@ -3622,6 +4744,19 @@ fn load_assignment_refusals() {
         "not supported (named endpoints)",
     );
     cla_refused(
+        |c| {
+            if let Some(endpoint::lb_endpoint::HostIdentifier::Endpoint(e)) =
+                &mut c.endpoints[0].lb_endpoints[0].host_identifier
+            {
+                e.additional_addresses = vec![endpoint::endpoint::AdditionalAddress {
+                    address: Some(translate_address("fd00::1", 80)),
+                }];
+            }
+        },
+        "endpoints[0].lb_endpoints[0].endpoint.additional_addresses",
+        "not supported (Legate connects to the endpoint's address only)",
+    );
+    cla_refused(
         |c| c.endpoints[0].lb_endpoints[0].host_identifier = None,
         "endpoints[0].lb_endpoints[0].endpoint",
         "must be set",
@@ -3640,6 +4775,17 @@ fn load_assignment_refusals() {
         },
         "policy.drop_overloads",
         "not supported",
+    );
+    cla_refused(
+        |c| {
+            c.endpoints[0].lb_config = Some(
+                endpoint::locality_lb_endpoints::LbConfig::LedsClusterLocalityConfig(
+                    endpoint::LedsClusterLocalityConfig {},
+                ),
+            )
+        },
+        "endpoints[0].leds_cluster_locality_config",
+        "not supported (LEDS)",
     );
     cla_refused(
         |c| c.endpoints[0].lb_endpoints[0].health_status = 42,

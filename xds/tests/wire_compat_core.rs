@@ -189,6 +189,9 @@ macro_rules! same_oneof {
 }
 
 same_msg! {
+    // xds.type.matcher.v3 (placeholder)
+    ow::xds::r#type::matcher::v3::Matcher => ew::xds::r#type::matcher::v3::Matcher {}
+
     // google.rpc
     ow::google::rpc::Status => ew::google::rpc::Status { code, message, details }
 
@@ -202,6 +205,9 @@ same_msg! {
     om::RegexMatchAndSubstitute => em::RegexMatchAndSubstitute { pattern, substitution }
     om::StringMatcher => em::StringMatcher { match_pattern, ignore_case }
     om::ListStringMatcher => em::ListStringMatcher { patterns }
+    // Placeholders (metadata.proto, filter_state.proto).
+    om::MetadataMatcher => em::MetadataMatcher {}
+    om::FilterStateMatcher => em::FilterStateMatcher {}
 
     // envoy.config.core.v3: base.proto
     oc::Locality => ec::Locality { region, zone, sub_zone }
@@ -228,6 +234,14 @@ same_msg! {
     }
     oc::Address => ec::Address { address }
     oc::CidrRange => ec::CidrRange { address_prefix, prefix_len }
+    // Placeholders.
+    oc::TcpKeepalive => ec::TcpKeepalive {}
+    oc::BindConfig => ec::BindConfig {}
+
+    // Placeholders (socket_option.proto, resolver.proto, substitution_format_string.proto).
+    oc::SocketOption => ec::SocketOption {}
+    oc::DnsResolutionConfig => ec::DnsResolutionConfig {}
+    oc::SubstitutionFormatString => ec::SubstitutionFormatString {}
 
     // grpc_service.proto, config_source.proto
     oc::grpc_service::EnvoyGrpc => ec::grpc_service::EnvoyGrpc { cluster_name, authority }
@@ -254,6 +268,8 @@ same_msg! {
         hpack_table_size, max_concurrent_streams, initial_stream_window_size,
         initial_connection_window_size, allow_connect,
     }
+    // Placeholder.
+    oc::SchemeHeaderTransformation => ec::SchemeHeaderTransformation {}
 
     // health_check.proto
     oc::health_check::Payload => ec::health_check::Payload { payload }
@@ -290,13 +306,16 @@ same_msg! {
     oe::endpoint::HealthCheckConfig => ee::endpoint::HealthCheckConfig {
         port_value, hostname, address, disable_active_health_check,
     }
-    oe::Endpoint => ee::Endpoint { address, health_check_config, hostname }
+    oe::endpoint::AdditionalAddress => ee::endpoint::AdditionalAddress { address }
+    oe::Endpoint => ee::Endpoint { address, health_check_config, hostname, additional_addresses }
     oe::LbEndpoint => ee::LbEndpoint {
         host_identifier, health_status, metadata, load_balancing_weight,
     }
     oe::LocalityLbEndpoints => ee::LocalityLbEndpoints {
-        locality, lb_endpoints, load_balancing_weight, priority, proximity,
+        locality, lb_endpoints, load_balancing_weight, priority, proximity, lb_config,
     }
+    // Placeholder.
+    oe::LedsClusterLocalityConfig => ee::LedsClusterLocalityConfig {}
     oe::cluster_load_assignment::policy::DropOverload
         => ee::cluster_load_assignment::policy::DropOverload { category, drop_percentage }
     oe::cluster_load_assignment::Policy => ee::cluster_load_assignment::Policy {
@@ -325,7 +344,14 @@ same_msg! {
     }
     ocl::cluster::CustomClusterType => ecl::cluster::CustomClusterType { name, typed_config }
     ocl::cluster::EdsClusterConfig => ecl::cluster::EdsClusterConfig { eds_config, service_name }
-    ocl::cluster::LeastRequestLbConfig => ecl::cluster::LeastRequestLbConfig { choice_count }
+    // Placeholders.
+    ocl::cluster::SlowStartConfig => ecl::cluster::SlowStartConfig {}
+    ocl::cluster::QueuingPolicies => ecl::cluster::QueuingPolicies {}
+    ocl::UpstreamConnectionOptions => ecl::UpstreamConnectionOptions {}
+    ocl::cluster::RoundRobinLbConfig => ecl::cluster::RoundRobinLbConfig { slow_start_config }
+    ocl::cluster::LeastRequestLbConfig => ecl::cluster::LeastRequestLbConfig {
+        choice_count, slow_start_config,
+    }
     ocl::cluster::RingHashLbConfig => ecl::cluster::RingHashLbConfig {
         minimum_ring_size, hash_function, maximum_ring_size,
     }
@@ -336,7 +362,11 @@ same_msg! {
         circuit_breakers, typed_extension_protocol_options, dns_refresh_rate, dns_lookup_family,
         outlier_detection, cleanup_interval, lb_config, common_lb_config, transport_socket,
         metadata, protocol_selection, close_connections_on_host_health_failure,
-        ignore_health_on_host_removal,
+        ignore_health_on_host_removal, dns_resolvers, dns_resolution_config,
+        typed_dns_resolver_config, transport_socket_matcher, upstream_bind_config,
+        upstream_connection_options, common_http_protocol_options,
+        connection_pool_per_downstream_connection, queuing_policies,
+        per_connection_buffer_high_watermark_timeout,
     }
 
     // envoy.extensions.upstreams.http.v3
@@ -404,8 +434,13 @@ same_oneof! {
         HttpHealthCheck, TcpHealthCheck, GrpcHealthCheck,
     }
     oe::lb_endpoint::HostIdentifier => ee::lb_endpoint::HostIdentifier { Endpoint, EndpointName }
+    oe::locality_lb_endpoints::LbConfig => ee::locality_lb_endpoints::LbConfig {
+        LedsClusterLocalityConfig,
+    }
     ocl::cluster::ClusterDiscoveryType => ecl::cluster::ClusterDiscoveryType { Type, ClusterType }
-    ocl::cluster::LbConfig => ecl::cluster::LbConfig { RingHashLbConfig, LeastRequestLbConfig }
+    ocl::cluster::LbConfig => ecl::cluster::LbConfig {
+        RingHashLbConfig, LeastRequestLbConfig, RoundRobinLbConfig,
+    }
     ou::http_protocol_options::explicit_http_config::ProtocolConfig
         => eu::http_protocol_options::explicit_http_config::ProtocolConfig {
             HttpProtocolOptions, Http2ProtocolOptions,
@@ -895,6 +930,14 @@ fn endpoint(g: &mut G, v: usize) -> oe::Endpoint {
         address: Some(address(g, v)),
         health_check_config: Some(health_check_config(g, v + 1)),
         hostname: g.s(),
+        additional_addresses: vec![
+            oe::endpoint::AdditionalAddress {
+                address: Some(address(g, v + 1)),
+            },
+            oe::endpoint::AdditionalAddress {
+                address: Some(address(g, v)),
+            },
+        ],
     }
 }
 fn lb_endpoint(g: &mut G, v: usize) -> oe::LbEndpoint {
@@ -916,6 +959,11 @@ fn locality_lb_endpoints(g: &mut G, v: usize) -> oe::LocalityLbEndpoints {
         load_balancing_weight: Some(g.n()),
         priority: g.n(),
         proximity: Some(g.n()),
+        lb_config: Some(
+            oe::locality_lb_endpoints::LbConfig::LedsClusterLocalityConfig(
+                oe::LedsClusterLocalityConfig {},
+            ),
+        ),
     }
 }
 fn drop_overload(g: &mut G) -> oe::cluster_load_assignment::policy::DropOverload {
@@ -1007,6 +1055,12 @@ fn eds_cluster_config(g: &mut G, v: usize) -> ocl::cluster::EdsClusterConfig {
 fn least_request_lb_config(g: &mut G) -> ocl::cluster::LeastRequestLbConfig {
     ocl::cluster::LeastRequestLbConfig {
         choice_count: Some(g.n()),
+        slow_start_config: Some(ocl::cluster::SlowStartConfig {}),
+    }
+}
+fn round_robin_lb_config() -> ocl::cluster::RoundRobinLbConfig {
+    ocl::cluster::RoundRobinLbConfig {
+        slow_start_config: Some(ocl::cluster::SlowStartConfig {}),
     }
 }
 fn ring_hash_lb_config(g: &mut G) -> ocl::cluster::RingHashLbConfig {
@@ -1042,9 +1096,10 @@ fn cluster(g: &mut G, v: usize) -> ocl::Cluster {
         dns_lookup_family: ocl::cluster::DnsLookupFamily::V4Preferred as i32,
         outlier_detection: Some(outlier_detection(g)),
         cleanup_interval: Some(g.dur()),
-        lb_config: Some(match (v / 2) % 2 {
+        lb_config: Some(match (v / 2) % 3 {
             0 => L::RingHashLbConfig(ring_hash_lb_config(g)),
-            _ => L::LeastRequestLbConfig(least_request_lb_config(g)),
+            1 => L::LeastRequestLbConfig(least_request_lb_config(g)),
+            _ => L::RoundRobinLbConfig(round_robin_lb_config()),
         }),
         common_lb_config: Some(common_lb_config(g)),
         transport_socket: Some(transport_socket(g)),
@@ -1052,6 +1107,16 @@ fn cluster(g: &mut G, v: usize) -> ocl::Cluster {
         protocol_selection: ocl::cluster::ClusterProtocolSelection::UseDownstreamProtocol as i32,
         close_connections_on_host_health_failure: true,
         ignore_health_on_host_removal: true,
+        dns_resolvers: vec![address(g, v), address(g, v + 1)],
+        dns_resolution_config: Some(oc::DnsResolutionConfig {}),
+        typed_dns_resolver_config: Some(typed_extension_config(g)),
+        transport_socket_matcher: Some(ow::xds::r#type::matcher::v3::Matcher {}),
+        upstream_bind_config: Some(oc::BindConfig {}),
+        upstream_connection_options: Some(ocl::UpstreamConnectionOptions {}),
+        common_http_protocol_options: Some(http_protocol_options(g)),
+        connection_pool_per_downstream_connection: true,
+        queuing_policies: Some(ocl::cluster::QueuingPolicies {}),
+        per_connection_buffer_high_watermark_timeout: Some(g.dur()),
     }
 }
 
@@ -1206,6 +1271,8 @@ fn type_and_matcher_messages() {
         roundtrip::<_, em::RegexMatchAndSubstitute>(&regex_match_and_substitute(&mut g));
         roundtrip::<_, em::StringMatcher>(&string_matcher(&mut g, v));
         roundtrip::<_, em::ListStringMatcher>(&list_string_matcher(&mut g, v));
+        roundtrip::<_, em::MetadataMatcher>(&om::MetadataMatcher {});
+        roundtrip::<_, em::FilterStateMatcher>(&om::FilterStateMatcher {});
     }
 }
 
@@ -1229,6 +1296,12 @@ fn core_messages() {
         roundtrip::<_, ec::SocketAddress>(&socket_address(&mut g, v));
         roundtrip::<_, ec::Address>(&address(&mut g, v));
         roundtrip::<_, ec::CidrRange>(&cidr_range(&mut g));
+        roundtrip::<_, ec::TcpKeepalive>(&oc::TcpKeepalive {});
+        roundtrip::<_, ec::BindConfig>(&oc::BindConfig {});
+        roundtrip::<_, ec::SocketOption>(&oc::SocketOption {});
+        roundtrip::<_, ec::DnsResolutionConfig>(&oc::DnsResolutionConfig {});
+        roundtrip::<_, ec::SubstitutionFormatString>(&oc::SubstitutionFormatString {});
+        roundtrip::<_, ec::SchemeHeaderTransformation>(&oc::SchemeHeaderTransformation {});
         roundtrip::<_, ec::grpc_service::EnvoyGrpc>(&envoy_grpc(&mut g));
         roundtrip::<_, ec::GrpcService>(&grpc_service(&mut g));
         roundtrip::<_, ec::ApiConfigSource>(&api_config_source(&mut g));
@@ -1265,9 +1338,13 @@ fn endpoint_messages() {
     let mut g = G::default();
     for v in VARIANTS {
         roundtrip::<_, ee::endpoint::HealthCheckConfig>(&health_check_config(&mut g, v));
+        roundtrip::<_, ee::endpoint::AdditionalAddress>(&oe::endpoint::AdditionalAddress {
+            address: Some(address(&mut g, v)),
+        });
         roundtrip::<_, ee::Endpoint>(&endpoint(&mut g, v));
         roundtrip::<_, ee::LbEndpoint>(&lb_endpoint(&mut g, v));
         roundtrip::<_, ee::LocalityLbEndpoints>(&locality_lb_endpoints(&mut g, v));
+        roundtrip::<_, ee::LedsClusterLocalityConfig>(&oe::LedsClusterLocalityConfig {});
         roundtrip::<_, ee::cluster_load_assignment::policy::DropOverload>(&drop_overload(&mut g));
         roundtrip::<_, ee::cluster_load_assignment::Policy>(&policy(&mut g));
         roundtrip::<_, ee::ClusterLoadAssignment>(&cluster_load_assignment(&mut g, v));
@@ -1285,6 +1362,10 @@ fn cluster_messages() {
         roundtrip::<_, ecl::cluster::CustomClusterType>(&custom_cluster_type(&mut g));
         roundtrip::<_, ecl::cluster::EdsClusterConfig>(&eds_cluster_config(&mut g, v));
         roundtrip::<_, ecl::cluster::LeastRequestLbConfig>(&least_request_lb_config(&mut g));
+        roundtrip::<_, ecl::cluster::RoundRobinLbConfig>(&round_robin_lb_config());
+        roundtrip::<_, ecl::cluster::SlowStartConfig>(&ocl::cluster::SlowStartConfig {});
+        roundtrip::<_, ecl::cluster::QueuingPolicies>(&ocl::cluster::QueuingPolicies {});
+        roundtrip::<_, ecl::UpstreamConnectionOptions>(&ocl::UpstreamConnectionOptions {});
         roundtrip::<_, ecl::cluster::RingHashLbConfig>(&ring_hash_lb_config(&mut g));
         roundtrip::<_, ecl::cluster::CommonLbConfig>(&common_lb_config(&mut g));
         roundtrip::<_, ecl::Cluster>(&cluster(&mut g, v));
@@ -1347,16 +1428,28 @@ fn bool_fields_are_not_swapped() {
     });
     assert!(!h1.accept_http_10 && h1.enable_trailers);
 
+    let flags = |c: &ecl::Cluster| {
+        [
+            c.close_connections_on_host_health_failure,
+            c.ignore_health_on_host_removal,
+            c.connection_pool_per_downstream_connection,
+        ]
+    };
     let c: ecl::Cluster = decode(&ocl::Cluster {
         close_connections_on_host_health_failure: true,
         ..Default::default()
     });
-    assert!(c.close_connections_on_host_health_failure && !c.ignore_health_on_host_removal);
+    assert_eq!(flags(&c), [true, false, false]);
     let c: ecl::Cluster = decode(&ocl::Cluster {
         ignore_health_on_host_removal: true,
         ..Default::default()
     });
-    assert!(!c.close_connections_on_host_health_failure && c.ignore_health_on_host_removal);
+    assert_eq!(flags(&c), [false, true, false]);
+    let c: ecl::Cluster = decode(&ocl::Cluster {
+        connection_pool_per_downstream_connection: true,
+        ..Default::default()
+    });
+    assert_eq!(flags(&c), [false, false, true]);
 }
 
 /// Every enum we define has exactly Envoy's values: same numbers, same names,
@@ -1433,7 +1526,12 @@ fn unknown_envoy_fields_are_skipped() {
         let mut theirs: ecl::Cluster = envoy(&ours);
         theirs.respect_dns_ttl = true;
         theirs.wait_for_warm_on_init = Some(epb::BoolValue { value: true });
-        theirs.connection_pool_per_downstream_connection = true;
+        theirs.use_tcp_for_dns_lookups = true;
+        theirs.max_requests_per_connection = Some(epb::UInt32Value { value: 100 });
+        theirs.preconnect_policy = Some(ecl::cluster::PreconnectPolicy {
+            per_upstream_preconnect_ratio: Some(epb::DoubleValue { value: 1.5 }),
+            ..Default::default()
+        });
         theirs.lrs_server = Some(ec::ConfigSource {
             config_source_specifier: Some(ec::config_source::ConfigSourceSpecifier::Ads(
                 ec::AggregatedConfigSource {},
@@ -1446,10 +1544,6 @@ fn unknown_envoy_fields_are_skipped() {
         }];
         theirs.lb_subset_config = Some(ecl::cluster::LbSubsetConfig {
             locality_weight_aware: true,
-            ..Default::default()
-        });
-        theirs.upstream_connection_options = Some(ecl::UpstreamConnectionOptions {
-            set_local_interface_name_on_upstream_connections: true,
             ..Default::default()
         });
         let hc = &mut theirs.health_checks[0];
@@ -1575,4 +1669,142 @@ fn envoy_built_cluster_decodes() {
         })
     );
     assert_eq!(ours.lb_policy(), ocl::cluster::LbPolicy::LeastRequest);
+}
+
+/// Envoy messages whose fields our placeholders leave out
+/// (UpstreamConnectionOptions, SlowStartConfig, BindConfig, ...) decode as
+/// present (`Some`/non-empty), and the scalars next to them keep Envoy's
+/// values: that is what the translation needs to refuse them.
+#[test]
+fn refused_fields_set_by_envoy_are_seen() {
+    fn decode_ours<O: Message + Default>(theirs: &impl Message) -> O {
+        O::decode(theirs.encode_to_vec().as_slice()).unwrap()
+    }
+    fn dur(seconds: i64) -> Option<epb::Duration> {
+        Some(epb::Duration { seconds, nanos: 0 })
+    }
+    let u32v = |value| Some(epb::UInt32Value { value });
+    let slow_start = || ecl::cluster::SlowStartConfig {
+        slow_start_window: dur(30),
+        ..Default::default()
+    };
+    let extension = |name: &str| ec::TypedExtensionConfig {
+        name: name.into(),
+        typed_config: Some(epb::Any {
+            type_url: "type.googleapis.com/test.Extension".into(),
+            value: vec![1, 2, 3],
+        }),
+    };
+
+    let theirs = ecl::Cluster {
+        name: "c".into(),
+        dns_resolvers: vec![ec::Address::default(), ec::Address::default()],
+        dns_resolution_config: Some(ec::DnsResolutionConfig {
+            resolvers: vec![ec::Address::default()],
+            ..Default::default()
+        }),
+        typed_dns_resolver_config: Some(extension("envoy.network.dns_resolver.cares")),
+        transport_socket_matcher: Some(ew::xds::r#type::matcher::v3::Matcher {
+            on_no_match: Some(Box::new(ew::xds::r#type::matcher::v3::matcher::OnMatch {
+                keep_matching: true,
+                ..Default::default()
+            })),
+            ..Default::default()
+        }),
+        upstream_bind_config: Some(ec::BindConfig {
+            freebind: Some(epb::BoolValue { value: true }),
+            ..Default::default()
+        }),
+        upstream_connection_options: Some(ecl::UpstreamConnectionOptions {
+            tcp_keepalive: Some(ec::TcpKeepalive {
+                keepalive_time: u32v(30),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        common_http_protocol_options: Some(ec::HttpProtocolOptions {
+            idle_timeout: dur(60),
+            ..Default::default()
+        }),
+        connection_pool_per_downstream_connection: true,
+        queuing_policies: Some(ecl::cluster::QueuingPolicies {
+            pending_rq_policy: Some(extension("lifo")),
+        }),
+        per_connection_buffer_high_watermark_timeout: dur(5),
+        lb_config: Some(ecl::cluster::LbConfig::RoundRobinLbConfig(
+            ecl::cluster::RoundRobinLbConfig {
+                slow_start_config: Some(slow_start()),
+            },
+        )),
+        ..Default::default()
+    };
+    let ours: ocl::Cluster = decode_ours(&theirs);
+    assert_eq!(ours.dns_resolvers.len(), 2);
+    assert_eq!(ours.dns_resolution_config, Some(oc::DnsResolutionConfig {}));
+    let t = ours.typed_dns_resolver_config.as_ref().unwrap();
+    assert_eq!(t.name, "envoy.network.dns_resolver.cares");
+    assert_eq!(
+        ours.transport_socket_matcher,
+        Some(ow::xds::r#type::matcher::v3::Matcher {})
+    );
+    assert_eq!(ours.upstream_bind_config, Some(oc::BindConfig {}));
+    assert_eq!(
+        ours.upstream_connection_options,
+        Some(ocl::UpstreamConnectionOptions {})
+    );
+    let h = ours.common_http_protocol_options.as_ref().unwrap();
+    assert_eq!(h.idle_timeout.map(|d| d.seconds), Some(60));
+    assert!(ours.connection_pool_per_downstream_connection);
+    assert_eq!(
+        ours.queuing_policies,
+        Some(ocl::cluster::QueuingPolicies {})
+    );
+    assert_eq!(
+        ours.per_connection_buffer_high_watermark_timeout
+            .map(|d| d.seconds),
+        Some(5)
+    );
+    assert_eq!(
+        ours.lb_config,
+        Some(ocl::cluster::LbConfig::RoundRobinLbConfig(
+            ocl::cluster::RoundRobinLbConfig {
+                slow_start_config: Some(ocl::cluster::SlowStartConfig {}),
+            }
+        ))
+    );
+
+    let theirs = ecl::cluster::LeastRequestLbConfig {
+        choice_count: u32v(2),
+        slow_start_config: Some(slow_start()),
+        ..Default::default()
+    };
+    let ours: ocl::cluster::LeastRequestLbConfig = decode_ours(&theirs);
+    assert_eq!(ours.choice_count, Some(2));
+    assert_eq!(
+        ours.slow_start_config,
+        Some(ocl::cluster::SlowStartConfig {})
+    );
+
+    let theirs = ee::LocalityLbEndpoints {
+        priority: 1,
+        lb_config: Some(
+            ee::locality_lb_endpoints::LbConfig::LedsClusterLocalityConfig(
+                ee::LedsClusterLocalityConfig {
+                    leds_config: Some(ec::ConfigSource::default()),
+                    leds_collection_name: "xdstp://leds".into(),
+                },
+            ),
+        ),
+        ..Default::default()
+    };
+    let ours: oe::LocalityLbEndpoints = decode_ours(&theirs);
+    assert_eq!(ours.priority, 1);
+    assert_eq!(
+        ours.lb_config,
+        Some(
+            oe::locality_lb_endpoints::LbConfig::LedsClusterLocalityConfig(
+                oe::LedsClusterLocalityConfig {}
+            )
+        )
+    );
 }

@@ -659,11 +659,16 @@ fn listener() -> lis::Listener {
         use_original_dst: Some(true),
         default_filter_chain: Some(filter_chain()),
         per_connection_buffer_limit_bytes: Some(u()),
+        per_connection_buffer_high_watermark_timeout: dur(),
         listener_filters: vec![listener_filter(), listener_filter()],
         listener_filters_timeout: dur(),
         continue_on_listener_filters_timeout: true,
+        transparent: Some(true),
+        freebind: Some(false),
+        socket_options: vec![core::SocketOption {}, core::SocketOption {}],
         traffic_direction: core::TrafficDirection::Outbound as i32,
         bind_to_port: Some(false),
+        tcp_keepalive: Some(core::TcpKeepalive {}),
     }
 }
 
@@ -682,15 +687,23 @@ fn ck_listener(e: &elis::Listener, o: &lis::Listener) {
         &e.per_connection_buffer_limit_bytes,
         &o.per_connection_buffer_limit_bytes,
     );
+    ck_dur(
+        &e.per_connection_buffer_high_watermark_timeout,
+        &o.per_connection_buffer_high_watermark_timeout,
+    );
     ck_vec(&e.listener_filters, &o.listener_filters, ck_listener_filter);
     ck_dur(&e.listener_filters_timeout, &o.listener_filters_timeout);
     assert_eq!(
         e.continue_on_listener_filters_timeout,
         o.continue_on_listener_filters_timeout
     );
+    ck_bool(&e.transparent, &o.transparent);
+    ck_bool(&e.freebind, &o.freebind);
+    ck_vec(&e.socket_options, &o.socket_options, |_, _| {});
     assert_ne!(o.traffic_direction, 0);
     assert_eq!(e.traffic_direction, o.traffic_direction);
     ck_bool(&e.bind_to_port, &o.bind_to_port);
+    ck_opt(&e.tcp_keepalive, &o.tcp_keepalive, |_, _| {});
 }
 
 #[test]
@@ -725,6 +738,13 @@ fn listener_flags() {
         flag!(use_original_dst),
         flag!(continue_on_listener_filters_timeout),
         flag!(bind_to_port),
+        flag!(transparent),
+        flag!(freebind),
+        (
+            "tcp_keepalive",
+            |o| o.tcp_keepalive = Some(Default::default()),
+            |e| e.tcp_keepalive.is_some(),
+        ),
     ]);
 }
 
@@ -878,18 +898,23 @@ fn ck_query_parameter_matcher(e: &eroute::QueryParameterMatcher, o: &route::Quer
 fn route_match(v: usize) -> route::RouteMatch {
     use route::route_match::PathSpecifier as P;
     route::RouteMatch {
-        path_specifier: Some(match v % 5 {
+        path_specifier: Some(match v % 6 {
             0 => P::Prefix(uniq("/prefix")),
             1 => P::Path(uniq("/path")),
             2 => P::SafeRegex(regex()),
             3 => P::ConnectMatcher(route::route_match::ConnectMatcher {}),
-            _ => P::PathSeparatedPrefix(uniq("/separated")),
+            4 => P::PathSeparatedPrefix(uniq("/separated")),
+            _ => P::PathMatchPolicy(typed_extension_config()),
         }),
         case_sensitive: Some(false),
         runtime_fraction: Some(runtime_fraction()),
         headers: vec![header_matcher(v), header_matcher(v + 1)],
         query_parameters: vec![query_parameter_matcher(v), query_parameter_matcher(v + 1)],
+        cookies: vec![route::CookieMatcher {}, route::CookieMatcher {}],
         grpc: Some(route::route_match::GrpcRouteMatchOptions {}),
+        tls_context: Some(route::route_match::TlsContextMatchOptions {}),
+        dynamic_metadata: vec![matcher::MetadataMatcher {}, matcher::MetadataMatcher {}],
+        filter_state: vec![matcher::FilterStateMatcher {}],
     }
 }
 
@@ -902,6 +927,9 @@ fn ck_route_match(e: &eroute::RouteMatch, o: &route::RouteMatch) {
         (Some(E::SafeRegex(a)), Some(O::SafeRegex(b))) => ck_regex(a, b),
         (Some(E::ConnectMatcher(_)), Some(O::ConnectMatcher(_))) => {}
         (Some(E::PathSeparatedPrefix(a)), Some(O::PathSeparatedPrefix(b))) => assert_eq!(a, b),
+        (Some(E::PathMatchPolicy(a)), Some(O::PathMatchPolicy(b))) => {
+            ck_typed_extension_config(a, b);
+        }
         other => panic!("path_specifier {other:?}"),
     }
     ck_bool(&e.case_sensitive, &o.case_sensitive);
@@ -916,13 +944,19 @@ fn ck_route_match(e: &eroute::RouteMatch, o: &route::RouteMatch) {
         &o.query_parameters,
         ck_query_parameter_matcher,
     );
+    ck_vec(&e.cookies, &o.cookies, |_, _| {});
     ck_opt(&e.grpc, &o.grpc, |_, _| {});
+    ck_opt(&e.tls_context, &o.tls_context, |_, _| {});
+    ck_vec(&e.dynamic_metadata, &o.dynamic_metadata, |_, _| {});
+    ck_vec(&e.filter_state, &o.filter_state, |_, _| {});
 }
 
 fn cluster_weight() -> route::weighted_cluster::ClusterWeight {
     route::weighted_cluster::ClusterWeight {
         name: uniq("cluster"),
+        cluster_header: uniq("cluster-header"),
         weight: Some(u()),
+        metadata_match: Some(metadata()),
         request_headers_to_add: hvos(),
         request_headers_to_remove: strings("rq-remove"),
         response_headers_to_add: hvos(),
@@ -943,7 +977,9 @@ fn ck_cluster_weight(
     use eroute::weighted_cluster::cluster_weight::HostRewriteSpecifier as E;
     use route::weighted_cluster::cluster_weight::HostRewriteSpecifier as O;
     ck_str(&e.name, &o.name);
+    ck_str(&e.cluster_header, &o.cluster_header);
     ck_u32(&e.weight, &o.weight);
+    ck_opt(&e.metadata_match, &o.metadata_match, ck_metadata);
     ck_hvos(&e.request_headers_to_add, &o.request_headers_to_add);
     ck_strs(&e.request_headers_to_remove, &o.request_headers_to_remove);
     ck_hvos(&e.response_headers_to_add, &o.response_headers_to_add);
@@ -955,14 +991,16 @@ fn ck_cluster_weight(
     }
 }
 
-fn weighted_cluster() -> route::WeightedCluster {
+fn weighted_cluster(v: usize) -> route::WeightedCluster {
+    use route::weighted_cluster::RandomValueSpecifier as R;
     route::WeightedCluster {
         clusters: vec![cluster_weight(), cluster_weight()],
         total_weight: Some(u()),
         runtime_key_prefix: uniq("runtime-key-prefix"),
-        random_value_specifier: Some(route::weighted_cluster::RandomValueSpecifier::HeaderName(
-            uniq("random-header"),
-        )),
+        random_value_specifier: Some(match v % 2 {
+            0 => R::HeaderName(uniq("random-header")),
+            _ => R::UseHashPolicy(true),
+        }),
     }
 }
 
@@ -974,6 +1012,9 @@ fn ck_weighted_cluster(e: &eroute::WeightedCluster, o: &route::WeightedCluster) 
     ck_str(&e.runtime_key_prefix, &o.runtime_key_prefix);
     match (&e.random_value_specifier, &o.random_value_specifier) {
         (Some(E::HeaderName(a)), Some(O::HeaderName(b))) => assert_eq!(a, b),
+        (Some(E::UseHashPolicy(a)), Some(O::UseHashPolicy(b))) => {
+            assert_eq!(Some(a.value), Some(*b));
+        }
         other => panic!("random_value_specifier {other:?}"),
     }
 }
@@ -1041,10 +1082,10 @@ fn ck_retry_policy(e: &eroute::RetryPolicy, o: &route::RetryPolicy) {
 
 fn hash_policy(v: usize) -> route::route_action::HashPolicy {
     use route::route_action::hash_policy::{
-        ConnectionProperties, Cookie, Header, PolicySpecifier as P, QueryParameter,
+        ConnectionProperties, Cookie, FilterState, Header, PolicySpecifier as P, QueryParameter,
     };
     route::route_action::HashPolicy {
-        policy_specifier: Some(match v % 4 {
+        policy_specifier: Some(match v % 5 {
             0 => P::Header(Header {
                 header_name: uniq("hash-header"),
                 regex_rewrite: Some(regex_sub()),
@@ -1055,9 +1096,10 @@ fn hash_policy(v: usize) -> route::route_action::HashPolicy {
                 path: uniq("/cookie-path"),
             }),
             2 => P::ConnectionProperties(ConnectionProperties { source_ip: true }),
-            _ => P::QueryParameter(QueryParameter {
+            3 => P::QueryParameter(QueryParameter {
                 name: uniq("hash-query"),
             }),
+            _ => P::FilterState(FilterState {}),
         }),
         terminal: true,
     }
@@ -1081,6 +1123,7 @@ fn ck_hash_policy(e: &eroute::route_action::HashPolicy, o: &route::route_action:
             assert_eq!(a.source_ip, b.source_ip);
         }
         (Some(E::QueryParameter(a)), Some(O::QueryParameter(b))) => ck_str(&a.name, &b.name),
+        (Some(E::FilterState(_)), Some(O::FilterState(_))) => {}
         other => panic!("policy_specifier {other:?}"),
     }
     assert_eq!(e.terminal, o.terminal);
@@ -1111,10 +1154,12 @@ fn route_action(v: usize) -> route::RouteAction {
         InternalRedirectAction, MaxStreamDuration, UpgradeConfig,
     };
     route::RouteAction {
-        cluster_specifier: Some(match v % 3 {
+        cluster_specifier: Some(match v % 5 {
             0 => C::Cluster(uniq("cluster")),
             1 => C::ClusterHeader(uniq("cluster-header")),
-            _ => C::WeightedClusters(weighted_cluster()),
+            2 => C::WeightedClusters(weighted_cluster(v / 5)),
+            3 => C::ClusterSpecifierPlugin(uniq("plugin")),
+            _ => C::InlineClusterSpecifierPlugin(route::ClusterSpecifierPlugin {}),
         }),
         cluster_not_found_response_code: ClusterNotFoundResponseCode::InternalServerError as i32,
         metadata_match: Some(metadata()),
@@ -1129,15 +1174,18 @@ fn route_action(v: usize) -> route::RouteAction {
             3 => H::HostRewritePathRegex(regex_sub()),
             _ => H::HostRewrite(uniq("host-format")),
         }),
+        append_x_forwarded_host: true,
         timeout: dur(),
         idle_timeout: dur(),
+        flush_timeout: dur(),
         retry_policy: Some(retry_policy(v)),
         retry_policy_typed_config: Some(any()),
         request_mirror_policies: vec![mirror(), mirror()],
         priority: core::RoutingPriority::High as i32,
         rate_limits: vec![route::RateLimit {}, route::RateLimit {}],
-        hash_policy: (0..4).map(hash_policy).collect(),
+        hash_policy: (0..5).map(hash_policy).collect(),
         cors: Some(route::CorsPolicy {}),
+        max_grpc_timeout: dur(),
         internal_redirect_policy: Some(route::InternalRedirectPolicy {}),
         internal_redirect_action: InternalRedirectAction::HandleInternalRedirect as i32,
         hedge_policy: Some(route::HedgePolicy {}),
@@ -1168,6 +1216,10 @@ fn ck_route_action(e: &eroute::RouteAction, o: &route::RouteAction) {
         (Some(EC::WeightedClusters(a)), Some(OC::WeightedClusters(b))) => {
             ck_weighted_cluster(a, b);
         }
+        (Some(EC::ClusterSpecifierPlugin(a)), Some(OC::ClusterSpecifierPlugin(b))) => {
+            ck_str(a, b);
+        }
+        (Some(EC::InlineClusterSpecifierPlugin(_)), Some(OC::InlineClusterSpecifierPlugin(_))) => {}
         other => panic!("cluster_specifier {other:?}"),
     }
     assert_ne!(o.cluster_not_found_response_code, 0);
@@ -1196,8 +1248,10 @@ fn ck_route_action(e: &eroute::RouteAction, o: &route::RouteAction) {
         (Some(EH::HostRewrite(a)), Some(OH::HostRewrite(b))) => assert_eq!(a, b),
         other => panic!("host_rewrite_specifier {other:?}"),
     }
+    assert_eq!(e.append_x_forwarded_host, o.append_x_forwarded_host);
     ck_dur(&e.timeout, &o.timeout);
     ck_dur(&e.idle_timeout, &o.idle_timeout);
+    ck_dur(&e.flush_timeout, &o.flush_timeout);
     ck_opt(&e.retry_policy, &o.retry_policy, ck_retry_policy);
     ck_opt(
         &e.retry_policy_typed_config,
@@ -1214,6 +1268,7 @@ fn ck_route_action(e: &eroute::RouteAction, o: &route::RouteAction) {
     ck_vec(&e.rate_limits, &o.rate_limits, |_, _| {});
     ck_vec(&e.hash_policy, &o.hash_policy, ck_hash_policy);
     ck_opt(&e.cors, &o.cors, |_, _| {});
+    ck_dur(&e.max_grpc_timeout, &o.max_grpc_timeout);
     ck_opt(
         &e.internal_redirect_policy,
         &o.internal_redirect_policy,
@@ -1244,10 +1299,11 @@ fn redirect_action(v: usize) -> route::RedirectAction {
         }),
         host_redirect: uniq("host-redirect"),
         port_redirect: u(),
-        path_rewrite_specifier: Some(match v % 3 {
+        path_rewrite_specifier: Some(match v % 4 {
             0 => P::PathRedirect(uniq("/path-redirect")),
             1 => P::PrefixRewrite(uniq("/prefix-rewrite")),
-            _ => P::RegexRewrite(regex_sub()),
+            2 => P::RegexRewrite(regex_sub()),
+            _ => P::PathRewrite(uniq("/path-rewrite")),
         }),
         response_code: RedirectResponseCode::PermanentRedirect as i32,
         strip_query: true,
@@ -1268,6 +1324,7 @@ fn ck_redirect_action(e: &eroute::RedirectAction, o: &route::RedirectAction) {
         (Some(EP::PathRedirect(a)), Some(OP::PathRedirect(b))) => assert_eq!(a, b),
         (Some(EP::PrefixRewrite(a)), Some(OP::PrefixRewrite(b))) => assert_eq!(a, b),
         (Some(EP::RegexRewrite(a)), Some(OP::RegexRewrite(b))) => ck_regex_sub(a, b),
+        (Some(EP::PathRewrite(a)), Some(OP::PathRewrite(b))) => assert_eq!(a, b),
         other => panic!("path_rewrite_specifier {other:?}"),
     }
     assert_ne!(o.response_code, 0);
@@ -1279,12 +1336,14 @@ fn direct_response() -> route::DirectResponseAction {
     route::DirectResponseAction {
         status: u(),
         body: Some(data_source()),
+        body_format: Some(core::SubstitutionFormatString {}),
     }
 }
 
 fn ck_direct_response(e: &eroute::DirectResponseAction, o: &route::DirectResponseAction) {
     assert_eq!(e.status, o.status);
     ck_opt(&e.body, &o.body, ck_data_source);
+    ck_opt(&e.body_format, &o.body_format, |_, _| {});
 }
 
 fn route_(v: usize) -> route::Route {
@@ -1292,10 +1351,12 @@ fn route_(v: usize) -> route::Route {
     route::Route {
         name: uniq("route"),
         r#match: Some(route_match(v)),
-        action: Some(match v % 3 {
+        action: Some(match v % 5 {
             0 => A::Route(route_action(v)),
             1 => A::Redirect(redirect_action(v)),
-            _ => A::DirectResponse(direct_response()),
+            2 => A::DirectResponse(direct_response()),
+            3 => A::FilterAction(route::FilterAction {}),
+            _ => A::NonForwardingAction(route::NonForwardingAction {}),
         }),
         metadata: Some(metadata()),
         typed_per_filter_config: any_map(),
@@ -1303,6 +1364,7 @@ fn route_(v: usize) -> route::Route {
         request_headers_to_remove: strings("rq-remove"),
         response_headers_to_add: hvos(),
         response_headers_to_remove: strings("rs-remove"),
+        route_specifiers: vec![typed_extension_config(), typed_extension_config()],
     }
 }
 
@@ -1315,6 +1377,8 @@ fn ck_route(e: &eroute::Route, o: &route::Route) {
         (Some(E::Route(a)), Some(O::Route(b))) => ck_route_action(a, b),
         (Some(E::Redirect(a)), Some(O::Redirect(b))) => ck_redirect_action(a, b),
         (Some(E::DirectResponse(a)), Some(O::DirectResponse(b))) => ck_direct_response(a, b),
+        (Some(E::FilterAction(_)), Some(O::FilterAction(_))) => {}
+        (Some(E::NonForwardingAction(_)), Some(O::NonForwardingAction(_))) => {}
         other => panic!("action {other:?}"),
     }
     ck_opt(&e.metadata, &o.metadata, ck_metadata);
@@ -1323,13 +1387,18 @@ fn ck_route(e: &eroute::Route, o: &route::Route) {
     ck_strs(&e.request_headers_to_remove, &o.request_headers_to_remove);
     ck_hvos(&e.response_headers_to_add, &o.response_headers_to_add);
     ck_strs(&e.response_headers_to_remove, &o.response_headers_to_remove);
+    ck_vec(
+        &e.route_specifiers,
+        &o.route_specifiers,
+        ck_typed_extension_config,
+    );
 }
 
 fn virtual_host(v: usize) -> route::VirtualHost {
     route::VirtualHost {
         name: uniq("vhost"),
         domains: strings("domain"),
-        // Three routes: one of each action.
+        // Three routes, with three different actions.
         routes: (v..v + 3).map(route_).collect(),
         matcher: Some(xmatcher::Matcher {}),
         require_tls: if v.is_multiple_of(2) {
@@ -1345,10 +1414,12 @@ fn virtual_host(v: usize) -> route::VirtualHost {
         cors: Some(route::CorsPolicy {}),
         typed_per_filter_config: any_map(),
         include_request_attempt_count: true,
+        include_attempt_count_in_response: true,
         retry_policy: Some(retry_policy(v + 1)),
         retry_policy_typed_config: Some(any()),
         hedge_policy: Some(route::HedgePolicy {}),
         request_mirror_policies: vec![mirror(), mirror()],
+        route_specifiers: vec![typed_extension_config()],
     }
 }
 
@@ -1370,6 +1441,10 @@ fn ck_virtual_host(e: &eroute::VirtualHost, o: &route::VirtualHost) {
         e.include_request_attempt_count,
         o.include_request_attempt_count
     );
+    assert_eq!(
+        e.include_attempt_count_in_response,
+        o.include_attempt_count_in_response
+    );
     ck_opt(&e.retry_policy, &o.retry_policy, ck_retry_policy);
     ck_opt(
         &e.retry_policy_typed_config,
@@ -1381,6 +1456,11 @@ fn ck_virtual_host(e: &eroute::VirtualHost, o: &route::VirtualHost) {
         &e.request_mirror_policies,
         &o.request_mirror_policies,
         ck_mirror,
+    );
+    ck_vec(
+        &e.route_specifiers,
+        &o.route_specifiers,
+        ck_typed_extension_config,
     );
 }
 
@@ -1396,10 +1476,15 @@ fn route_configuration(v: usize) -> route::RouteConfiguration {
         response_headers_to_remove: strings("rs-remove"),
         request_headers_to_add: hvos(),
         request_headers_to_remove: strings("rq-remove"),
+        most_specific_header_mutations_wins: true,
         validate_clusters: Some(true),
         max_direct_response_body_size_bytes: Some(u()),
         request_mirror_policies: vec![mirror(), mirror()],
         ignore_port_in_host_matching: true,
+        vhost_header: uniq("vhost-header"),
+        ignore_path_parameters_in_path_matching: true,
+        typed_per_filter_config: any_map(),
+        route_specifiers: vec![typed_extension_config(), typed_extension_config()],
     }
 }
 
@@ -1427,6 +1512,21 @@ fn ck_route_configuration(e: &eroute::RouteConfiguration, o: &route::RouteConfig
     assert_eq!(
         e.ignore_port_in_host_matching,
         o.ignore_port_in_host_matching
+    );
+    assert_eq!(
+        e.most_specific_header_mutations_wins,
+        o.most_specific_header_mutations_wins
+    );
+    ck_str(&e.vhost_header, &o.vhost_header);
+    assert_eq!(
+        e.ignore_path_parameters_in_path_matching,
+        o.ignore_path_parameters_in_path_matching
+    );
+    ck_any_map(&e.typed_per_filter_config, &o.typed_per_filter_config);
+    ck_vec(
+        &e.route_specifiers,
+        &o.route_specifiers,
+        ck_typed_extension_config,
     );
 }
 
@@ -1463,7 +1563,7 @@ fn query_parameter_matcher_every_member() {
 
 #[test]
 fn route_match_every_member() {
-    for v in 0..5 {
+    for v in 0..6 {
         let o = route_match(v);
         ck_route_match(&to_envoy(&o), &o);
     }
@@ -1474,6 +1574,11 @@ fn route_match_flags() {
     use eroute::route_match::PathSpecifier as E;
     use route::route_match::PathSpecifier as O;
     one_flag_at_a_time::<route::RouteMatch, eroute::RouteMatch>(&[
+        (
+            "tls_context",
+            |o| o.tls_context = Some(Default::default()),
+            |e| e.tls_context.is_some(),
+        ),
         (
             "connect_matcher",
             |o| o.path_specifier = Some(O::ConnectMatcher(Default::default())),
@@ -1490,8 +1595,10 @@ fn route_match_flags() {
 
 #[test]
 fn weighted_cluster_all_fields() {
-    let o = weighted_cluster();
-    ck_weighted_cluster(&to_envoy(&o), &o);
+    for v in 0..2 {
+        let o = weighted_cluster(v);
+        ck_weighted_cluster(&to_envoy(&o), &o);
+    }
 }
 
 #[test]
@@ -1502,7 +1609,7 @@ fn retry_policy_all_fields() {
 
 #[test]
 fn hash_policy_every_member() {
-    for v in 0..4 {
+    for v in 0..5 {
         let o = hash_policy(v);
         ck_hash_policy(&to_envoy(&o), &o);
     }
@@ -1510,8 +1617,9 @@ fn hash_policy_every_member() {
 
 #[test]
 fn route_action_every_member() {
-    // 15 = lcm(3 cluster specifiers, 5 host rewrite specifiers).
-    for v in 0..15 {
+    // 5 cluster specifiers and 5 host rewrite specifiers; the weighted
+    // clusters' 2 random value specifiers at v = 2 and 7.
+    for v in 0..10 {
         let o = route_action(v);
         ck_route_action(&to_envoy(&o), &o);
     }
@@ -1520,6 +1628,7 @@ fn route_action_every_member() {
 #[test]
 fn route_action_flags() {
     one_flag_at_a_time::<route::RouteAction, eroute::RouteAction>(&[
+        flag!(append_x_forwarded_host),
         (
             "cors",
             |o| o.cors = Some(Default::default()),
@@ -1540,7 +1649,7 @@ fn route_action_flags() {
 
 #[test]
 fn redirect_action_every_member() {
-    for v in 0..6 {
+    for v in 0..8 {
         let o = redirect_action(v);
         ck_redirect_action(&to_envoy(&o), &o);
     }
@@ -1568,7 +1677,7 @@ fn direct_response_all_fields() {
 
 #[test]
 fn route_every_action() {
-    for v in 0..6 {
+    for v in 0..10 {
         let o = route_(v);
         ck_route(&to_envoy(&o), &o);
     }
@@ -1601,6 +1710,7 @@ fn virtual_host_flags() {
             |e| e.hedge_policy.is_some(),
         ),
         flag!(include_request_attempt_count),
+        flag!(include_attempt_count_in_response),
     ]);
 }
 
@@ -1618,6 +1728,8 @@ fn route_configuration_flags() {
     one_flag_at_a_time::<route::RouteConfiguration, eroute::RouteConfiguration>(&[
         flag!(validate_clusters),
         flag!(ignore_port_in_host_matching),
+        flag!(most_specific_header_mutations_wins),
+        flag!(ignore_path_parameters_in_path_matching),
         (
             "vhds",
             |o| o.vhds = Some(Default::default()),
@@ -1667,7 +1779,8 @@ fn ck_rds(e: &ehcm::Rds, o: &hcm::Rds) {
 fn http_connection_manager(v: usize) -> hcm::HttpConnectionManager {
     use hcm::http_connection_manager::{
         CodecType, ForwardClientCertDetails, InternalAddressConfig, PathWithEscapedSlashesAction,
-        RouteSpecifier as R, StripPortMode, UpgradeConfig,
+        ProxyStatusConfig, RouteSpecifier as R, ServerHeaderTransformation, StripPortMode, Tracing,
+        UpgradeConfig,
     };
     hcm::HttpConnectionManager {
         codec_type: CodecType::Http2 as i32,
@@ -1677,10 +1790,16 @@ fn http_connection_manager(v: usize) -> hcm::HttpConnectionManager {
             _ => R::RouteConfig(route_configuration(v)),
         }),
         http_filters: vec![http_filter(), http_filter()],
+        add_user_agent: Some(true),
+        tracing: Some(Tracing {}),
         common_http_protocol_options: Some(http_options()),
         http_protocol_options: Some(http1_options()),
         http2_protocol_options: Some(http2_options()),
+        server_name: uniq("server-name"),
+        server_header_transformation: ServerHeaderTransformation::PassThrough as i32,
+        scheme_header_transformation: Some(core::SchemeHeaderTransformation {}),
         stream_idle_timeout: dur(),
+        stream_flush_timeout: dur(),
         request_timeout: dur(),
         request_headers_timeout: dur(),
         drain_timeout: dur(),
@@ -1689,11 +1808,17 @@ fn http_connection_manager(v: usize) -> hcm::HttpConnectionManager {
         use_remote_address: Some(true),
         internal_address_config: Some(InternalAddressConfig {}),
         xff_num_trusted_hops: u(),
+        original_ip_detection_extensions: vec![typed_extension_config(), typed_extension_config()],
+        early_header_mutation_extensions: vec![typed_extension_config()],
         skip_xff_append: true,
         via: uniq("via"),
         generate_request_id: Some(false),
         preserve_external_request_id: true,
+        always_set_request_id_in_response: true,
         forward_client_cert_details: ForwardClientCertDetails::AlwaysForwardOnly as i32,
+        forward_client_cert_matcher: Some(xmatcher::Matcher {}),
+        proxy_100_continue: true,
+        represent_ipv4_remote_address_as_ipv4_mapped_ipv6: true,
         normalize_path: Some(true),
         merge_slashes: true,
         path_with_escaped_slashes_action: PathWithEscapedSlashesAction::UnescapeAndForward as i32,
@@ -1710,7 +1835,12 @@ fn http_connection_manager(v: usize) -> hcm::HttpConnectionManager {
                 enabled: Some(false),
             },
         ],
+        request_id_extension: Some(hcm::RequestIdExtension {}),
         local_reply_config: Some(hcm::LocalReplyConfig {}),
+        strip_trailing_host_dot: true,
+        proxy_status_config: Some(ProxyStatusConfig {}),
+        typed_header_validation_config: Some(typed_extension_config()),
+        append_x_forwarded_port: true,
     }
 }
 
@@ -1726,6 +1856,8 @@ fn ck_http_connection_manager(e: &ehcm::HttpConnectionManager, o: &hcm::HttpConn
         other => panic!("route_specifier {other:?}"),
     }
     ck_vec(&e.http_filters, &o.http_filters, ck_http_filter);
+    ck_bool(&e.add_user_agent, &o.add_user_agent);
+    ck_opt(&e.tracing, &o.tracing, |_, _| {});
     ck_opt(
         &e.common_http_protocol_options,
         &o.common_http_protocol_options,
@@ -1741,7 +1873,19 @@ fn ck_http_connection_manager(e: &ehcm::HttpConnectionManager, o: &hcm::HttpConn
         &o.http2_protocol_options,
         ck_http2_options,
     );
+    ck_str(&e.server_name, &o.server_name);
+    assert_ne!(o.server_header_transformation, 0);
+    assert_eq!(
+        e.server_header_transformation,
+        o.server_header_transformation
+    );
+    ck_opt(
+        &e.scheme_header_transformation,
+        &o.scheme_header_transformation,
+        |_, _| {},
+    );
     ck_dur(&e.stream_idle_timeout, &o.stream_idle_timeout);
+    ck_dur(&e.stream_flush_timeout, &o.stream_flush_timeout);
     ck_dur(&e.request_timeout, &o.request_timeout);
     ck_dur(&e.request_headers_timeout, &o.request_headers_timeout);
     ck_dur(&e.drain_timeout, &o.drain_timeout);
@@ -1754,6 +1898,16 @@ fn ck_http_connection_manager(e: &ehcm::HttpConnectionManager, o: &hcm::HttpConn
         |_, _| {},
     );
     assert_eq!(e.xff_num_trusted_hops, o.xff_num_trusted_hops);
+    ck_vec(
+        &e.original_ip_detection_extensions,
+        &o.original_ip_detection_extensions,
+        ck_typed_extension_config,
+    );
+    ck_vec(
+        &e.early_header_mutation_extensions,
+        &o.early_header_mutation_extensions,
+        ck_typed_extension_config,
+    );
     assert_eq!(e.skip_xff_append, o.skip_xff_append);
     ck_str(&e.via, &o.via);
     ck_bool(&e.generate_request_id, &o.generate_request_id);
@@ -1761,8 +1915,22 @@ fn ck_http_connection_manager(e: &ehcm::HttpConnectionManager, o: &hcm::HttpConn
         e.preserve_external_request_id,
         o.preserve_external_request_id
     );
+    assert_eq!(
+        e.always_set_request_id_in_response,
+        o.always_set_request_id_in_response
+    );
     assert_ne!(o.forward_client_cert_details, 0);
     assert_eq!(e.forward_client_cert_details, o.forward_client_cert_details);
+    ck_opt(
+        &e.forward_client_cert_matcher,
+        &o.forward_client_cert_matcher,
+        |_, _| {},
+    );
+    assert_eq!(e.proxy_100_continue, o.proxy_100_continue);
+    assert_eq!(
+        e.represent_ipv4_remote_address_as_ipv4_mapped_ipv6,
+        o.represent_ipv4_remote_address_as_ipv4_mapped_ipv6
+    );
     ck_bool(&e.normalize_path, &o.normalize_path);
     assert_eq!(e.merge_slashes, o.merge_slashes);
     assert_ne!(o.path_with_escaped_slashes_action, 0);
@@ -1779,7 +1947,16 @@ fn ck_http_connection_manager(e: &ehcm::HttpConnectionManager, o: &hcm::HttpConn
         ck_vec(&e.filters, &o.filters, ck_http_filter);
         ck_bool(&e.enabled, &o.enabled);
     });
+    ck_opt(&e.request_id_extension, &o.request_id_extension, |_, _| {});
     ck_opt(&e.local_reply_config, &o.local_reply_config, |_, _| {});
+    assert_eq!(e.strip_trailing_host_dot, o.strip_trailing_host_dot);
+    ck_opt(&e.proxy_status_config, &o.proxy_status_config, |_, _| {});
+    ck_opt(
+        &e.typed_header_validation_config,
+        &o.typed_header_validation_config,
+        ck_typed_extension_config,
+    );
+    assert_eq!(e.append_x_forwarded_port, o.append_x_forwarded_port);
 }
 
 #[test]
@@ -1833,7 +2010,60 @@ fn http_connection_manager_flags() {
             |o| o.local_reply_config = Some(Default::default()),
             |e| e.local_reply_config.is_some(),
         ),
+        flag!(add_user_agent),
+        flag!(always_set_request_id_in_response),
+        flag!(proxy_100_continue),
+        flag!(represent_ipv4_remote_address_as_ipv4_mapped_ipv6),
+        flag!(strip_trailing_host_dot),
+        flag!(append_x_forwarded_port),
+        (
+            "tracing",
+            |o| o.tracing = Some(Default::default()),
+            |e| e.tracing.is_some(),
+        ),
+        (
+            "scheme_header_transformation",
+            |o| o.scheme_header_transformation = Some(Default::default()),
+            |e| e.scheme_header_transformation.is_some(),
+        ),
+        (
+            "forward_client_cert_matcher",
+            |o| o.forward_client_cert_matcher = Some(Default::default()),
+            |e| e.forward_client_cert_matcher.is_some(),
+        ),
+        (
+            "request_id_extension",
+            |o| o.request_id_extension = Some(Default::default()),
+            |e| e.request_id_extension.is_some(),
+        ),
+        (
+            "proxy_status_config",
+            |o| o.proxy_status_config = Some(Default::default()),
+            |e| e.proxy_status_config.is_some(),
+        ),
     ]);
+}
+
+/// The enums of the HTTP connection manager have exactly Envoy's values.
+#[test]
+fn http_connection_manager_enums_match_envoy() {
+    macro_rules! same_enum {
+        ($($ours:ty => $theirs:ty),* $(,)?) => {$(
+            for i in -1..=64 {
+                let ours = <$ours>::try_from(i).ok().map(|e| e.as_str_name());
+                let theirs = <$theirs>::try_from(i).ok().map(|e| e.as_str_name());
+                assert_eq!(ours, theirs, "{} value {i}", stringify!($ours));
+            }
+        )*};
+    }
+    use ehcm::http_connection_manager as e;
+    use hcm::http_connection_manager as o;
+    same_enum! {
+        o::CodecType => e::CodecType,
+        o::ForwardClientCertDetails => e::ForwardClientCertDetails,
+        o::ServerHeaderTransformation => e::ServerHeaderTransformation,
+        o::PathWithEscapedSlashesAction => e::PathWithEscapedSlashesAction,
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1869,15 +2099,13 @@ fn unknown_listener_fields_are_skipped() {
     }];
     e.metadata = Some(envoy_metadata());
     e.drain_type = 1;
-    e.transparent = Some(epb::BoolValue { value: true });
-    e.socket_options = vec![ecore::SocketOption {
-        description: "skipped".into(),
-        level: 1,
-        name: 2,
-        ..Default::default()
-    }];
+    e.tcp_fast_open_queue_length = Some(epb::UInt32Value { value: 16 });
     e.tcp_backlog_size = Some(epb::UInt32Value { value: 4096 });
+    e.enable_reuse_port = Some(epb::BoolValue { value: false });
     e.enable_mptcp = true;
+    e.ignore_global_conn_limit = true;
+    e.bypass_overload_manager = true;
+    e.max_connections_to_accept_per_socket_event = Some(epb::UInt32Value { value: 8 });
     e.filter_chains[0].metadata = Some(envoy_metadata());
     e.filter_chains[0].transport_socket_connect_timeout = Some(epb::Duration {
         seconds: 3,
@@ -1890,44 +2118,61 @@ fn unknown_listener_fields_are_skipped() {
 #[test]
 fn unknown_http_connection_manager_fields_are_skipped() {
     use envoy_types::pb::envoy::config::accesslog::v3::AccessLog;
-    for v in 0..2 {
+    let secs = |seconds| Some(epb::Duration { seconds, nanos: 0 });
+    // 5: a route configuration whose first virtual host has a route action.
+    for v in [0, 1, 5] {
         let ours = http_connection_manager(v);
         let mut e: ehcm::HttpConnectionManager = to_envoy(&ours);
-        e.add_user_agent = Some(epb::BoolValue { value: true });
-        e.tracing = Some(ehcm::http_connection_manager::Tracing {
-            verbose: true,
-            ..Default::default()
-        });
-        e.server_name = "skipped".into();
         e.access_log = vec![AccessLog {
             name: "skipped".into(),
             ..Default::default()
         }];
-        e.proxy_100_continue = true;
-        e.strip_trailing_host_dot = true;
+        e.stream_error_on_invalid_http_message = Some(epb::BoolValue { value: true });
+        e.http3_protocol_options = Some(ecore::Http3ProtocolOptions::default());
+        e.append_local_overload = true;
+        e.access_log_flush_interval = secs(1);
+        e.add_proxy_protocol_connection_state = Some(epb::BoolValue { value: true });
+        let mut actions = 0;
         if let Some(ehcm::http_connection_manager::RouteSpecifier::RouteConfig(rc)) =
             e.route_specifier.as_mut()
         {
-            rc.most_specific_header_mutations_wins = true;
-            rc.vhost_header = "skipped".into();
             rc.metadata = Some(envoy_metadata());
-            let vh = &mut rc.virtual_hosts[0];
-            vh.include_attempt_count_in_response = true;
-            vh.per_request_buffer_limit_bytes = Some(epb::UInt32Value { value: 5 });
-            let r = &mut vh.routes[0];
-            r.decorator = Some(eroute::Decorator {
-                operation: "skipped".into(),
+            rc.cluster_specifier_plugins = vec![eroute::ClusterSpecifierPlugin {
+                is_optional: true,
                 ..Default::default()
-            });
-            r.stat_prefix = "skipped".into();
-            if let Some(eroute::route::Action::Route(ra)) = r.action.as_mut() {
-                ra.append_x_forwarded_host = true;
-                ra.max_grpc_timeout = Some(epb::Duration {
-                    seconds: 1,
-                    nanos: 0,
-                });
+            }];
+            for vh in &mut rc.virtual_hosts {
+                vh.virtual_clusters = vec![eroute::VirtualCluster {
+                    name: "skipped".into(),
+                    ..Default::default()
+                }];
+                vh.per_request_buffer_limit_bytes = Some(epb::UInt32Value { value: 5 });
+                vh.request_body_buffer_limit = Some(epb::UInt64Value { value: 6 });
+                vh.include_is_timeout_retry_header = true;
+                vh.metadata = Some(envoy_metadata());
+                for r in &mut vh.routes {
+                    r.decorator = Some(eroute::Decorator {
+                        operation: "skipped".into(),
+                        ..Default::default()
+                    });
+                    r.tracing = Some(eroute::Tracing::default());
+                    r.stat_prefix = "skipped".into();
+                    r.per_request_buffer_limit_bytes = Some(epb::UInt32Value { value: 7 });
+                    r.request_body_buffer_limit = Some(epb::UInt64Value { value: 8 });
+                    if let Some(eroute::route::Action::Route(ra)) = r.action.as_mut() {
+                        ra.include_vh_rate_limits = Some(epb::BoolValue { value: true });
+                        ra.grpc_timeout_offset = secs(1);
+                        ra.max_internal_redirects = Some(epb::UInt32Value { value: 2 });
+                        ra.early_data_policy = Some(ecore::TypedExtensionConfig {
+                            name: "skipped".into(),
+                            ..Default::default()
+                        });
+                        actions += 1;
+                    }
+                }
             }
         }
+        assert_eq!(actions > 0, v == 5);
         let back: hcm::HttpConnectionManager = from_envoy(&e);
         assert_eq!(back, ours);
     }
@@ -1964,30 +2209,38 @@ fn unknown_tcp_proxy_and_router_fields_are_skipped() {
 
 #[test]
 fn skipped_oneof_members_decode_as_unset() {
-    // An action we do not define: our `action` is simply unset.
-    let e = eroute::Route {
-        name: "route".into(),
-        action: Some(eroute::route::Action::NonForwardingAction(
-            eroute::NonForwardingAction {},
+    // A filter configuration source we do not define (ECDS): our
+    // `config_type` is simply unset.
+    let e = ehcm::HttpFilter {
+        name: "filter".into(),
+        config_type: Some(ehcm::http_filter::ConfigType::ConfigDiscovery(
+            ecore::ExtensionConfigSource {
+                apply_default_config_without_warming: true,
+                ..Default::default()
+            },
         )),
+        is_optional: true,
         ..Default::default()
     };
-    let ours: route::Route = from_envoy(&e);
-    assert_eq!(ours.name, "route");
-    assert_eq!(ours.action, None);
+    let ours: hcm::HttpFilter = from_envoy(&e);
+    assert_eq!(ours.name, "filter");
+    assert!(ours.is_optional);
+    assert_eq!(ours.config_type, None);
 
-    // A hash policy member we do not define, next to one we do.
-    let e = eroute::route_action::HashPolicy {
-        policy_specifier: Some(
-            eroute::route_action::hash_policy::PolicySpecifier::FilterState(
-                eroute::route_action::hash_policy::FilterState { key: "k".into() },
+    // An endpoint list we do not define (not implemented in Envoy either),
+    // next to fields we do.
+    let e = envoy_types::pb::envoy::config::endpoint::v3::LocalityLbEndpoints {
+        priority: 3,
+        lb_config: Some(
+            envoy_types::pb::envoy::config::endpoint::v3::locality_lb_endpoints::LbConfig::LoadBalancerEndpoints(
+                Default::default(),
             ),
         ),
-        terminal: true,
+        ..Default::default()
     };
-    let ours: route::route_action::HashPolicy = from_envoy(&e);
-    assert!(ours.terminal);
-    assert_eq!(ours.policy_specifier, None);
+    let ours: legate_xds::wire::envoy::config::endpoint::v3::LocalityLbEndpoints = from_envoy(&e);
+    assert_eq!(ours.priority, 3);
+    assert_eq!(ours.lb_config, None);
 }
 
 // ---------------------------------------------------------------------------
@@ -2194,4 +2447,316 @@ fn refused_fields_set_by_envoy_are_seen() {
         hcm::http_connection_manager::PathWithEscapedSlashesAction::RejectRequest as i32
     );
     assert_eq!(o.local_reply_config, Some(hcm::LocalReplyConfig {}));
+}
+
+/// More of the same: the route matchers, actions and connection manager
+/// settings declared (most with placeholders) only to refuse them.
+#[test]
+fn more_refused_fields_set_by_envoy_are_seen() {
+    use eroute::route_action::hash_policy::PolicySpecifier as EP;
+    use eroute::route_action::{ClusterSpecifier as EC, HashPolicy as EHashPolicy};
+    let u32v = |value| Some(epb::UInt32Value { value });
+    let boolv = |value| Some(epb::BoolValue { value });
+    let secs = |seconds| Some(epb::Duration { seconds, nanos: 0 });
+    let extension = |name: &str| ecore::TypedExtensionConfig {
+        name: name.into(),
+        typed_config: Some(epb::Any {
+            type_url: "type.googleapis.com/test.Extension".into(),
+            value: vec![1, 2, 3],
+        }),
+    };
+    let exact = |s: &str| ematcher::StringMatcher {
+        match_pattern: Some(ematcher::string_matcher::MatchPattern::Exact(s.into())),
+        ..Default::default()
+    };
+
+    // Listener.
+    let e = elis::Listener {
+        name: "l".into(),
+        per_connection_buffer_high_watermark_timeout: secs(9),
+        transparent: boolv(true),
+        freebind: boolv(true),
+        socket_options: vec![ecore::SocketOption {
+            description: "SO_MARK".into(),
+            level: 1,
+            name: 36,
+            ..Default::default()
+        }],
+        tcp_keepalive: Some(ecore::TcpKeepalive {
+            keepalive_time: u32v(30),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let o: lis::Listener = from_envoy(&e);
+    assert_eq!(
+        o.per_connection_buffer_high_watermark_timeout
+            .map(|d| d.seconds),
+        Some(9)
+    );
+    assert_eq!((o.transparent, o.freebind), (Some(true), Some(true)));
+    assert_eq!(o.socket_options, [core::SocketOption {}]);
+    assert_eq!(o.tcp_keepalive, Some(core::TcpKeepalive {}));
+
+    // Route match.
+    let e = eroute::RouteMatch {
+        path_specifier: Some(eroute::route_match::PathSpecifier::Prefix("/".into())),
+        cookies: vec![eroute::CookieMatcher {
+            name: "session".into(),
+            string_match: Some(exact("abc")),
+            invert_match: true,
+        }],
+        tls_context: Some(eroute::route_match::TlsContextMatchOptions {
+            presented: boolv(false),
+            ..Default::default()
+        }),
+        dynamic_metadata: vec![ematcher::MetadataMatcher {
+            filter: "envoy.filters.http.jwt_authn".into(),
+            invert: true,
+            ..Default::default()
+        }],
+        filter_state: vec![ematcher::FilterStateMatcher {
+            key: "k".into(),
+            matcher: Some(ematcher::filter_state_matcher::Matcher::StringMatch(exact(
+                "v",
+            ))),
+        }],
+        ..Default::default()
+    };
+    let o: route::RouteMatch = from_envoy(&e);
+    assert_eq!(
+        o.path_specifier,
+        Some(route::route_match::PathSpecifier::Prefix("/".into()))
+    );
+    assert_eq!(o.cookies, [route::CookieMatcher {}]);
+    assert_eq!(
+        o.tls_context,
+        Some(route::route_match::TlsContextMatchOptions {})
+    );
+    assert_eq!(o.dynamic_metadata, [matcher::MetadataMatcher {}]);
+    assert_eq!(o.filter_state, [matcher::FilterStateMatcher {}]);
+    let e = eroute::RouteMatch {
+        path_specifier: Some(eroute::route_match::PathSpecifier::PathMatchPolicy(
+            extension("envoy.path.match.uri_template"),
+        )),
+        ..Default::default()
+    };
+    let o: route::RouteMatch = from_envoy(&e);
+    let Some(route::route_match::PathSpecifier::PathMatchPolicy(p)) = &o.path_specifier else {
+        panic!("path_match_policy {:?}", o.path_specifier)
+    };
+    assert_eq!(p.name, "envoy.path.match.uri_template");
+
+    // Routes with the actions Legate does not take.
+    let e = eroute::Route {
+        action: Some(eroute::route::Action::FilterAction(eroute::FilterAction {
+            action: Some(epb::Any {
+                type_url: "type.googleapis.com/test.Action".into(),
+                value: vec![4],
+            }),
+        })),
+        route_specifiers: vec![extension("specifier")],
+        ..Default::default()
+    };
+    let o: route::Route = from_envoy(&e);
+    assert_eq!(
+        o.action,
+        Some(route::route::Action::FilterAction(route::FilterAction {}))
+    );
+    assert_eq!(o.route_specifiers.len(), 1);
+
+    // Route action.
+    let e = eroute::RouteAction {
+        cluster_specifier: Some(EC::InlineClusterSpecifierPlugin(
+            eroute::ClusterSpecifierPlugin {
+                extension: Some(extension("envoy.router.cluster_specifier_plugin.lua")),
+                is_optional: true,
+            },
+        )),
+        append_x_forwarded_host: true,
+        flush_timeout: secs(3),
+        max_grpc_timeout: secs(0),
+        hash_policy: vec![EHashPolicy {
+            policy_specifier: Some(EP::FilterState(
+                eroute::route_action::hash_policy::FilterState { key: "k".into() },
+            )),
+            terminal: true,
+        }],
+        ..Default::default()
+    };
+    let o: route::RouteAction = from_envoy(&e);
+    assert_eq!(
+        o.cluster_specifier,
+        Some(
+            route::route_action::ClusterSpecifier::InlineClusterSpecifierPlugin(
+                route::ClusterSpecifierPlugin {}
+            )
+        )
+    );
+    assert!(o.append_x_forwarded_host);
+    assert_eq!(o.flush_timeout.map(|d| d.seconds), Some(3));
+    assert_eq!(o.max_grpc_timeout.map(|d| d.seconds), Some(0));
+    assert_eq!(
+        o.hash_policy[0].policy_specifier,
+        Some(
+            route::route_action::hash_policy::PolicySpecifier::FilterState(
+                route::route_action::hash_policy::FilterState {}
+            )
+        )
+    );
+    assert!(o.hash_policy[0].terminal);
+
+    // Weighted clusters.
+    let e = eroute::WeightedCluster {
+        clusters: vec![eroute::weighted_cluster::ClusterWeight {
+            cluster_header: "x-cluster".into(),
+            weight: u32v(1),
+            metadata_match: Some(envoy_metadata()),
+            ..Default::default()
+        }],
+        random_value_specifier: Some(
+            eroute::weighted_cluster::RandomValueSpecifier::UseHashPolicy(epb::BoolValue {
+                value: true,
+            }),
+        ),
+        ..Default::default()
+    };
+    let o: route::WeightedCluster = from_envoy(&e);
+    assert_eq!(o.clusters[0].cluster_header, "x-cluster");
+    assert!(o.clusters[0].metadata_match.is_some());
+    assert_eq!(
+        o.random_value_specifier,
+        Some(route::weighted_cluster::RandomValueSpecifier::UseHashPolicy(true))
+    );
+
+    // Redirect and direct response.
+    let e = eroute::RedirectAction {
+        path_rewrite_specifier: Some(eroute::redirect_action::PathRewriteSpecifier::PathRewrite(
+            "/new/%REQ(x-id)%".into(),
+        )),
+        ..Default::default()
+    };
+    let o: route::RedirectAction = from_envoy(&e);
+    assert_eq!(
+        o.path_rewrite_specifier,
+        Some(route::redirect_action::PathRewriteSpecifier::PathRewrite(
+            "/new/%REQ(x-id)%".into()
+        ))
+    );
+    let e = eroute::DirectResponseAction {
+        status: 200,
+        body_format: Some(ecore::SubstitutionFormatString {
+            format: Some(ecore::substitution_format_string::Format::TextFormat(
+                "%RESPONSE_CODE%".into(),
+            )),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let o: route::DirectResponseAction = from_envoy(&e);
+    assert_eq!(o.status, 200);
+    assert_eq!(o.body_format, Some(core::SubstitutionFormatString {}));
+
+    // Virtual host and route configuration.
+    let e = eroute::VirtualHost {
+        include_attempt_count_in_response: true,
+        route_specifiers: vec![extension("specifier"), extension("specifier")],
+        ..Default::default()
+    };
+    let o: route::VirtualHost = from_envoy(&e);
+    assert!(o.include_attempt_count_in_response);
+    assert_eq!(o.route_specifiers.len(), 2);
+    let e = eroute::RouteConfiguration {
+        most_specific_header_mutations_wins: true,
+        vhost_header: "x-vhost".into(),
+        ignore_path_parameters_in_path_matching: true,
+        typed_per_filter_config: [("envoy.filters.http.cors".to_string(), epb::Any::default())]
+            .into(),
+        route_specifiers: vec![extension("specifier")],
+        ..Default::default()
+    };
+    let o: route::RouteConfiguration = from_envoy(&e);
+    assert!(o.most_specific_header_mutations_wins);
+    assert_eq!(o.vhost_header, "x-vhost");
+    assert!(o.ignore_path_parameters_in_path_matching);
+    assert!(
+        o.typed_per_filter_config
+            .contains_key("envoy.filters.http.cors")
+    );
+    assert_eq!(o.route_specifiers.len(), 1);
+
+    // HTTP connection manager.
+    let e = ehcm::HttpConnectionManager {
+        add_user_agent: boolv(true),
+        tracing: Some(ehcm::http_connection_manager::Tracing {
+            verbose: true,
+            ..Default::default()
+        }),
+        server_name: "edge".into(),
+        server_header_transformation:
+            ehcm::http_connection_manager::ServerHeaderTransformation::AppendIfAbsent as i32,
+        scheme_header_transformation: Some(ecore::SchemeHeaderTransformation {
+            match_upstream: true,
+            ..Default::default()
+        }),
+        stream_flush_timeout: secs(4),
+        original_ip_detection_extensions: vec![extension("xff")],
+        early_header_mutation_extensions: vec![extension("mutation")],
+        always_set_request_id_in_response: true,
+        forward_client_cert_matcher: Some(exmatcher::Matcher {
+            on_no_match: Some(Box::new(exmatcher::matcher::OnMatch {
+                keep_matching: true,
+                ..Default::default()
+            })),
+            ..Default::default()
+        }),
+        proxy_100_continue: true,
+        represent_ipv4_remote_address_as_ipv4_mapped_ipv6: true,
+        request_id_extension: Some(ehcm::RequestIdExtension {
+            typed_config: Some(epb::Any {
+                type_url: "type.googleapis.com/test.RequestId".into(),
+                value: vec![5],
+            }),
+        }),
+        strip_trailing_host_dot: true,
+        proxy_status_config: Some(ehcm::http_connection_manager::ProxyStatusConfig {
+            remove_details: true,
+            ..Default::default()
+        }),
+        typed_header_validation_config: Some(extension(
+            "envoy.http.header_validators.envoy_default",
+        )),
+        append_x_forwarded_port: true,
+        ..Default::default()
+    };
+    let o: hcm::HttpConnectionManager = from_envoy(&e);
+    assert_eq!(o.add_user_agent, Some(true));
+    assert_eq!(o.tracing, Some(hcm::http_connection_manager::Tracing {}));
+    assert_eq!(o.server_name, "edge");
+    assert_eq!(
+        o.server_header_transformation,
+        hcm::http_connection_manager::ServerHeaderTransformation::AppendIfAbsent as i32
+    );
+    assert_eq!(
+        o.scheme_header_transformation,
+        Some(core::SchemeHeaderTransformation {})
+    );
+    assert_eq!(o.stream_flush_timeout.map(|d| d.seconds), Some(4));
+    assert_eq!(o.original_ip_detection_extensions[0].name, "xff");
+    assert_eq!(o.early_header_mutation_extensions[0].name, "mutation");
+    assert!(o.always_set_request_id_in_response);
+    assert_eq!(o.forward_client_cert_matcher, Some(xmatcher::Matcher {}));
+    assert!(o.proxy_100_continue);
+    assert!(o.represent_ipv4_remote_address_as_ipv4_mapped_ipv6);
+    assert_eq!(o.request_id_extension, Some(hcm::RequestIdExtension {}));
+    assert!(o.strip_trailing_host_dot);
+    assert_eq!(
+        o.proxy_status_config,
+        Some(hcm::http_connection_manager::ProxyStatusConfig {})
+    );
+    assert_eq!(
+        o.typed_header_validation_config.map(|t| t.name),
+        Some("envoy.http.header_validators.envoy_default".to_string())
+    );
+    assert!(o.append_x_forwarded_port);
 }

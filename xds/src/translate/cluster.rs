@@ -1,9 +1,9 @@
 //! Cluster and ClusterLoadAssignment.
 
 use super::{
-    LoadAssignment, R, TLS_NOT_YET, TranslateError, address_from, address_to, ads_config_source,
-    at, at_i, check, config_source_from, dur_to, dynamic_stub, opt_dur, paths, refusal, refuse,
-    to_any, type_name, unknown_enum, unpack,
+    LoadAssignment, NO_BUFFER_TIMEOUT, R, TLS_NOT_YET, TranslateError, address_from, address_to,
+    ads_config_source, at, at_i, check, config_source_from, dur_to, dynamic_stub, nonzero, opt_dur,
+    paths, refusal, refuse, to_any, type_name, unknown_enum, unpack,
 };
 use crate::model;
 use crate::validate::validate;
@@ -35,6 +35,8 @@ pub fn cluster_from_xds(c: &xcluster::Cluster) -> Result<model::Cluster, Transla
     Ok(m)
 }
 
+const NO_SLOW_START: &str = "not supported (Legate sends new endpoints their full share at once)";
+
 /// The cluster and the Envoy path of each of its endpoints.
 fn cluster_from(c: &xcluster::Cluster) -> R<(model::Cluster, Vec<String>)> {
     use xcluster::cluster::{
@@ -54,6 +56,46 @@ fn cluster_from(c: &xcluster::Cluster) -> R<(model::Cluster, Vec<String>)> {
     }
     if c.transport_socket.is_some() {
         return refuse("transport_socket", TLS_NOT_YET);
+    }
+    let refused = [
+        (
+            "transport_socket_matcher",
+            c.transport_socket_matcher.is_some(),
+            TLS_NOT_YET,
+        ),
+        (
+            "per_connection_buffer_high_watermark_timeout",
+            nonzero(&c.per_connection_buffer_high_watermark_timeout),
+            NO_BUFFER_TIMEOUT,
+        ),
+        (
+            "upstream_bind_config",
+            c.upstream_bind_config.is_some(),
+            "not supported (Legate lets the system choose the source address)",
+        ),
+        (
+            "upstream_connection_options",
+            c.upstream_connection_options.is_some(),
+            "not supported yet",
+        ),
+        (
+            "common_http_protocol_options",
+            c.common_http_protocol_options.is_some(),
+            "not supported: use typed_extension_protocol_options[\"envoy.extensions.upstreams.http.v3.HttpProtocolOptions\"] (common_http_protocol_options)",
+        ),
+        (
+            "connection_pool_per_downstream_connection",
+            c.connection_pool_per_downstream_connection,
+            "not supported (Legate shares upstream connections between downstream connections)",
+        ),
+        (
+            "queuing_policies",
+            c.queuing_policies.is_some(),
+            "not supported",
+        ),
+    ];
+    if let Some((field, _, message)) = refused.iter().find(|(_, set, _)| *set) {
+        return refuse(*field, *message);
     }
     let mut m = model::Cluster {
         name: c.name.clone(),
@@ -83,6 +125,21 @@ fn cluster_from(c: &xcluster::Cluster) -> R<(model::Cluster, Vec<String>)> {
             );
         }
     };
+    if m.discovery == model::DiscoveryType::StrictDns {
+        // Only a DNS cluster resolves anything.
+        const SYSTEM_RESOLVER: &str = "not supported (Legate uses the system's resolver)";
+        let refused = [
+            ("dns_resolvers", !c.dns_resolvers.is_empty()),
+            ("dns_resolution_config", c.dns_resolution_config.is_some()),
+            (
+                "typed_dns_resolver_config",
+                c.typed_dns_resolver_config.is_some(),
+            ),
+        ];
+        if let Some((field, _)) = refused.iter().find(|(_, set)| *set) {
+            return refuse(*field, SYSTEM_RESOLVER);
+        }
+    }
     if m.discovery == model::DiscoveryType::Eds {
         let Some(e) = &c.eds_cluster_config else {
             return refuse("eds_cluster_config", "must be set for an EDS cluster");
@@ -116,9 +173,8 @@ fn cluster_from(c: &xcluster::Cluster) -> R<(model::Cluster, Vec<String>)> {
                 })?;
             }
         }
-        Some(LbConfig::LeastRequestLbConfig(l)) => {
-            if m.lb_policy == model::LbPolicy::LeastRequest
-                && let Some(n) = l.choice_count
+        Some(LbConfig::LeastRequestLbConfig(l)) if m.lb_policy == model::LbPolicy::LeastRequest => {
+            if let Some(n) = l.choice_count
                 && n != 2
             {
                 return refuse(
@@ -126,8 +182,17 @@ fn cluster_from(c: &xcluster::Cluster) -> R<(model::Cluster, Vec<String>)> {
                     "only 2 is supported (power of two choices)",
                 );
             }
+            if l.slow_start_config.is_some() {
+                return refuse("least_request_lb_config.slow_start_config", NO_SLOW_START);
+            }
         }
-        None => {}
+        Some(LbConfig::RoundRobinLbConfig(r)) if m.lb_policy == model::LbPolicy::RoundRobin => {
+            if r.slow_start_config.is_some() {
+                return refuse("round_robin_lb_config.slow_start_config", NO_SLOW_START);
+            }
+        }
+        // Envoy ignores the settings of another policy.
+        Some(LbConfig::LeastRequestLbConfig(_) | LbConfig::RoundRobinLbConfig(_)) | None => {}
     }
 
     let mut origins = Vec::new();
@@ -289,10 +354,23 @@ fn endpoints_from(
     let mut origins = Vec::new();
     for (g, group) in c.endpoints.iter().enumerate() {
         let gp = at_i(p, "endpoints", g);
+        if group.lb_config.is_some() {
+            // Envoy then ignores lb_endpoints.
+            return refuse(
+                at(&gp, "leds_cluster_locality_config"),
+                "not supported (LEDS)",
+            );
+        }
         for (k, lb) in group.lb_endpoints.iter().enumerate() {
             let lp = at_i(&gp, "lb_endpoints", k);
             let address = match &lb.host_identifier {
                 Some(HostIdentifier::Endpoint(e)) => {
+                    if !e.additional_addresses.is_empty() {
+                        return refuse(
+                            at(&lp, "endpoint.additional_addresses"),
+                            "not supported (Legate connects to the endpoint's address only)",
+                        );
+                    }
                     address_from(&at(&lp, "endpoint.address"), e.address.as_ref())?
                 }
                 Some(HostIdentifier::EndpointName(_)) => {

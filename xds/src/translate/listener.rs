@@ -1,9 +1,9 @@
 //! Listener, HTTP connection manager and TCP proxy.
 
 use super::{
-    HCM_UNMODELLED, R, TCP_PROXY_UNMODELLED, TLS_NOT_YET, TranslateError, address_from, address_to,
-    ads_config_source, at, at_i, check, config_source_from, dur_to, dynamic_stub, opt_dur, paths,
-    refuse,
+    HCM_UNMODELLED, NO_BUFFER_TIMEOUT, R, TCP_PROXY_UNMODELLED, TLS_NOT_YET, TranslateError,
+    address_from, address_to, ads_config_source, at, at_i, check, config_source_from, dur_to,
+    dynamic_stub, nonzero, opt_dur, paths, refuse,
     route::{rc_from, rc_to},
     to_any, type_name, unknown_enum, unmodelled, unpack,
 };
@@ -68,6 +68,36 @@ fn listener_from(l: &xlistener::Listener) -> R<(model::Listener, Vec<String>)> {
             "bind_to_port",
             "must be true: Legate binds every listener it is given",
         );
+    }
+    let refused = [
+        (
+            "per_connection_buffer_high_watermark_timeout",
+            nonzero(&l.per_connection_buffer_high_watermark_timeout),
+            NO_BUFFER_TIMEOUT,
+        ),
+        (
+            "transparent",
+            l.transparent == Some(true),
+            "not supported (Legate does not set IP_TRANSPARENT)",
+        ),
+        (
+            "freebind",
+            l.freebind == Some(true),
+            "not supported (Legate does not set IP_FREEBIND)",
+        ),
+        (
+            "socket_options",
+            !l.socket_options.is_empty(),
+            "not supported",
+        ),
+        (
+            "tcp_keepalive",
+            l.tcp_keepalive.is_some(),
+            "not supported yet",
+        ),
+    ];
+    if let Some((field, _, message)) = refused.iter().find(|(_, set, _)| *set) {
+        return refuse(*field, *message);
     }
     for (i, f) in l.listener_filters.iter().enumerate() {
         let known = IGNORED_LISTENER_FILTERS.iter().any(|(name, ty)| {
@@ -233,7 +263,7 @@ fn match_from(p: &str, m: &xlistener::FilterChainMatch) -> R<model::FilterChainM
 fn hcm_from(p: &str, h: &xhcm::HttpConnectionManager) -> R<model::HttpConnectionManager> {
     use xhcm::http_connection_manager::{
         CodecType, ForwardClientCertDetails, PathWithEscapedSlashesAction as Slashes,
-        RouteSpecifier, StripPortMode,
+        RouteSpecifier, ServerHeaderTransformation, StripPortMode,
     };
     match CodecType::try_from(h.codec_type) {
         Ok(CodecType::Auto | CodecType::Http1 | CodecType::Http2) => {}
@@ -282,6 +312,102 @@ fn hcm_from(p: &str, h: &xhcm::HttpConnectionManager) -> R<model::HttpConnection
             at(p, "local_reply_config"),
             "not supported (Legate's local replies cannot be customized)",
         );
+    }
+    // Legate never writes a server header of its own: it passes the
+    // upstream's on, whatever the transformation.
+    let pass_through = match ServerHeaderTransformation::try_from(h.server_header_transformation) {
+        Ok(t) => t == ServerHeaderTransformation::PassThrough,
+        Err(_) => {
+            return Err(unknown_enum(
+                &at(p, "server_header_transformation"),
+                h.server_header_transformation,
+            ));
+        }
+    };
+    let refused = [
+        (
+            "add_user_agent",
+            h.add_user_agent == Some(true),
+            "not supported (Legate sets neither user-agent nor x-envoy-downstream-service-cluster)",
+        ),
+        (
+            "tracing",
+            h.tracing.is_some(),
+            "not supported (Legate does not trace requests)",
+        ),
+        (
+            "server_name",
+            !h.server_name.is_empty() && !pass_through,
+            "not supported (Legate passes the upstream's server header on)",
+        ),
+        (
+            "scheme_header_transformation",
+            h.scheme_header_transformation.is_some(),
+            "not supported",
+        ),
+        (
+            "stream_flush_timeout",
+            nonzero(&h.stream_flush_timeout),
+            "not supported yet",
+        ),
+        (
+            "original_ip_detection_extensions",
+            !h.original_ip_detection_extensions.is_empty(),
+            "not supported",
+        ),
+        (
+            "early_header_mutation_extensions",
+            !h.early_header_mutation_extensions.is_empty(),
+            "not supported",
+        ),
+        (
+            "always_set_request_id_in_response",
+            h.always_set_request_id_in_response,
+            "not supported (Legate does not send x-request-id in responses)",
+        ),
+        (
+            "forward_client_cert_matcher",
+            h.forward_client_cert_matcher.is_some(),
+            "not supported yet (client certificates come with TLS)",
+        ),
+        (
+            "proxy_100_continue",
+            h.proxy_100_continue,
+            "not supported (Legate answers Expect: 100-continue itself)",
+        ),
+        (
+            "represent_ipv4_remote_address_as_ipv4_mapped_ipv6",
+            h.represent_ipv4_remote_address_as_ipv4_mapped_ipv6,
+            "not supported",
+        ),
+        (
+            "request_id_extension",
+            h.request_id_extension.is_some(),
+            "not supported (Legate generates random UUIDs)",
+        ),
+        (
+            "strip_trailing_host_dot",
+            h.strip_trailing_host_dot,
+            "not supported",
+        ),
+        (
+            "proxy_status_config",
+            h.proxy_status_config.is_some(),
+            "not supported (Legate sends no proxy-status header)",
+        ),
+        (
+            "typed_header_validation_config",
+            h.typed_header_validation_config.is_some(),
+            "not supported",
+        ),
+        (
+            "append_x_forwarded_port",
+            h.append_x_forwarded_port,
+            "not supported (Legate does not set x-forwarded-port)",
+        ),
+    ];
+    if let Some((field, _, message)) = refused.iter().find(|(_, set, _)| *set) {
+        return refuse(at(p, field), *message);
     }
     http_filters_from(p, &h.http_filters)?;
 

@@ -285,6 +285,9 @@ pub(crate) const RATE_LIMITS_NOT_YET: &str = "not supported yet (rate limits are
 pub(crate) const HEDGING_NOT_YET: &str =
     "not supported yet (hedging comes with retries, a later feature)";
 pub(crate) const NO_CORS: &str = "not supported (Legate has no CORS filter)";
+pub(crate) const NO_SUBSETS: &str = "not supported (subset load balancing is not supported)";
+pub(crate) const NO_BUFFER_TIMEOUT: &str =
+    "not supported (Legate does not close connections for their buffer use)";
 
 /// A refused field: its path inside the resource and why.
 #[derive(Debug)]
@@ -406,6 +409,12 @@ pub(crate) fn opt_dur(p: &str, d: &Option<prost_types::Duration>, default: Dur) 
         Some(d) => dur_from(p, d),
         None => Ok(default),
     }
+}
+
+/// Whether a duration is set to something other than 0 (for the timeouts
+/// where Envoy reads 0 as "disabled", which is what Legate does).
+pub(crate) fn nonzero(d: &Option<prost_types::Duration>) -> bool {
+    d.as_ref().is_some_and(|d| d.seconds != 0 || d.nanos != 0)
 }
 
 pub(crate) fn dur_to(d: Dur) -> prost_types::Duration {

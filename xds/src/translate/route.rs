@@ -1,9 +1,9 @@
 //! RouteConfiguration, virtual hosts, routes and header mutations.
 
 use super::{
-    HEDGING_NOT_YET, MIRRORING_NOT_YET, NO_CORS, R, RATE_LIMITS_NOT_YET, RETRIES_NOT_YET,
-    TLS_NOT_YET, TranslateError, at, at_i, check, dur_to, dynamic_stub, opt_dur, paths, refusal,
-    refuse, unknown_enum,
+    HEDGING_NOT_YET, MIRRORING_NOT_YET, NO_CORS, NO_SUBSETS, R, RATE_LIMITS_NOT_YET,
+    RETRIES_NOT_YET, TLS_NOT_YET, TranslateError, at, at_i, check, dur_to, dynamic_stub, nonzero,
+    opt_dur, paths, refusal, refuse, unknown_enum,
 };
 use crate::duration::Dur;
 use crate::model;
@@ -13,6 +13,7 @@ use crate::wire::envoy::config::route::v3 as xroute;
 use crate::wire::envoy::r#type::matcher::v3 as xmatcher;
 
 const NO_FILTER_CONFIG: &str = "not supported (Legate has no HTTP filters to configure)";
+const NO_ROUTE_SPECIFIERS: &str = "not supported (route specifiers)";
 
 /// Translates a RouteConfiguration (validated as the model would).
 pub fn route_config_from_xds(
@@ -70,15 +71,74 @@ pub(crate) fn rc_from(p: &str, r: &xroute::RouteConfiguration) -> R<model::Route
             "not supported: use the HTTP connection manager's strip_any_host_port",
         );
     }
-    let virtual_hosts = r
+    let refused = [
+        (
+            "vhost_header",
+            !r.vhost_header.is_empty(),
+            "not supported (Legate picks the virtual host by the request's authority)",
+        ),
+        (
+            "ignore_path_parameters_in_path_matching",
+            r.ignore_path_parameters_in_path_matching,
+            "not supported (Legate matches the whole path, parameters included)",
+        ),
+        (
+            "typed_per_filter_config",
+            !r.typed_per_filter_config.is_empty(),
+            NO_FILTER_CONFIG,
+        ),
+        (
+            "route_specifiers",
+            !r.route_specifiers.is_empty(),
+            NO_ROUTE_SPECIFIERS,
+        ),
+    ];
+    if let Some((field, _, message)) = refused.iter().find(|(_, set, _)| *set) {
+        return refuse(at(p, field), *message);
+    }
+    let virtual_hosts: Vec<model::VirtualHost> = r
         .virtual_hosts
         .iter()
         .enumerate()
         .map(|(i, vh)| vh_from(&at_i(p, "virtual_hosts", i), vh))
         .collect::<R<_>>()?;
+    if r.most_specific_header_mutations_wins
+        && let Some((i, j, name)) = same_header_changed(&virtual_hosts)
+    {
+        // The order of the levels only matters for a header both change.
+        return refuse(
+            at(p, "most_specific_header_mutations_wins"),
+            format!(
+                "not supported: virtual_hosts[{i}].routes[{j}] and its virtual host both change {name:?} (Legate applies a route's header changes before its virtual host's, as Envoy does by default)"
+            ),
+        );
+    }
     Ok(model::RouteConfiguration {
         name: r.name.clone(),
         virtual_hosts,
+    })
+}
+
+/// A header that both a route and its virtual host change (in the same
+/// direction): the virtual host's index, the route's, and the header.
+fn same_header_changed(vhs: &[model::VirtualHost]) -> Option<(usize, usize, String)> {
+    fn names(m: &model::HeaderMutation) -> impl Iterator<Item = &str> {
+        m.add
+            .iter()
+            .map(|h| h.name.as_str())
+            .chain(m.remove.iter().map(String::as_str))
+    }
+    fn common(a: &model::HeaderMutation, b: &model::HeaderMutation) -> Option<String> {
+        names(a)
+            .find(|x| names(b).any(|y| x.eq_ignore_ascii_case(y)))
+            .map(str::to_ascii_lowercase)
+    }
+    vhs.iter().enumerate().find_map(|(i, vh)| {
+        vh.routes.iter().enumerate().find_map(|(j, r)| {
+            common(&r.request_headers, &vh.request_headers)
+                .or_else(|| common(&r.response_headers, &vh.response_headers))
+                .map(|name| (i, j, name))
+        })
     })
 }
 
@@ -110,11 +170,21 @@ fn vh_from(p: &str, vh: &xroute::VirtualHost) -> R<model::VirtualHost> {
             vh.retry_policy_typed_config.is_some(),
             RETRIES_NOT_YET,
         ),
+        (
+            "include_attempt_count_in_response",
+            vh.include_attempt_count_in_response,
+            "not supported (Legate sends no x-envoy-attempt-count header)",
+        ),
         ("hedge_policy", vh.hedge_policy.is_some(), HEDGING_NOT_YET),
         (
             "request_mirror_policies",
             !vh.request_mirror_policies.is_empty(),
             MIRRORING_NOT_YET,
+        ),
+        (
+            "route_specifiers",
+            !vh.route_specifiers.is_empty(),
+            NO_ROUTE_SPECIFIERS,
         ),
     ];
     if let Some((field, _, message)) = refused.iter().find(|(_, set, _)| *set) {
@@ -149,6 +219,9 @@ fn route_from(p: &str, r: &xroute::Route) -> R<model::Route> {
     if !r.typed_per_filter_config.is_empty() {
         return refuse(at(p, "typed_per_filter_config"), NO_FILTER_CONFIG);
     }
+    if !r.route_specifiers.is_empty() {
+        return refuse(at(p, "route_specifiers"), NO_ROUTE_SPECIFIERS);
+    }
     let Some(m) = &r.r#match else {
         return refuse(at(p, "match"), "must be set");
     };
@@ -175,11 +248,17 @@ fn route_from(p: &str, r: &xroute::Route) -> R<model::Route> {
         Some(Action::DirectResponse(a)) => {
             route.direct_response = Some(direct_from(&at(p, "direct_response"), a)?);
         }
-        None => {
+        Some(Action::FilterAction(_)) => {
+            return refuse(at(p, "filter_action"), "not supported");
+        }
+        Some(Action::NonForwardingAction(_)) => {
             return refuse(
-                p,
-                "needs an action: route, redirect or direct_response (filter_action and non_forwarding_action are not supported)",
+                at(p, "non_forwarding_action"),
+                "not supported (Legate has no HTTP filters to answer the request)",
             );
+        }
+        None => {
+            return refuse(p, "needs an action: route, redirect or direct_response");
         }
     }
     Ok(route)
@@ -214,13 +293,37 @@ fn match_from(p: &str, m: &xroute::RouteMatch) -> R<model::RouteMatch> {
         Some(PathSpecifier::PathSeparatedPrefix(_)) => {
             return refuse(at(p, "path_separated_prefix"), "not supported yet");
         }
+        Some(PathSpecifier::PathMatchPolicy(_)) => {
+            return refuse(
+                at(p, "path_match_policy"),
+                "not supported (use prefix, path or safe_regex)",
+            );
+        }
         None => return refuse(p, "set prefix, path or safe_regex"),
     }
-    if m.runtime_fraction.is_some() {
-        return refuse(at(p, "runtime_fraction"), "not supported");
-    }
-    if m.grpc.is_some() {
-        return refuse(at(p, "grpc"), "not supported yet");
+    // Each of these narrows which requests the route matches.
+    let refused = [
+        (
+            "runtime_fraction",
+            m.runtime_fraction.is_some(),
+            "not supported",
+        ),
+        ("cookies", !m.cookies.is_empty(), "not supported"),
+        ("grpc", m.grpc.is_some(), "not supported yet"),
+        ("tls_context", m.tls_context.is_some(), TLS_NOT_YET),
+        (
+            "dynamic_metadata",
+            !m.dynamic_metadata.is_empty(),
+            "not supported (Legate has no dynamic metadata)",
+        ),
+        (
+            "filter_state",
+            !m.filter_state.is_empty(),
+            "not supported (Legate has no filter state)",
+        ),
+    ];
+    if let Some((field, _, message)) = refused.iter().find(|(_, set, _)| *set) {
+        return refuse(at(p, field), *message);
     }
     out.headers = m
         .headers
@@ -325,17 +428,23 @@ fn action_from(p: &str, a: &xroute::RouteAction) -> R<model::RouteAction> {
         "not supported (Legate passes upstream redirects on to the client)";
     const REWRITES: &str = "not supported (use prefix_rewrite or regex_rewrite)";
     let refused = [
-        (
-            "metadata_match",
-            a.metadata_match.is_some(),
-            "not supported (subset load balancing is not supported)",
-        ),
+        ("metadata_match", a.metadata_match.is_some(), NO_SUBSETS),
         (
             "path_rewrite_policy",
             a.path_rewrite_policy.is_some(),
             REWRITES,
         ),
         ("path_rewrite", !a.path_rewrite.is_empty(), REWRITES),
+        (
+            "append_x_forwarded_host",
+            a.append_x_forwarded_host,
+            "not supported (Legate does not set x-forwarded-host)",
+        ),
+        (
+            "flush_timeout",
+            nonzero(&a.flush_timeout),
+            "not supported yet",
+        ),
         ("retry_policy", a.retry_policy.is_some(), RETRIES_NOT_YET),
         (
             "retry_policy_typed_config",
@@ -353,6 +462,11 @@ fn action_from(p: &str, a: &xroute::RouteAction) -> R<model::RouteAction> {
             RATE_LIMITS_NOT_YET,
         ),
         ("cors", a.cors.is_some(), NO_CORS),
+        (
+            "max_grpc_timeout",
+            a.max_grpc_timeout.is_some(),
+            "not supported (Legate does not read the grpc-timeout header; use timeout)",
+        ),
         (
             "internal_redirect_policy",
             a.internal_redirect_policy.is_some(),
@@ -402,12 +516,13 @@ fn action_from(p: &str, a: &xroute::RouteAction) -> R<model::RouteAction> {
         Some(ClusterSpecifier::WeightedClusters(w)) => {
             out.weighted_clusters = weighted_from(&at(p, "weighted_clusters"), w)?;
         }
-        None => {
-            return refuse(
-                p,
-                "set cluster or weighted_clusters (cluster specifier plugins are not supported)",
-            );
+        Some(ClusterSpecifier::ClusterSpecifierPlugin(_)) => {
+            return refuse(at(p, "cluster_specifier_plugin"), "not supported");
         }
+        Some(ClusterSpecifier::InlineClusterSpecifierPlugin(_)) => {
+            return refuse(at(p, "inline_cluster_specifier_plugin"), "not supported");
+        }
+        None => return refuse(p, "set cluster or weighted_clusters"),
     }
     out.prefix_rewrite = (!a.prefix_rewrite.is_empty()).then(|| a.prefix_rewrite.clone());
     if let Some(rr) = &a.regex_rewrite {
@@ -453,11 +568,21 @@ fn action_from(p: &str, a: &xroute::RouteAction) -> R<model::RouteAction> {
 }
 
 fn weighted_from(p: &str, w: &xroute::WeightedCluster) -> R<Vec<model::ClusterWeight>> {
+    use xroute::weighted_cluster::RandomValueSpecifier;
     if !w.runtime_key_prefix.is_empty() {
         return refuse(at(p, "runtime_key_prefix"), "not supported");
     }
-    if w.random_value_specifier.is_some() {
-        return refuse(at(p, "header_name"), "not supported");
+    match w.random_value_specifier {
+        None | Some(RandomValueSpecifier::UseHashPolicy(false)) => {}
+        Some(RandomValueSpecifier::HeaderName(_)) => {
+            return refuse(at(p, "header_name"), "not supported");
+        }
+        Some(RandomValueSpecifier::UseHashPolicy(true)) => {
+            return refuse(
+                at(p, "use_hash_policy"),
+                "not supported (Legate picks a weighted cluster at random)",
+            );
+        }
     }
     let mut out = Vec::with_capacity(w.clusters.len());
     for (i, c) in w.clusters.iter().enumerate() {
@@ -487,6 +612,12 @@ fn weighted_from(p: &str, w: &xroute::WeightedCluster) -> R<Vec<model::ClusterWe
         ];
         if let Some((field, _)) = refused.iter().find(|(_, set)| *set) {
             return refuse(at(&cp, field), "not supported yet (per-cluster settings)");
+        }
+        if !c.cluster_header.is_empty() {
+            return refuse(at(&cp, "cluster_header"), "not supported");
+        }
+        if c.metadata_match.is_some() {
+            return refuse(at(&cp, "metadata_match"), NO_SUBSETS);
         }
         if c.name.is_empty() {
             return refuse(
@@ -550,6 +681,10 @@ fn hash_policy_from(p: &str, h: &xroute::route_action::HashPolicy) -> R<model::H
             })
         }
         Some(S::QueryParameter(_)) => refuse(at(p, "query_parameter"), "not supported"),
+        Some(S::FilterState(_)) => refuse(
+            at(p, "filter_state"),
+            "not supported (Legate has no filter state)",
+        ),
         None => refuse(p, "set header, cookie or connection_properties"),
     }
 }
@@ -585,6 +720,12 @@ fn redirect_from(p: &str, r: &xroute::RedirectAction) -> R<model::RedirectAction
         Some(PathRewriteSpecifier::RegexRewrite(_)) => {
             return refuse(at(p, "regex_rewrite"), "not supported");
         }
+        Some(PathRewriteSpecifier::PathRewrite(_)) => {
+            return refuse(
+                at(p, "path_rewrite"),
+                "not supported (use path_redirect or prefix_rewrite)",
+            );
+        }
     }
     out.response_code = match C::try_from(r.response_code) {
         Ok(C::MovedPermanently) => 301,
@@ -599,6 +740,12 @@ fn redirect_from(p: &str, r: &xroute::RedirectAction) -> R<model::RedirectAction
 
 fn direct_from(p: &str, d: &xroute::DirectResponseAction) -> R<model::DirectResponse> {
     use xcore::data_source::Specifier;
+    if d.body_format.is_some() {
+        return refuse(
+            at(p, "body_format"),
+            "not supported (Legate sends the body as given)",
+        );
+    }
     let status = u16::try_from(d.status)
         .ok()
         .filter(|s| (200..=599).contains(s))
@@ -781,6 +928,7 @@ fn route_to(r: &model::Route) -> xroute::Route {
                 body: d.body.as_ref().map(|b| xcore::DataSource {
                     specifier: Some(xcore::data_source::Specifier::InlineString(b.clone())),
                 }),
+                body_format: None,
             })
         })
     };
