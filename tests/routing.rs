@@ -424,3 +424,27 @@ clusters:
     );
     assert_eq!(get(addr, "[::1]:80", "/", &[]).await.status, 404);
 }
+
+/// `append_x_forwarded_for: false` (Envoy's `use_remote_address: false`):
+/// x-forwarded-for goes upstream as the client sent it, or not at all.
+#[tokio::test]
+async fn x_forwarded_for_append_can_be_turned_off() {
+    let up = upstream("up").await;
+    let yaml = catch_all(
+        "up",
+        "",
+        "  - name: up\n    endpoints: [{ address: \"{{UP}}\" }]",
+    )
+    .replace(
+        "    http:\n",
+        "    http:\n      append_x_forwarded_for: false\n",
+    );
+    let p = proxy(&yaml, &[("UP", up.addr.to_string())]).await;
+    let addr = p.listener_addr("web").unwrap();
+    let seen = get(addr, "x", "/", &[("x-forwarded-for", "10.1.2.3")])
+        .await
+        .seen();
+    assert_eq!(seen["headers"]["x-forwarded-for"], "10.1.2.3");
+    let seen = get(addr, "x", "/", &[]).await.seen();
+    assert!(seen["headers"].get("x-forwarded-for").is_none(), "{seen}");
+}

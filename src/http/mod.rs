@@ -33,6 +33,8 @@ pub struct HttpChain {
     /// updates). Shared by every chain using the same `rds` name.
     pub routes: Arc<ArcSwap<RouteTable>>,
     pub generate_request_id: bool,
+    /// Append the peer address to `x-forwarded-for`.
+    pub append_xff: bool,
     pub stats: Arc<ListenerStats>,
     /// `request_headers_timeout`; `None` when disabled.
     headers_timeout: Option<Duration>,
@@ -58,6 +60,7 @@ impl HttpChain {
         HttpChain {
             routes,
             generate_request_id: hcm.generate_request_id,
+            append_xff: hcm.append_x_forwarded_for,
             stats,
             headers_timeout: (!hcm.request_headers_timeout.is_zero())
                 .then(|| hcm.request_headers_timeout.get()),

@@ -399,6 +399,7 @@ async fn forward(
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
     match headers.entry(&X_FORWARDED_FOR) {
+        _ if !chain.append_xff => {}
         header::Entry::Occupied(mut e) => {
             // Every existing line, in order, then the peer.
             let mut v = Vec::with_capacity(64);

@@ -209,7 +209,6 @@ fn envoy_hcm() -> ehcm::HttpConnectionManager {
                 ..Default::default()
             },
         ],
-        include_request_attempt_count: true,
         ..Default::default()
     };
     ehcm::HttpConnectionManager {
@@ -254,7 +253,6 @@ fn envoy_hcm() -> ehcm::HttpConnectionManager {
         max_request_headers_kb: u32v(96),
         use_remote_address: boolv(true),
         xff_num_trusted_hops: 1,
-        via: "legate".into(),
         generate_request_id: boolv(false),
         normalize_path: boolv(true),
         merge_slashes: true,
@@ -447,6 +445,8 @@ fn listener_defaults_are_envoys_except_two() {
         http2_max_concurrent_streams: 1024,
         generate_request_id: true,
         strip_any_host_port: false,
+        // Envoy's use_remote_address defaults to false: no XFF append.
+        append_x_forwarded_for: false,
     };
     assert_eq!(got, &want);
 
@@ -494,7 +494,6 @@ fn realistic_route_configuration() {
             ..Default::default()
         }],
         response_headers_to_remove: vec!["server".into()],
-        include_request_attempt_count: true,
         routes: vec![
             eroute::Route {
                 r#match: Some(eroute::RouteMatch {
@@ -3474,9 +3473,61 @@ fn virtual_host_refusals() {
         ".route_specifiers",
         "not supported (route specifiers)",
     );
-    let mut rc = base_route_config();
-    rc.virtual_hosts[0].include_request_attempt_count = true;
-    translate::route_config_from_xds(&rc).unwrap();
+    vh_refused(
+        |vh| vh.include_request_attempt_count = true,
+        ".include_request_attempt_count",
+        "not supported yet (x-envoy-attempt-count comes with retries, a later feature)",
+    );
+}
+
+#[test]
+fn via_stream_durations_and_xff_append() {
+    hcm_refused(
+        |h| h.via = "legate".into(),
+        ".via",
+        "not supported (Legate adds no via header)",
+    );
+    let msd = "not supported yet (stream duration limits and grpc-timeout headers)";
+    action_refused(
+        |a| {
+            a.max_stream_duration = Some(route::route_action::MaxStreamDuration {
+                max_stream_duration: Some(prost_types::Duration {
+                    seconds: 30,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            })
+        },
+        ".max_stream_duration",
+        msd,
+    );
+    action_refused(
+        |a| {
+            a.max_stream_duration = Some(route::route_action::MaxStreamDuration {
+                grpc_timeout_header_max: Some(Default::default()),
+                ..Default::default()
+            })
+        },
+        ".max_stream_duration",
+        msd,
+    );
+    // x-forwarded-for: appended only with use_remote_address and without
+    // skip_xff_append, as Envoy does.
+    let xff = |use_remote: Option<bool>, skip: bool| {
+        let mut h = base_hcm();
+        h.use_remote_address = use_remote;
+        h.skip_xff_append = skip;
+        let l = translate::listener_from_xds(&listener_with(h)).unwrap();
+        l.filter_chains[0]
+            .http
+            .as_ref()
+            .unwrap()
+            .append_x_forwarded_for
+    };
+    assert!(!xff(None, false));
+    assert!(!xff(Some(false), false));
+    assert!(xff(Some(true), false));
+    assert!(!xff(Some(true), true));
 }
 
 #[test]

@@ -372,9 +372,10 @@ fn hcm() -> impl Strategy<Value = HttpConnectionManager> {
         1..100_000u32,
         any::<bool>(),
         any::<bool>(),
+        any::<bool>(),
     )
         .prop_map(
-            |((route_config, rds), kb, count, timeout, streams, gen_id, strip)| {
+            |((route_config, rds), kb, count, timeout, streams, gen_id, strip, xff)| {
                 HttpConnectionManager {
                     route_config,
                     rds,
@@ -384,6 +385,7 @@ fn hcm() -> impl Strategy<Value = HttpConnectionManager> {
                     http2_max_concurrent_streams: streams,
                     generate_request_id: gen_id,
                     strip_any_host_port: strip,
+                    append_x_forwarded_for: xff,
                 }
             },
         )

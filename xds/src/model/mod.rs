@@ -209,6 +209,11 @@ pub struct HttpConnectionManager {
     /// (Envoy's `strip_any_host_port`). Off: the host is matched as sent.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub strip_any_host_port: bool,
+    /// Append the client's address to `x-forwarded-for` (Envoy's
+    /// `use_remote_address` without `skip_xff_append`). Off: the header is
+    /// forwarded as received.
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub append_x_forwarded_for: bool,
 }
 
 fn default_max_headers_kb() -> u32 {
@@ -241,6 +246,7 @@ impl Default for HttpConnectionManager {
             http2_max_concurrent_streams: default_h2_streams(),
             generate_request_id: true,
             strip_any_host_port: false,
+            append_x_forwarded_for: true,
         }
     }
 }

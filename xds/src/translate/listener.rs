@@ -304,6 +304,9 @@ fn hcm_from(p: &str, h: &xhcm::HttpConnectionManager) -> R<model::HttpConnection
             ));
         }
     }
+    if !h.via.is_empty() {
+        return refuse(at(p, "via"), "not supported (Legate adds no via header)");
+    }
     if h.internal_address_config.is_some() {
         return refuse(at(p, "internal_address_config"), "not supported");
     }
@@ -465,6 +468,9 @@ fn hcm_from(p: &str, h: &xhcm::HttpConnectionManager) -> R<model::HttpConnection
         m.request_headers_timeout,
     )?;
     m.generate_request_id = h.generate_request_id.unwrap_or(true);
+    // Envoy appends the peer to x-forwarded-for only with use_remote_address
+    // (default false) and without skip_xff_append.
+    m.append_x_forwarded_for = h.use_remote_address == Some(true) && !h.skip_xff_append;
     m.strip_any_host_port = matches!(
         h.strip_port_mode,
         Some(StripPortMode::StripAnyHostPort(true))
@@ -620,6 +626,7 @@ fn hcm_to(h: &model::HttpConnectionManager, stat_prefix: &str) -> xhcm::HttpConn
         request_headers_timeout: Some(dur_to(h.request_headers_timeout)),
         max_request_headers_kb: Some(h.max_request_headers_kb),
         generate_request_id: Some(h.generate_request_id),
+        use_remote_address: Some(h.append_x_forwarded_for),
         strip_port_mode: h
             .strip_any_host_port
             .then_some(StripPortMode::StripAnyHostPort(true)),

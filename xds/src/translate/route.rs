@@ -166,6 +166,11 @@ fn vh_from(p: &str, vh: &xroute::VirtualHost) -> R<model::VirtualHost> {
         ),
         ("retry_policy", vh.retry_policy.is_some(), RETRIES_NOT_YET),
         (
+            "include_request_attempt_count",
+            vh.include_request_attempt_count,
+            "not supported yet (x-envoy-attempt-count comes with retries, a later feature)",
+        ),
+        (
             "retry_policy_typed_config",
             vh.retry_policy_typed_config.is_some(),
             RETRIES_NOT_YET,
@@ -462,6 +467,13 @@ fn action_from(p: &str, a: &xroute::RouteAction) -> R<model::RouteAction> {
             RATE_LIMITS_NOT_YET,
         ),
         ("cors", a.cors.is_some(), NO_CORS),
+        (
+            "max_stream_duration",
+            a.max_stream_duration.as_ref().is_some_and(|m| {
+                nonzero(&m.max_stream_duration) || m.grpc_timeout_header_max.is_some()
+            }),
+            "not supported yet (stream duration limits and grpc-timeout headers)",
+        ),
         (
             "max_grpc_timeout",
             a.max_grpc_timeout.is_some(),
