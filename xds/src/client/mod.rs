@@ -112,14 +112,20 @@ struct State {
     initialized: bool,
     /// When the client started: the warming clock of static resources.
     started: Instant,
+    /// `initial_fetch_timeout`; zero waits forever.
+    fetch_timeout: Duration,
 }
 
 /// Runs the ADS client until the process ends. `base` holds the static
 /// resources and the `dynamic` section.
-pub async fn run(base: Config, apply: Arc<dyn Apply>, status: Arc<Status>) {
+pub async fn run(mut base: Config, apply: Arc<dyn Apply>, status: Arc<Status>) {
     let Some(dynamic) = base.dynamic.clone() else {
         return;
     };
+    for l in &mut base.listeners {
+        l.normalize();
+    }
+    let fetch_timeout = dynamic.initial_fetch_timeout.get();
     let mut state = State {
         types: KINDS.iter().map(|k| (*k, TypeState::default())).collect(),
         first_seen: HashMap::new(),
@@ -127,9 +133,8 @@ pub async fn run(base: Config, apply: Arc<dyn Apply>, status: Arc<Status>) {
         active_clusters: BTreeSet::new(),
         initialized: false,
         started: Instant::now(),
+        fetch_timeout,
     };
-    let started = state.started;
-    let fetch_timeout = dynamic.initial_fetch_timeout.get();
     // Envoy's init manager gives up waiting after the initial fetch timeout
     // and serves what it has (the static resources at least).
     if !fetch_timeout.is_zero() {
@@ -148,10 +153,7 @@ pub async fn run(base: Config, apply: Arc<dyn Apply>, status: Arc<Status>) {
                 status.set_connected(addr, true);
                 metrics::gauge!("xds_connected").set(1.0);
                 tracing::info!(server = %addr, api = ?dynamic.api, "connected to the control plane");
-                let r = stream(
-                    client, &base, &dynamic, &mut state, &*apply, &status, started,
-                )
-                .await;
+                let r = stream(client, &base, &dynamic, &mut state, &*apply, &status).await;
                 status.set_connected(addr, false);
                 metrics::gauge!("xds_connected").set(0.0);
                 r
@@ -385,7 +387,6 @@ async fn stream(
     state: &mut State,
     apply: &dyn Apply,
     status: &Status,
-    started: Instant,
 ) -> (bool, String) {
     let node = node(dynamic);
     for t in state.types.values_mut() {
@@ -400,7 +401,7 @@ async fn stream(
             let sent = client.stream_aggregated_resources(Outbox(rx));
             // Requests must be queued before the call resolves (the server may
             // wait for the first one): subscribe first.
-            subscribe(&sender, state, base, dynamic, started);
+            subscribe(&sender, state, base);
             match sent.await {
                 Ok(r) => (sender, ResponseStream::Sotw(r.into_inner())),
                 Err(e) => return (false, format!("StreamAggregatedResources: {e}")),
@@ -410,7 +411,7 @@ async fn stream(
             let (tx, rx) = mpsc::unbounded_channel();
             let sender = Sender::Delta(tx, node);
             let sent = client.delta_aggregated_resources(Outbox(rx));
-            subscribe(&sender, state, base, dynamic, started);
+            subscribe(&sender, state, base);
             match sent.await {
                 Ok(r) => (sender, ResponseStream::Delta(r.into_inner())),
                 Err(e) => return (false, format!("DeltaAggregatedResources: {e}")),
@@ -419,16 +420,16 @@ async fn stream(
     };
     let mut answered = false;
     loop {
-        let deadline = next_deadline(state, dynamic);
+        let deadline = next_deadline(state);
         let next = tokio::select! {
             r = responses.next() => r,
             _ = sleep_until(deadline) => {
                 // A warming deadline passed: serve what there is.
-                if let Err(e) = refresh(base, dynamic, state, apply) {
+                if let Err(e) = refresh(base, state, apply) {
                     tracing::warn!(error = %e, "configuration after a warming timeout was refused");
                 }
-                subscribe(&sender, state, base, dynamic, started);
-                check_initialized(state, base, dynamic, apply);
+                subscribe(&sender, state, base);
+                check_initialized(state, base, apply);
                 continue;
             }
         };
@@ -438,9 +439,9 @@ async fn stream(
             Err(e) => return (answered, e),
         };
         answered = true;
-        handle(update, &sender, base, dynamic, state, apply, status);
-        subscribe(&sender, state, base, dynamic, started);
-        check_initialized(state, base, dynamic, apply);
+        handle(update, &sender, base, state, apply, status);
+        subscribe(&sender, state, base);
+        check_initialized(state, base, apply);
     }
 }
 
@@ -473,26 +474,20 @@ impl ResponseStream {
 
 /// Sends the requests the current state calls for: CDS at once, LDS once
 /// clusters have warmed, RDS and EDS whenever their names change.
-fn subscribe(
-    sender: &Sender,
-    state: &mut State,
-    base: &Config,
-    dynamic: &Dynamic,
-    started: Instant,
-) {
+fn subscribe(sender: &Sender, state: &mut State, base: &Config) {
     let (routes, services) = referenced_names(base, state);
     let names_for = |k: Kind| match k {
         Kind::Route => routes.clone(),
         Kind::Endpoint => services.clone(),
         _ => BTreeSet::new(),
     };
-    let timeout = dynamic.initial_fetch_timeout.get();
+    let timeout = state.fetch_timeout;
     // CDS -> EDS -> LDS: listeners are asked for once clusters have warmed
     // (or could not in time); after the first complete configuration, at
     // once (a reconnect).
     let cds_warm = (state.types[&Kind::Cluster].answered
         && warming_clusters(base, state).is_empty())
-        || (!timeout.is_zero() && started.elapsed() >= timeout)
+        || (!timeout.is_zero() && state.started.elapsed() >= timeout)
         || state.initialized;
     for kind in KINDS {
         if kind == Kind::Listener && !cds_warm {
@@ -519,7 +514,7 @@ fn subscribe(
 }
 
 /// Route configuration names referenced by listeners, and EDS service
-/// names of `eds` clusters, static and dynamic.
+/// names of `eds` clusters, static and dynamic (listeners normalized).
 fn referenced_names(base: &Config, state: &State) -> (BTreeSet<String>, BTreeSet<String>) {
     let mut routes = BTreeSet::new();
     let mut services = BTreeSet::new();
@@ -536,9 +531,6 @@ fn referenced_names(base: &Config, state: &State) -> (BTreeSet<String>, BTreeSet
             if let Some(name) = fc.http.as_ref().and_then(|h| h.rds.as_ref()) {
                 routes.insert(name.clone());
             }
-        }
-        if let Some(name) = l.http.as_ref().and_then(|h| h.rds.as_ref()) {
-            routes.insert(name.clone());
         }
     }
     for c in clusters(base, state) {
@@ -557,8 +549,8 @@ fn service_name(c: &model::Cluster) -> &str {
     c.eds_service_name.as_deref().unwrap_or(&c.name)
 }
 
-/// Static clusters, then dynamic ones (a dynamic cluster cannot replace a
-/// static one of the same name, as in Envoy).
+/// Static clusters, then dynamic ones (none shares a static one's name:
+/// `handle` refuses those).
 fn clusters<'a>(base: &'a Config, state: &'a State) -> impl Iterator<Item = &'a model::Cluster> {
     let dynamic = state.types[&Kind::Cluster]
         .resources
@@ -566,8 +558,7 @@ fn clusters<'a>(base: &'a Config, state: &'a State) -> impl Iterator<Item = &'a 
         .filter_map(|(_, r)| match r {
             Resource::Cluster(c) => Some(c),
             _ => None,
-        })
-        .filter(|c| !base.clusters.iter().any(|s| s.name == c.name));
+        });
     base.clusters.iter().chain(dynamic)
 }
 
@@ -580,27 +571,22 @@ fn warming_clusters(base: &Config, state: &State) -> Vec<String> {
             c.discovery == DiscoveryType::Eds
                 && !state.active_clusters.contains(&c.name)
                 && !eds.contains_key(service_name(c))
-                && !expired(state, Kind::Cluster, &c.name, base)
+                && !expired(state, Kind::Cluster, &c.name)
         })
         .map(|c| c.name.clone())
         .collect()
 }
 
-fn expired(state: &State, kind: Kind, name: &str, base: &Config) -> bool {
-    let timeout = base
-        .dynamic
-        .as_ref()
-        .map(|d| d.initial_fetch_timeout.get())
-        .unwrap_or_default();
-    if timeout.is_zero() {
-        return false;
-    }
-    state
-        .first_seen
-        .get(&(kind, name.to_string()))
-        .unwrap_or(&state.started)
-        .elapsed()
-        >= timeout
+/// Whether a resource (or, never seen, the client itself) has waited past
+/// the warming limit.
+fn expired(state: &State, kind: Kind, name: &str) -> bool {
+    !state.fetch_timeout.is_zero()
+        && state
+            .first_seen
+            .get(&(kind, name.to_string()))
+            .unwrap_or(&state.started)
+            .elapsed()
+            >= state.fetch_timeout
 }
 
 /// Whether all route configurations a listener references are available.
@@ -638,10 +624,7 @@ fn assemble(base: &Config, state: &State) -> (Config, Vec<String>, Vec<model::Li
     let mut listeners = Vec::new();
     for (_, r) in state.types[&Kind::Listener].resources.values() {
         let Resource::Listener(l) = r else { continue };
-        if base.listeners.iter().any(|s| s.name == l.name) {
-            continue;
-        }
-        if listener_warm(l, base, state) || expired(state, Kind::Listener, &l.name, base) {
+        if listener_warm(l, base, state) || expired(state, Kind::Listener, &l.name) {
             listeners.push(l.clone());
         } else if let Some(previous) = state.active_listeners.get(&l.name) {
             listeners.push(previous.clone());
@@ -649,9 +632,7 @@ fn assemble(base: &Config, state: &State) -> (Config, Vec<String>, Vec<model::Li
     }
     config.listeners.extend(listeners.iter().cloned());
     for (_, r) in state.types[&Kind::Route].resources.values() {
-        if let Resource::Route(rc) = r
-            && !base.route_configs.iter().any(|s| s.name == rc.name)
-        {
+        if let Resource::Route(rc) = r {
             config.route_configs.push(rc.clone());
         }
     }
@@ -659,12 +640,7 @@ fn assemble(base: &Config, state: &State) -> (Config, Vec<String>, Vec<model::Li
 }
 
 /// Applies the assembled configuration and records what is active.
-fn refresh(
-    base: &Config,
-    _dynamic: &Dynamic,
-    state: &mut State,
-    apply: &dyn Apply,
-) -> Result<(), String> {
+fn refresh(base: &Config, state: &mut State, apply: &dyn Apply) -> Result<(), String> {
     let (config, clusters, listeners) = assemble(base, state);
     apply.apply(config)?;
     state.active_clusters = clusters.into_iter().collect();
@@ -672,8 +648,8 @@ fn refresh(
     Ok(())
 }
 
-fn next_deadline(state: &State, dynamic: &Dynamic) -> Option<Instant> {
-    let timeout = dynamic.initial_fetch_timeout.get();
+fn next_deadline(state: &State) -> Option<Instant> {
+    let timeout = state.fetch_timeout;
     if timeout.is_zero() {
         return None;
     }
@@ -687,14 +663,14 @@ fn next_deadline(state: &State, dynamic: &Dynamic) -> Option<Instant> {
         .min()
 }
 
-fn check_initialized(state: &mut State, base: &Config, _dynamic: &Dynamic, apply: &dyn Apply) {
+fn check_initialized(state: &mut State, base: &Config, apply: &dyn Apply) {
     if state.initialized {
         return;
     }
     let lds = &state.types[&Kind::Listener];
     let listeners_warm = lds.resources.values().all(|(_, r)| match r {
         Resource::Listener(l) => {
-            listener_warm(l, base, state) || expired(state, Kind::Listener, &l.name, base)
+            listener_warm(l, base, state) || expired(state, Kind::Listener, &l.name)
         }
         _ => true,
     });
@@ -719,7 +695,6 @@ fn handle(
     update: Update,
     sender: &Sender,
     base: &Config,
-    dynamic: &Dynamic,
     state: &mut State,
     apply: &dyn Apply,
     status: &Status,
@@ -754,10 +729,13 @@ fn handle(
             Err(e) => errors.push(e.to_string()),
         }
     }
-    let mut candidate = current.clone();
-    candidate.nonce = update.nonce.clone();
-    candidate.answered = true;
+    // What the type holds if the response is refused: the last accepted
+    // state, answered with this nonce.
+    let mut rejected = current.clone();
+    rejected.nonce = update.nonce.clone();
+    rejected.answered = true;
     if errors.is_empty() {
+        let mut candidate = rejected.clone();
         if update.complete {
             let keep: BTreeSet<&String> = decoded.iter().map(|(n, _, _)| n).collect();
             candidate.resources.retain(|n, _| keep.contains(n));
@@ -784,8 +762,8 @@ fn handle(
                 .retain(|n, _| candidate.names.contains(n));
         }
         candidate.version = update.version.clone();
-        let previous = state.types.insert(kind, candidate);
-        match refresh(base, dynamic, state, apply) {
+        state.types.insert(kind, candidate);
+        match refresh(base, state, apply) {
             Ok(()) => {
                 if let Some(t) = state.types.get(&kind) {
                     tracing::info!(r#type = kind.short(), version = %t.version, resources = t.resources.len(), "xDS update applied");
@@ -802,24 +780,10 @@ fn handle(
                     .increment(1);
                 return;
             }
-            Err(e) => {
-                errors.push(e);
-                if let Some(p) = previous {
-                    let mut p = p;
-                    p.nonce = update.nonce.clone();
-                    p.answered = true;
-                    state.types.insert(kind, p);
-                }
-            }
+            Err(e) => errors.push(e),
         }
-    } else {
-        state.types.insert(kind, {
-            let mut t = current.clone();
-            t.nonce = update.nonce.clone();
-            t.answered = true;
-            t
-        });
     }
+    state.types.insert(kind, rejected);
     let message = errors.join("; ");
     tracing::warn!(r#type = kind.short(), version = %update.version, error = %message, "xDS update rejected (NACK); keeping the last good configuration");
     status.rejected(kind.type_url(), &update.version, &update.nonce, &message);

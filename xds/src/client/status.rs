@@ -49,10 +49,6 @@ impl Status {
         });
     }
 
-    pub fn is_connected(&self) -> bool {
-        self.with(|i| i.connected)
-    }
-
     /// Records an accepted update: the type's version and every resource
     /// it now holds (a resource keeps its apply time while its version
     /// stays the same).
