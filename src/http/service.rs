@@ -398,22 +398,23 @@ async fn forward(
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    match headers.entry(&X_FORWARDED_FOR) {
-        _ if !chain.append_xff => {}
-        header::Entry::Occupied(mut e) => {
-            // Every existing line, in order, then the peer.
-            let mut v = Vec::with_capacity(64);
-            for line in e.iter() {
-                v.extend_from_slice(line.as_bytes());
-                v.extend_from_slice(b", ");
+    if chain.append_xff {
+        match headers.entry(&X_FORWARDED_FOR) {
+            header::Entry::Occupied(mut e) => {
+                // Every existing line, in order, then the peer.
+                let mut v = Vec::with_capacity(64);
+                for line in e.iter() {
+                    v.extend_from_slice(line.as_bytes());
+                    v.extend_from_slice(b", ");
+                }
+                v.extend_from_slice(conn.peer_ip.as_bytes());
+                if let Ok(v) = HeaderValue::from_bytes(&v) {
+                    e.insert(v);
+                }
             }
-            v.extend_from_slice(conn.peer_ip.as_bytes());
-            if let Ok(v) = HeaderValue::from_bytes(&v) {
-                e.insert(v);
+            header::Entry::Vacant(e) => {
+                e.insert(conn.peer_ip.clone());
             }
-        }
-        header::Entry::Vacant(e) => {
-            e.insert(conn.peer_ip.clone());
         }
     }
     if let header::Entry::Vacant(e) = headers.entry(&X_FORWARDED_PROTO) {
