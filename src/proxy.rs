@@ -308,9 +308,8 @@ fn bind(what: String, address: &str) -> Result<(SocketAddr, std::net::TcpListene
             message: format!("invalid address {address:?}"),
         })
     })?;
-    let l = listener::bind(addr).map_err(|source| StartError::Bind { what, addr, source })?;
-    let local = l.local_addr().map_err(StartError::Admin)?;
-    Ok((local, l))
+    let bound = listener::bind(addr).and_then(|l| Ok((l.local_addr()?, l)));
+    bound.map_err(|source| StartError::Bind { what, addr, source })
 }
 
 impl Plan {
@@ -543,8 +542,7 @@ pub async fn start(mut config: Config) -> Result<RunningProxy, StartError> {
     let prometheus = telemetry::install();
     // Compiles and binds everything before starting anything.
     let plan = Plan::build(&config, None)?;
-    let (_, admin_listener) = bind("admin server".into(), &config.admin.address)?;
-    let admin_local = admin_listener.local_addr().map_err(StartError::Admin)?;
+    let (admin_local, admin_listener) = bind("admin server".into(), &config.admin.address)?;
 
     let mut live = Live {
         config: Config::default(),

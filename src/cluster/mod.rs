@@ -27,6 +27,18 @@ pub struct Endpoint {
     pub stats: Arc<ClusterStats>,
 }
 
+impl Endpoint {
+    /// What the endpoint was created from.
+    pub fn spec(&self) -> EndpointSpec {
+        EndpointSpec {
+            addr: self.addr,
+            weight: self.weight,
+            priority: self.priority,
+            health: self.health,
+        }
+    }
+}
+
 /// What a cluster is told about one endpoint (by its config, DNS or EDS).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EndpointSpec {
@@ -124,12 +136,7 @@ impl Cluster {
                 current
                     .all
                     .iter()
-                    .find(|e| {
-                        e.addr == s.addr
-                            && e.weight == s.weight
-                            && e.priority == s.priority
-                            && e.health == s.health
-                    })
+                    .find(|e| e.spec() == *s)
                     .cloned()
                     .unwrap_or_else(|| {
                         Arc::new(Endpoint {
@@ -161,17 +168,11 @@ impl Cluster {
             .store(Arc::new(EndpointSet { endpoints, all, lb }));
     }
 
-    /// Whether `m` describes this cluster's endpoints exactly (so an update
+    /// Whether `specs` are this cluster's endpoints exactly (so an update
     /// need not touch them).
     pub fn has_endpoints(&self, specs: &[EndpointSpec]) -> bool {
         let set = self.endpoints.load();
-        set.all.len() == specs.len()
-            && set.all.iter().zip(specs).all(|(e, s)| {
-                e.addr == s.addr
-                    && e.weight == s.weight
-                    && e.priority == s.priority
-                    && e.health == s.health
-            })
+        set.all.len() == specs.len() && set.all.iter().zip(specs).all(|(e, s)| e.spec() == *s)
     }
 
     pub fn endpoints(&self) -> arc_swap::Guard<Arc<EndpointSet>> {
