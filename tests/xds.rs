@@ -21,8 +21,7 @@ use legate_xds::wire::envoy::config::route::v3 as route;
 use legate_xds::wire::envoy::extensions::filters::http::router::v3::Router;
 use legate_xds::wire::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -243,24 +242,6 @@ dynamic:
     .await
 }
 
-/// Polls `f` until it holds, for up to `secs` seconds.
-async fn within<F, Fut>(secs: u64, what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if f().await {
-            return;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out after {secs}s waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Waits until the client ACKed `version` of `type_url`; panics with the
 /// NACK if it rejected it instead.
 async fn wait_ack(ads: &AdsServer, type_url: &str, version: &str) {
@@ -309,104 +290,6 @@ async fn metric(proxy: &RunningProxy, name: &str, labels: &[(&str, &str)]) -> Op
             .all(|(k, v)| rest.split(',').any(|kv| kv == format!("{k}=\"{v}\"")));
         all.then(|| value.parse().ok()).flatten()
     })
-}
-
-/// Keep-alive clients looping on `addr` + `path` until `finish`: counts
-/// successes, failures (anything but 200, or a transport error) and, for
-/// requests started after `mark`, answers per upstream name.
-struct Load {
-    stop: Arc<AtomicBool>,
-    mark: Arc<AtomicBool>,
-    ok: Arc<AtomicUsize>,
-    failed: Arc<AtomicUsize>,
-    after: Arc<std::sync::Mutex<std::collections::BTreeMap<String, usize>>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(addr: SocketAddr, path: &'static str, workers: usize) -> Load {
-        let mut l = Load {
-            stop: Arc::default(),
-            mark: Arc::default(),
-            ok: Arc::default(),
-            failed: Arc::default(),
-            after: Arc::default(),
-            tasks: Vec::new(),
-        };
-        for _ in 0..workers {
-            let (stop, mark, ok, failed, after) = (
-                l.stop.clone(),
-                l.mark.clone(),
-                l.ok.clone(),
-                l.failed.clone(),
-                l.after.clone(),
-            );
-            l.tasks.push(tokio::spawn(async move {
-                let client = h1_client();
-                while !stop.load(Ordering::SeqCst) {
-                    let marked = mark.load(Ordering::SeqCst);
-                    let req = Request::get(format!("http://{addr}{path}"))
-                        .body(Full::new(Bytes::new()))
-                        .unwrap();
-                    match client.request(req).await {
-                        Ok(resp) if resp.status() == 200 => {
-                            let name = resp
-                                .headers()
-                                .get("x-upstream")
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or("?")
-                                .to_string();
-                            let body = http_body_util::BodyExt::collect(resp.into_body()).await;
-                            if body.is_err() {
-                                failed.fetch_add(1, Ordering::SeqCst);
-                                continue;
-                            }
-                            ok.fetch_add(1, Ordering::SeqCst);
-                            if marked {
-                                *after.lock().unwrap().entry(name).or_default() += 1;
-                            }
-                        }
-                        Ok(resp) => {
-                            eprintln!("load: status {}", resp.status());
-                            failed.fetch_add(1, Ordering::SeqCst);
-                        }
-                        Err(e) => {
-                            eprintln!("load: {e}");
-                            failed.fetch_add(1, Ordering::SeqCst);
-                        }
-                    }
-                }
-            }));
-        }
-        l
-    }
-
-    fn ok(&self) -> usize {
-        self.ok.load(Ordering::SeqCst)
-    }
-
-    /// Waits for `n` more successful requests.
-    async fn more(&self, n: usize) {
-        let target = self.ok() + n;
-        within(20, &format!("{n} more requests under load"), || async {
-            self.ok() >= target
-        })
-        .await;
-    }
-
-    /// Stops the clients; returns (ok, failed, per-upstream counts after the mark).
-    async fn finish(self) -> (usize, usize, std::collections::BTreeMap<String, usize>) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.tasks {
-            t.await.unwrap();
-        }
-        let after = self.after.lock().unwrap().clone();
-        (
-            self.ok.load(Ordering::SeqCst),
-            self.failed.load(Ordering::SeqCst),
-            after,
-        )
-    }
 }
 
 /// Sets the four types: listener "web" (RDS "routes"), `routes`, the
@@ -1125,7 +1008,7 @@ mod harness {
 
     /// Waits until the server has recorded `n` requests.
     async fn recorded(ads: &AdsServer, n: usize) {
-        super::within(5, "request recorded", || async {
+        crate::common::within(5, "request recorded", || async {
             ads.requests().len() >= n
         })
         .await;

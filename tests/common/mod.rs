@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// A real HTTP/1.1 + HTTP/2 upstream. It answers with a JSON description of
@@ -198,19 +198,28 @@ pub async fn get(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &st
     send(&h1_client(), b.body(Full::new(Bytes::new())).unwrap()).await
 }
 
-/// Polls `f` until it returns true or the deadline passes.
-pub async fn eventually<F, Fut>(what: &str, mut f: F)
+/// Polls `f` until it returns true or 10 s pass.
+pub async fn eventually<F, Fut>(what: &str, f: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    within(10, what, f).await;
+}
+
+/// Polls `f` until it holds, for up to `secs` seconds.
+pub async fn within<F, Fut>(secs: u64, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     loop {
         if f().await {
             return;
         }
         if tokio::time::Instant::now() > deadline {
-            panic!("timed out waiting for: {what}");
+            panic!("timed out after {secs}s waiting for: {what}");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -256,4 +265,103 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Keep-alive clients looping on `addr` + `path` until `finish`: counts
+/// successes, failures (anything but 200, or a transport error) and, for
+/// requests started after `mark`, answers per upstream name.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    /// Set it: requests started from then on are counted per upstream.
+    pub mark: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    after: Arc<std::sync::Mutex<std::collections::BTreeMap<String, usize>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(addr: SocketAddr, path: &'static str, workers: usize) -> Load {
+        let mut l = Load {
+            stop: Arc::default(),
+            mark: Arc::default(),
+            ok: Arc::default(),
+            failed: Arc::default(),
+            after: Arc::default(),
+            tasks: Vec::new(),
+        };
+        for _ in 0..workers {
+            let (stop, mark, ok, failed, after) = (
+                l.stop.clone(),
+                l.mark.clone(),
+                l.ok.clone(),
+                l.failed.clone(),
+                l.after.clone(),
+            );
+            l.tasks.push(tokio::spawn(async move {
+                let client = h1_client();
+                while !stop.load(Ordering::SeqCst) {
+                    let marked = mark.load(Ordering::SeqCst);
+                    let req = Request::get(format!("http://{addr}{path}"))
+                        .body(Full::new(Bytes::new()))
+                        .unwrap();
+                    match client.request(req).await {
+                        Ok(resp) if resp.status() == 200 => {
+                            let name = resp
+                                .headers()
+                                .get("x-upstream")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("?")
+                                .to_string();
+                            let body = http_body_util::BodyExt::collect(resp.into_body()).await;
+                            if body.is_err() {
+                                failed.fetch_add(1, Ordering::SeqCst);
+                                continue;
+                            }
+                            ok.fetch_add(1, Ordering::SeqCst);
+                            if marked {
+                                *after.lock().unwrap().entry(name).or_default() += 1;
+                            }
+                        }
+                        Ok(resp) => {
+                            eprintln!("load: status {}", resp.status());
+                            failed.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Err(e) => {
+                            eprintln!("load: {e}");
+                            failed.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                }
+            }));
+        }
+        l
+    }
+
+    pub fn ok(&self) -> usize {
+        self.ok.load(Ordering::SeqCst)
+    }
+
+    /// Waits for `n` more successful requests.
+    pub async fn more(&self, n: usize) {
+        let target = self.ok() + n;
+        within(20, &format!("{n} more requests under load"), || async {
+            self.ok() >= target
+        })
+        .await;
+    }
+
+    /// Stops the clients; returns (ok, failed, per-upstream counts after the mark).
+    pub async fn finish(self) -> (usize, usize, std::collections::BTreeMap<String, usize>) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        let after = self.after.lock().unwrap().clone();
+        (
+            self.ok.load(Ordering::SeqCst),
+            self.failed.load(Ordering::SeqCst),
+            after,
+        )
+    }
 }
