@@ -31,28 +31,32 @@ pub fn route_config_from_xds(
     Ok(m)
 }
 
+/// Which of the four header-mutation lists are set, by Envoy field name,
+/// for levels where Legate refuses them.
+fn header_lists(
+    request_add: &[xcore::HeaderValueOption],
+    request_remove: &[String],
+    response_add: &[xcore::HeaderValueOption],
+    response_remove: &[String],
+) -> [(&'static str, bool); 4] {
+    [
+        ("request_headers_to_add", !request_add.is_empty()),
+        ("request_headers_to_remove", !request_remove.is_empty()),
+        ("response_headers_to_add", !response_add.is_empty()),
+        ("response_headers_to_remove", !response_remove.is_empty()),
+    ]
+}
+
 /// A route configuration at `p` (the resource itself, or an HTTP
 /// connection manager's inline `route_config`).
 pub(crate) fn rc_from(p: &str, r: &xroute::RouteConfiguration) -> R<model::RouteConfiguration> {
     const LEVEL: &str = "not supported yet (header mutations at the route configuration level; set them on the virtual hosts)";
-    let refused = [
-        (
-            "request_headers_to_add",
-            !r.request_headers_to_add.is_empty(),
-        ),
-        (
-            "request_headers_to_remove",
-            !r.request_headers_to_remove.is_empty(),
-        ),
-        (
-            "response_headers_to_add",
-            !r.response_headers_to_add.is_empty(),
-        ),
-        (
-            "response_headers_to_remove",
-            !r.response_headers_to_remove.is_empty(),
-        ),
-    ];
+    let refused = header_lists(
+        &r.request_headers_to_add,
+        &r.request_headers_to_remove,
+        &r.response_headers_to_add,
+        &r.response_headers_to_remove,
+    );
     if let Some((field, _)) = refused.iter().find(|(_, set)| *set) {
         return refuse(at(p, field), LEVEL);
     }
@@ -599,30 +603,20 @@ fn weighted_from(p: &str, w: &xroute::WeightedCluster) -> R<Vec<model::ClusterWe
     let mut out = Vec::with_capacity(w.clusters.len());
     for (i, c) in w.clusters.iter().enumerate() {
         let cp = at_i(p, "clusters", i);
-        let refused = [
-            (
-                "request_headers_to_add",
-                !c.request_headers_to_add.is_empty(),
-            ),
-            (
-                "request_headers_to_remove",
-                !c.request_headers_to_remove.is_empty(),
-            ),
-            (
-                "response_headers_to_add",
-                !c.response_headers_to_add.is_empty(),
-            ),
-            (
-                "response_headers_to_remove",
-                !c.response_headers_to_remove.is_empty(),
-            ),
+        let headers = header_lists(
+            &c.request_headers_to_add,
+            &c.request_headers_to_remove,
+            &c.response_headers_to_add,
+            &c.response_headers_to_remove,
+        );
+        let others = [
             (
                 "typed_per_filter_config",
                 !c.typed_per_filter_config.is_empty(),
             ),
             ("host_rewrite_literal", c.host_rewrite_specifier.is_some()),
         ];
-        if let Some((field, _)) = refused.iter().find(|(_, set)| *set) {
+        if let Some((field, _)) = headers.iter().chain(&others).find(|(_, set)| *set) {
             return refuse(at(&cp, field), "not supported yet (per-cluster settings)");
         }
         if !c.cluster_header.is_empty() {
