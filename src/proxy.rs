@@ -54,13 +54,9 @@ pub struct Snapshot {
     pub listeners: Vec<(String, SocketAddr)>,
 }
 
-struct ClusterEntry {
-    model: model::Cluster,
-    cluster: Arc<Cluster>,
-}
-
 struct ListenerEntry {
-    model: model::Listener,
+    /// The configured address (what an update compares) and the bound one.
+    address: String,
     addr: SocketAddr,
     config: Arc<ArcSwap<ListenerConfig>>,
     drain: DrainControl,
@@ -77,8 +73,9 @@ enum RouteKey {
 
 /// What is being served, and the handles needed to change it.
 struct Live {
-    config: Config,
-    clusters: HashMap<String, ClusterEntry>,
+    /// The configuration served (shared with the admin snapshot).
+    config: Arc<Config>,
+    clusters: HashMap<String, Arc<Cluster>>,
     routes: HashMap<RouteKey, Arc<ArcSwap<RouteTable>>>,
     listeners: HashMap<String, ListenerEntry>,
     /// Listeners removed (or moved to another address) whose connections
@@ -271,9 +268,10 @@ impl legate_xds::client::Apply for XdsSink {
 
 /// Everything an update needs, built and checked before anything changes.
 struct Plan {
-    clusters: HashMap<String, ClusterEntry>,
-    /// Clusters new in this update (their tasks start at commit).
-    fresh: Vec<String>,
+    clusters: HashMap<String, Arc<Cluster>>,
+    /// Clusters new in this update, by index in the configuration (their
+    /// tasks start at commit).
+    fresh: Vec<usize>,
     /// Reused clusters whose endpoints change at commit.
     endpoint_updates: Vec<(Arc<Cluster>, Vec<crate::cluster::EndpointSpec>)>,
     routes: HashMap<RouteKey, (Arc<ArcSwap<RouteTable>>, RouteTable)>,
@@ -281,7 +279,8 @@ struct Plan {
 }
 
 struct PlannedListener {
-    model: model::Listener,
+    name: String,
+    address: String,
     config: Arc<ListenerConfig>,
     stats: Arc<ListenerStats>,
     /// A socket for a listener that is new or moved to another address.
@@ -315,39 +314,41 @@ fn bind(what: String, address: &str) -> Result<(SocketAddr, std::net::TcpListene
 impl Plan {
     fn build(config: &Config, live: Option<&Live>) -> Result<Plan, StartError> {
         // Clusters: reuse unchanged ones.
+        let old_models: HashMap<&str, &model::Cluster> = live
+            .map(|l| {
+                l.config
+                    .clusters
+                    .iter()
+                    .map(|c| (c.name.as_str(), c))
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut clusters = HashMap::new();
         let mut fresh = Vec::new();
         let mut endpoint_updates = Vec::new();
-        for m in &config.clusters {
-            let old = live.and_then(|l| l.clusters.get(&m.name));
+        for (i, m) in config.clusters.iter().enumerate() {
+            let old = live.and_then(|l| {
+                let cluster = l.clusters.get(&m.name)?;
+                let model = old_models.get(m.name.as_str())?;
+                Some((cluster, model))
+            });
             let cluster = match old {
-                Some(old) if same_settings(&old.model, m) => {
+                Some((old, old_model)) if same_settings(old_model, m) => {
                     let specs = Cluster::specs(m);
-                    if m.discovery != DiscoveryType::StrictDns && !old.cluster.has_endpoints(&specs)
-                    {
-                        endpoint_updates.push((old.cluster.clone(), specs));
+                    if m.discovery != DiscoveryType::StrictDns && !old.has_endpoints(&specs) {
+                        endpoint_updates.push((old.clone(), specs));
                     }
-                    old.cluster.clone()
+                    old.clone()
                 }
                 _ => {
-                    fresh.push(m.name.clone());
+                    fresh.push(i);
                     Cluster::new(m)
                 }
             };
-            clusters.insert(
-                m.name.clone(),
-                ClusterEntry {
-                    model: m.clone(),
-                    cluster,
-                },
-            );
+            clusters.insert(m.name.clone(), cluster);
         }
-        let by_name: HashMap<String, Arc<Cluster>> = clusters
-            .iter()
-            .map(|(n, e)| (n.clone(), e.cluster.clone()))
-            .collect();
         let lookup = Clusters {
-            map: &by_name,
+            map: &clusters,
             allow_missing: config.dynamic.is_some(),
         };
 
@@ -421,11 +422,12 @@ impl Plan {
                 });
             }
             let bound = match old {
-                Some(o) if o.model.address == l.address => None,
+                Some(o) if o.address == l.address => None,
                 _ => Some(bind(format!("listener {:?}", l.name), &l.address)?),
             };
             listeners.push(PlannedListener {
-                model: l.clone(),
+                name: l.name.clone(),
+                address: l.address.clone(),
                 config: Arc::new(ListenerConfig {
                     name: l.name.as_str().into(),
                     chains,
@@ -446,9 +448,11 @@ impl Plan {
 
     /// Applies the plan. Nothing here can fail.
     fn commit(self, live: &mut Live, config: Config) {
-        for name in &self.fresh {
-            if let Some(e) = self.clusters.get(name) {
-                e.cluster.start_background_tasks(&e.model);
+        for &i in &self.fresh {
+            if let Some(m) = config.clusters.get(i)
+                && let Some(c) = self.clusters.get(&m.name)
+            {
+                c.start_background_tasks(m);
             }
         }
         for (cluster, specs) in &self.endpoint_updates {
@@ -461,12 +465,12 @@ impl Plan {
         }
         let mut old = std::mem::take(&mut live.listeners);
         for p in self.listeners {
-            let name = p.model.name.clone();
+            let name = p.name;
             let entry = match (p.bound, old.remove(&name)) {
                 (None, Some(o)) => {
                     o.config.store(p.config);
                     ListenerEntry {
-                        model: p.model,
+                        address: p.address,
                         ..o
                     }
                 }
@@ -488,7 +492,7 @@ impl Plan {
                         (_, None) => {}
                     }
                     ListenerEntry {
-                        model: p.model,
+                        address: p.address,
                         addr,
                         config: shared,
                         drain,
@@ -507,7 +511,7 @@ impl Plan {
         live.retired.retain(|d| !d.is_finished());
         live.clusters = self.clusters;
         live.routes = routes;
-        live.config = config;
+        live.config = Arc::new(config);
     }
 }
 
@@ -519,12 +523,8 @@ fn snapshot(live: &Live) -> Snapshot {
         .filter_map(|l| Some((l.name.clone(), live.listeners.get(&l.name)?.addr)))
         .collect();
     Snapshot {
-        config: Arc::new(live.config.clone()),
-        clusters: live
-            .clusters
-            .iter()
-            .map(|(n, e)| (n.clone(), e.cluster.clone()))
-            .collect(),
+        config: live.config.clone(),
+        clusters: live.clusters.clone(),
         listeners,
     }
 }
@@ -545,7 +545,7 @@ pub async fn start(mut config: Config) -> Result<RunningProxy, StartError> {
     let (admin_local, admin_listener) = bind("admin server".into(), &config.admin.address)?;
 
     let mut live = Live {
-        config: Config::default(),
+        config: Arc::default(),
         clusters: HashMap::new(),
         routes: HashMap::new(),
         listeners: HashMap::new(),
