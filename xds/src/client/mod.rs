@@ -458,16 +458,20 @@ enum ResponseStream {
 }
 
 impl ResponseStream {
+    /// The next response of a type the client asked for; responses of
+    /// other types are logged and skipped (nothing subscribed to them).
     async fn next(&mut self) -> Result<Option<Update>, String> {
-        let r = match self {
-            ResponseStream::Sotw(s) => s.message().await.map(|m| m.map(from_sotw)),
-            ResponseStream::Delta(s) => s.message().await.map(|m| m.map(from_delta)),
-        };
-        match r {
-            Ok(None) => Ok(None),
-            Ok(Some(Ok(u))) => Ok(Some(u)),
-            Ok(Some(Err(e))) => Err(e),
-            Err(status) => Err(format!("stream error: {status}")),
+        loop {
+            let r = match self {
+                ResponseStream::Sotw(s) => s.message().await.map(|m| m.map(from_sotw)),
+                ResponseStream::Delta(s) => s.message().await.map(|m| m.map(from_delta)),
+            };
+            match r {
+                Ok(None) => return Ok(None),
+                Ok(Some(Ok(u))) => return Ok(Some(u)),
+                Ok(Some(Err(e))) => tracing::warn!(error = %e, "ignoring an xDS response"),
+                Err(status) => return Err(format!("stream error: {status}")),
+            }
         }
     }
 }
