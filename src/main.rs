@@ -106,7 +106,7 @@ async fn run(
                 d.api = api;
             }
             None => {
-                config.dynamic = Some(legate_xds::client::dynamic_for(&server, &node_id, api));
+                config.dynamic = Some(legate_xds::model::Dynamic::new(&server, &node_id, api));
             }
         }
     }

@@ -808,16 +808,3 @@ pub fn describe_metrics() {
         "1 while the ADS stream to the control plane is up, else 0."
     );
 }
-
-/// The `dynamic` section for `legate run --xds ADDR --node-id ID`.
-pub fn dynamic_for(server: &str, node_id: &str, api: XdsApi) -> Dynamic {
-    Dynamic {
-        servers: vec![server.to_string()],
-        node: model::Node {
-            id: node_id.to_string(),
-            ..Default::default()
-        },
-        api,
-        initial_fetch_timeout: crate::duration::Dur::from_secs(15),
-    }
-}

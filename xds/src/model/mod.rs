@@ -50,6 +50,21 @@ pub struct Dynamic {
     pub initial_fetch_timeout: Dur,
 }
 
+impl Dynamic {
+    /// One control plane, a node id, Envoy's default warming limit.
+    pub fn new(server: &str, node_id: &str, api: XdsApi) -> Dynamic {
+        Dynamic {
+            servers: vec![server.to_string()],
+            node: Node {
+                id: node_id.to_string(),
+                ..Default::default()
+            },
+            api,
+            initial_fetch_timeout: default_initial_fetch_timeout(),
+        }
+    }
+}
+
 fn default_initial_fetch_timeout() -> Dur {
     Dur::from_secs(15)
 }

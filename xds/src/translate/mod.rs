@@ -376,15 +376,7 @@ pub(crate) fn check(
 /// references to clusters and route configurations are not checked (they
 /// may arrive in other resources).
 pub(crate) fn dynamic_stub() -> model::Dynamic {
-    model::Dynamic {
-        servers: vec!["127.0.0.1:1".into()],
-        node: model::Node {
-            id: "translate".into(),
-            ..Default::default()
-        },
-        api: model::XdsApi::Sotw,
-        initial_fetch_timeout: Dur::from_secs(15),
-    }
+    model::Dynamic::new("127.0.0.1:1", "translate", model::XdsApi::Sotw)
 }
 
 // ---------------------------------------------------------------------------
