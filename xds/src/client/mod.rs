@@ -137,13 +137,21 @@ pub async fn run(mut base: Config, apply: Arc<dyn Apply>, status: Arc<Status>) {
     };
     // Envoy's init manager gives up waiting after the initial fetch timeout
     // and serves what it has (the static resources at least).
-    if !fetch_timeout.is_zero() {
+    // (A task of its own, as the stream may never come up; it ends with
+    // the client.)
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _init_deadline = (!fetch_timeout.is_zero()).then(|| {
         let apply = apply.clone();
-        tokio::spawn(async move {
+        AbortOnDrop(tokio::spawn(async move {
             tokio::time::sleep(fetch_timeout).await;
             apply.initialized();
-        });
-    }
+        }))
+    });
     let mut attempt: u32 = 0;
     let mut server = 0usize;
     loop {
