@@ -8,6 +8,7 @@
 pub mod client;
 pub mod duration;
 pub mod model;
+pub mod server;
 pub mod static_file;
 pub mod translate;
 pub mod validate;
