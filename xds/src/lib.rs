@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod duration;
+pub mod mesh;
 pub mod model;
 pub mod server;
 pub mod static_file;

@@ -1,0 +1,512 @@
+//! Mesh + proxy -> the proxy's resources.
+//!
+//! A proxy says who it is in its `Node` ([`ProxyInfo::from_node`]). It gets:
+//! - an **outbound** listener (`outbound`, at its `outbound_address`) whose
+//!   route configuration (`outbound`, by RDS) has a virtual host per HTTP
+//!   port of every service it may call, answering to the service's names
+//!   (`reviews.default.svc.cluster.local[:9080]`, `reviews.default[:9080]`,
+//!   and `reviews[:9080]` within its own namespace), with the service's
+//!   traffic rules;
+//! - a cluster per service port and per subset
+//!   (`outbound|9080|v1|reviews.default.svc.cluster.local`, Istio's names),
+//!   with endpoints by EDS under the same name;
+//! - if it is a workload of a service: an **inbound** listener (`inbound`,
+//!   at its `inbound_address`) passing the service's first port's traffic
+//!   to its application at `app_address` (cluster `inbound|<port>||`).
+//!
+//! TCP ports get clusters (and inbound listeners); outbound TCP needs the
+//! connection's original destination to tell services apart, which comes
+//! with transparent interception.
+
+use super::{Destination, HttpRoute, Match, Mesh, Protocol, Service, StringMatch, Workload};
+use crate::duration::Dur;
+use crate::model::{
+    self, ClusterWeight, DiscoveryType, Endpoint, FilterChain, HeaderMatcher,
+    HttpConnectionManager, QueryParameterMatcher, RouteAction, RouteConfiguration, RouteMatch,
+    TcpProxy, UpstreamProtocol, VirtualHost,
+};
+use crate::server::Snapshot;
+use crate::translate::{
+    self, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, cluster_to_xds, listener_to_xds,
+    route_config_to_xds,
+};
+use crate::wire::envoy::config::core::v3::Node;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
+/// The outbound listener's and route configuration's name.
+pub const OUTBOUND: &str = "outbound";
+/// The inbound listener's name.
+pub const INBOUND: &str = "inbound";
+
+/// Who a proxy is, from its `Node`:
+///
+/// | metadata key | meaning | default |
+/// |---|---|---|
+/// | `service` | the service its workload belongs to | `node.cluster`; none: a client-only proxy |
+/// | `namespace` | that service's namespace (and the proxy's) | `default` |
+/// | `outbound_address` | where the outbound listener listens | `127.0.0.1:15001` |
+/// | `inbound_address` | where the inbound listener listens | `0.0.0.0:15006` |
+/// | `app_address` | where its application listens | `127.0.0.1:<the service's first port>` |
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ProxyInfo {
+    pub service: Option<String>,
+    pub namespace: String,
+    pub outbound_address: String,
+    pub inbound_address: String,
+    pub app_address: Option<String>,
+}
+
+impl Default for ProxyInfo {
+    fn default() -> Self {
+        ProxyInfo {
+            service: None,
+            namespace: "default".into(),
+            outbound_address: "127.0.0.1:15001".into(),
+            inbound_address: "0.0.0.0:15006".into(),
+            app_address: None,
+        }
+    }
+}
+
+impl ProxyInfo {
+    /// Reads a node; also returns what was wrong with it (those fields
+    /// take their defaults).
+    pub fn from_node(node: &Node) -> (ProxyInfo, Vec<String>) {
+        let mut info = ProxyInfo::default();
+        let mut warnings = Vec::new();
+        let meta = |key: &str| -> Option<String> {
+            use prost_types::value::Kind;
+            let v = node.metadata.as_ref()?.fields.get(key)?;
+            match &v.kind {
+                Some(Kind::StringValue(s)) => Some(s.clone()),
+                Some(Kind::NumberValue(n)) => Some(n.to_string()),
+                _ => None,
+            }
+        };
+        info.service =
+            meta("service").or_else(|| (!node.cluster.is_empty()).then(|| node.cluster.clone()));
+        if let Some(ns) = meta("namespace") {
+            info.namespace = ns;
+        }
+        for (key, field) in [
+            ("outbound_address", &mut info.outbound_address),
+            ("inbound_address", &mut info.inbound_address),
+        ] {
+            if let Some(v) = meta(key) {
+                if v.parse::<SocketAddr>().is_ok() {
+                    *field = v;
+                } else {
+                    warnings.push(format!(
+                        "node metadata {key}: invalid socket address {v:?}; using {field}"
+                    ));
+                }
+            }
+        }
+        if let Some(v) = meta("app_address") {
+            if v.parse::<SocketAddr>().is_ok() {
+                info.app_address = Some(v);
+            } else {
+                warnings.push(format!(
+                    "node metadata app_address: invalid socket address {v:?}; ignored"
+                ));
+            }
+        }
+        (info, warnings)
+    }
+}
+
+/// One proxy's resources, as the model.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Generated {
+    pub listeners: Vec<model::Listener>,
+    pub route_configs: Vec<RouteConfiguration>,
+    pub clusters: Vec<model::Cluster>,
+    /// Problems with the proxy's identity (an unknown service, ...).
+    pub warnings: Vec<String>,
+}
+
+/// `outbound|<port>|<subset>|<fqdn>`.
+pub fn outbound_cluster(s: &Service, port: u16, subset: Option<&str>) -> String {
+    format!("outbound|{port}|{}|{}", subset.unwrap_or(""), s.fqdn())
+}
+
+fn upstream_protocol(p: Protocol) -> UpstreamProtocol {
+    match p {
+        Protocol::Http | Protocol::Tcp => UpstreamProtocol::Http1,
+        Protocol::Http2 | Protocol::Grpc => UpstreamProtocol::Http2,
+    }
+}
+
+/// The resources for `proxy`.
+pub fn generate(mesh: &Mesh, proxy: &ProxyInfo) -> Generated {
+    let mut g = Generated::default();
+    let own = proxy
+        .service
+        .as_deref()
+        .and_then(|name| mesh.service(name, &proxy.namespace));
+    if let (Some(name), None) = (&proxy.service, own) {
+        g.warnings.push(format!(
+            "service {name:?} is not in namespace {:?} of the mesh; the proxy gets outbound configuration only",
+            proxy.namespace
+        ));
+    }
+    let callable: Vec<&Service> = match own.and_then(|s| s.egress.as_ref()) {
+        Some(egress) => {
+            let ns = own.map_or(proxy.namespace.as_str(), |s| s.namespace.as_str());
+            egress.iter().filter_map(|n| mesh.resolve(n, ns)).collect()
+        }
+        None => mesh.services.iter().collect(),
+    };
+
+    // Clusters: every port and subset of every callable service, and of
+    // every service their routes send to.
+    let mut wanted: Vec<&Service> = Vec::new();
+    let mut seen = BTreeSet::new();
+    for s in &callable {
+        let targets = std::iter::once(*s).chain(
+            s.routes
+                .iter()
+                .flat_map(|r| r.destinations.iter())
+                .filter_map(|d| target(mesh, s, d)),
+        );
+        for t in targets {
+            if seen.insert(t.fqdn()) {
+                wanted.push(t);
+            }
+        }
+    }
+    for s in &wanted {
+        for port in &s.ports {
+            g.clusters
+                .push(eds_cluster(s, port.port, port.protocol, None));
+            for sub in &s.subsets {
+                g.clusters
+                    .push(eds_cluster(s, port.port, port.protocol, Some(&sub.name)));
+            }
+        }
+    }
+
+    // Outbound HTTP.
+    let mut vhosts = Vec::new();
+    for s in &callable {
+        let mut first_http = true;
+        for port in s.ports.iter().filter(|p| p.protocol.is_http()) {
+            vhosts.push(virtual_host(
+                mesh,
+                s,
+                port.port,
+                first_http,
+                &proxy.namespace,
+            ));
+            first_http = false;
+        }
+    }
+    g.route_configs.push(RouteConfiguration {
+        name: OUTBOUND.into(),
+        virtual_hosts: vhosts,
+    });
+    g.listeners.push(model::Listener {
+        name: OUTBOUND.into(),
+        address: proxy.outbound_address.clone(),
+        filter_chains: vec![FilterChain {
+            http: Some(HttpConnectionManager {
+                route_config: None,
+                rds: Some(OUTBOUND.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+
+    // Inbound, for a workload of a known service.
+    if let Some(s) = own
+        && let Some(port) = s.ports.first()
+    {
+        let cluster = format!("inbound|{}||", port.port);
+        let app = proxy
+            .app_address
+            .clone()
+            .unwrap_or_else(|| format!("127.0.0.1:{}", port.port));
+        g.clusters.push(model::Cluster {
+            name: cluster.clone(),
+            discovery: DiscoveryType::Static,
+            endpoints: vec![Endpoint {
+                address: app,
+                ..Default::default()
+            }],
+            protocol: upstream_protocol(port.protocol),
+            connect_timeout: s.policy.connect_timeout,
+            ..Default::default()
+        });
+        let chain = if port.protocol.is_http() {
+            FilterChain {
+                http: Some(HttpConnectionManager {
+                    route_config: Some(RouteConfiguration {
+                        name: cluster.clone(),
+                        virtual_hosts: vec![VirtualHost {
+                            name: "inbound".into(),
+                            domains: vec!["*".into()],
+                            routes: vec![model::Route {
+                                route_match: prefix_all(),
+                                route: Some(RouteAction {
+                                    cluster: Some(cluster.clone()),
+                                    // Inbound does not time out: the
+                                    // caller's sidecar owns the timeout.
+                                    timeout: Dur::from_secs(0),
+                                    ..Default::default()
+                                }),
+                                ..Default::default()
+                            }],
+                            ..Default::default()
+                        }],
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+        } else {
+            FilterChain {
+                tcp: Some(TcpProxy {
+                    cluster: cluster.clone(),
+                    idle_timeout: Dur::from_secs(3600),
+                }),
+                ..Default::default()
+            }
+        };
+        g.listeners.push(model::Listener {
+            name: INBOUND.into(),
+            address: proxy.inbound_address.clone(),
+            filter_chains: vec![chain],
+            ..Default::default()
+        });
+    }
+    g
+}
+
+/// The service a destination of `s`'s route points at.
+fn target<'m>(mesh: &'m Mesh, s: &'m Service, d: &Destination) -> Option<&'m Service> {
+    match &d.service {
+        None => Some(s),
+        Some(name) => mesh.resolve(name, &s.namespace),
+    }
+}
+
+fn eds_cluster(s: &Service, port: u16, protocol: Protocol, subset: Option<&str>) -> model::Cluster {
+    let labels = subset.and_then(|n| s.subset(n)).map(|sub| &sub.labels);
+    let endpoints = s
+        .workloads
+        .iter()
+        .filter(|w| labels.is_none_or(|l| w.matches(l)))
+        .filter_map(|w| endpoint(w, port))
+        .collect();
+    let name = outbound_cluster(s, port, subset);
+    model::Cluster {
+        name,
+        discovery: DiscoveryType::Eds,
+        eds_service_name: None,
+        endpoints,
+        lb_policy: s.policy.load_balancer,
+        protocol: upstream_protocol(protocol),
+        connect_timeout: s.policy.connect_timeout,
+        idle_timeout: s.policy.idle_timeout,
+        ..Default::default()
+    }
+}
+
+fn endpoint(w: &Workload, port: u16) -> Option<Endpoint> {
+    Some(Endpoint {
+        address: w.endpoint(port)?.to_string(),
+        weight: w.weight,
+        ..Default::default()
+    })
+}
+
+fn prefix_all() -> RouteMatch {
+    RouteMatch {
+        prefix: Some("/".into()),
+        case_sensitive: true,
+        ..Default::default()
+    }
+}
+
+/// The names a service's port answers to, from a proxy in `namespace`.
+fn domains(s: &Service, port: u16, bare: bool, namespace: &str) -> Vec<String> {
+    let mut names = vec![s.fqdn(), format!("{}.{}", s.name, s.namespace)];
+    if s.namespace == namespace {
+        names.push(s.name.clone());
+    }
+    let mut out = Vec::new();
+    for n in names {
+        if bare {
+            out.push(n.clone());
+        }
+        out.push(format!("{n}:{port}"));
+    }
+    out
+}
+
+fn virtual_host(mesh: &Mesh, s: &Service, port: u16, bare: bool, namespace: &str) -> VirtualHost {
+    let mut routes = Vec::new();
+    for (i, r) in s.routes.iter().enumerate() {
+        let action = route_action(mesh, s, port, r);
+        let matches: Vec<RouteMatch> = if r.matches.is_empty() {
+            vec![prefix_all()]
+        } else {
+            r.matches.iter().map(route_match).collect()
+        };
+        for m in matches {
+            routes.push(model::Route {
+                name: Some(r.name.clone().unwrap_or_else(|| format!("{}-{i}", s.name))),
+                route_match: m,
+                route: Some(action.clone()),
+                request_headers: r.request_headers.clone(),
+                response_headers: r.response_headers.clone(),
+                ..Default::default()
+            });
+        }
+    }
+    if s.routes.is_empty() {
+        routes.push(model::Route {
+            name: Some(format!("{}-default", s.name)),
+            route_match: prefix_all(),
+            route: Some(RouteAction {
+                cluster: Some(outbound_cluster(s, port, None)),
+                timeout: Dur::from_secs(15),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    VirtualHost {
+        name: format!("{}:{port}", s.fqdn()),
+        domains: domains(s, port, bare, namespace),
+        routes,
+        ..Default::default()
+    }
+}
+
+/// The cluster a destination resolves to for requests on `port` of `s`.
+fn destination_cluster(mesh: &Mesh, s: &Service, port: u16, d: &Destination) -> String {
+    let t = target(mesh, s, d).unwrap_or(s);
+    let tport = d.port.unwrap_or_else(|| {
+        if t.port(port).is_some() {
+            port
+        } else {
+            t.ports
+                .iter()
+                .find(|p| p.protocol.is_http())
+                .map_or(port, |p| p.port)
+        }
+    });
+    outbound_cluster(t, tport, d.subset.as_deref())
+}
+
+fn route_action(mesh: &Mesh, s: &Service, port: u16, r: &HttpRoute) -> RouteAction {
+    let mut a = RouteAction {
+        timeout: r.timeout.unwrap_or(Dur::from_secs(15)),
+        ..Default::default()
+    };
+    match r.destinations.as_slice() {
+        [d] => a.cluster = Some(destination_cluster(mesh, s, port, d)),
+        ds => {
+            a.weighted_clusters = ds
+                .iter()
+                .map(|d| ClusterWeight {
+                    name: destination_cluster(mesh, s, port, d),
+                    weight: d.weight.unwrap_or(0),
+                })
+                .filter(|w| w.weight > 0)
+                .collect()
+        }
+    }
+    if let Some(rw) = &r.rewrite {
+        a.prefix_rewrite = rw.prefix.clone();
+        a.host_rewrite = rw.authority.clone();
+    }
+    a
+}
+
+fn route_match(m: &Match) -> RouteMatch {
+    let mut rm = RouteMatch {
+        prefix: m.prefix.clone(),
+        path: m.path.clone(),
+        regex: m.regex.clone(),
+        case_sensitive: true,
+        ..Default::default()
+    };
+    if rm.prefix.is_none() && rm.path.is_none() && rm.regex.is_none() {
+        rm.prefix = Some("/".into());
+    }
+    rm.headers = m
+        .headers
+        .iter()
+        .map(|(name, sm)| {
+            let mut h = HeaderMatcher {
+                name: name.clone(),
+                exact: sm.exact.clone(),
+                prefix: sm.prefix.clone(),
+                regex: sm.regex.clone(),
+                present: sm.present.filter(|p| *p),
+                ..Default::default()
+            };
+            if sm.present == Some(false) {
+                h.present = Some(true);
+                h.invert = true;
+            }
+            h
+        })
+        .collect();
+    rm.query_parameters = m
+        .query
+        .iter()
+        .map(|(name, sm)| query_match(name, sm))
+        .collect();
+    rm
+}
+
+fn query_match(name: &str, sm: &StringMatch) -> QueryParameterMatcher {
+    QueryParameterMatcher {
+        name: name.to_string(),
+        exact: sm.exact.clone(),
+        regex: sm.regex.clone().or_else(|| {
+            sm.prefix
+                .as_ref()
+                .map(|p| format!("{}.*", regex::escape(p)))
+        }),
+        present: sm.present,
+    }
+}
+
+/// The resources as xDS, every type present (possibly empty) so wildcard
+/// subscriptions are always answered.
+pub fn snapshot(g: &Generated) -> Snapshot {
+    let mut snap = Snapshot::new();
+    let mut clusters = Vec::new();
+    let mut endpoints = Vec::new();
+    for c in &g.clusters {
+        let (xc, cla) = cluster_to_xds(c);
+        clusters.push((c.name.clone(), translate::to_any(&xc)));
+        if let Some(cla) = cla {
+            endpoints.push((cla.cluster_name.clone(), translate::to_any(&cla)));
+        }
+    }
+    snap.set(CLUSTER_TYPE, None, clusters);
+    snap.set(ENDPOINT_TYPE, None, endpoints);
+    snap.set(
+        LISTENER_TYPE,
+        None,
+        g.listeners
+            .iter()
+            .map(|l| (l.name.clone(), translate::to_any(&listener_to_xds(l)))),
+    );
+    snap.set(
+        ROUTE_TYPE,
+        None,
+        g.route_configs
+            .iter()
+            .map(|r| (r.name.clone(), translate::to_any(&route_config_to_xds(r)))),
+    );
+    snap
+}

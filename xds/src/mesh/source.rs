@@ -1,0 +1,173 @@
+//! The mesh as the ADS server's [`SnapshotSource`]: each proxy's snapshot
+//! is generated from the current mesh on first use and shared by every
+//! proxy with the same identity until the mesh changes; [`watch`] reloads
+//! the mesh files when they change.
+
+use super::generate::{ProxyInfo, generate, snapshot};
+use super::{Mesh, MeshError, parse, read};
+use crate::server::{Snapshot, SnapshotSource};
+use crate::wire::envoy::config::core::v3::Node;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// More distinct proxy identities than this and the cache starts over.
+const CACHE_LIMIT: usize = 10_000;
+
+struct State {
+    mesh: Arc<Mesh>,
+    /// Bumped with every mesh; snapshots generated from an older mesh are
+    /// not cached.
+    generation: u64,
+    cache: HashMap<ProxyInfo, Arc<Snapshot>>,
+}
+
+/// Serves snapshots generated from a mesh.
+pub struct MeshSource {
+    state: Mutex<State>,
+    changes: watch::Sender<u64>,
+}
+
+impl MeshSource {
+    pub fn new(mesh: Mesh) -> MeshSource {
+        describe_metrics();
+        metrics::gauge!("legate_xds_mesh_services").set(mesh.services.len() as f64);
+        MeshSource {
+            state: Mutex::new(State {
+                mesh: Arc::new(mesh),
+                generation: 0,
+                cache: HashMap::new(),
+            }),
+            changes: watch::channel(0).0,
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Serves `mesh` from now on: every connected proxy is sent what
+    /// changed for it.
+    pub fn set_mesh(&self, mesh: Mesh) {
+        metrics::gauge!("legate_xds_mesh_services").set(mesh.services.len() as f64);
+        {
+            let mut s = self.state();
+            s.mesh = Arc::new(mesh);
+            s.generation += 1;
+            s.cache.clear();
+        }
+        self.changes.send_modify(|g| *g += 1);
+    }
+
+    pub fn mesh(&self) -> Arc<Mesh> {
+        self.state().mesh.clone()
+    }
+}
+
+impl SnapshotSource for MeshSource {
+    fn snapshot(&self, node: &Node) -> Arc<Snapshot> {
+        let (info, warnings) = ProxyInfo::from_node(node);
+        let (mesh, generation) = {
+            let s = self.state();
+            if let Some(snap) = s.cache.get(&info) {
+                return snap.clone();
+            }
+            (s.mesh.clone(), s.generation)
+        };
+        let generated = generate(&mesh, &info);
+        for w in warnings.iter().chain(&generated.warnings) {
+            tracing::warn!(node = %node.id, "{w}");
+        }
+        let snap = Arc::new(snapshot(&generated));
+        let mut s = self.state();
+        if s.generation == generation {
+            if s.cache.len() >= CACHE_LIMIT {
+                s.cache.clear();
+            }
+            s.cache.insert(info, snap.clone());
+        }
+        snap
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+}
+
+fn describe_metrics() {
+    metrics::describe_gauge!(
+        "legate_xds_mesh_services",
+        "Services in the mesh being served."
+    );
+    metrics::describe_counter!(
+        "legate_xds_mesh_reloads_total",
+        "Mesh reloads after a file changed, by result (applied or rejected)."
+    );
+    metrics::describe_gauge!(
+        "legate_xds_mesh_valid",
+        "1 if the mesh files on disk are what is served, 0 if the last change was rejected."
+    );
+}
+
+/// Checks the mesh files every `interval` and serves them when they
+/// change; files that fail to load are reported (each problem logged with
+/// file, line and field, and `legate_xds_mesh_reloads_total{result="rejected"}`)
+/// and the previous mesh keeps being served. `initial` is the text the
+/// current mesh was loaded from. Runs until the task is dropped.
+pub async fn watch(
+    path: PathBuf,
+    source: Arc<MeshSource>,
+    initial: Vec<(String, String)>,
+    interval: Duration,
+) {
+    let mut last = initial;
+    let mut last_errors = None;
+    metrics::gauge!("legate_xds_mesh_valid").set(1.0);
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let p = path.clone();
+        let Ok(texts) = tokio::task::spawn_blocking(move || read(&p)).await else {
+            continue;
+        };
+        let texts = match texts {
+            Ok(texts) if texts == last => continue,
+            Ok(texts) => texts,
+            Err(errors) => {
+                reject(&mut last_errors, errors);
+                continue;
+            }
+        };
+        match parse(&texts) {
+            Ok(mesh) => {
+                tracing::info!(
+                    services = mesh.services.len(),
+                    "mesh changed; pushing to proxies"
+                );
+                source.set_mesh(mesh);
+                last_errors = None;
+                metrics::counter!("legate_xds_mesh_reloads_total", "result" => "applied")
+                    .increment(1);
+                metrics::gauge!("legate_xds_mesh_valid").set(1.0);
+            }
+            Err(errors) => reject(&mut last_errors, errors),
+        }
+        last = texts;
+    }
+}
+
+/// Reports a rejected mesh, once per distinct set of problems.
+fn reject(last_errors: &mut Option<Vec<MeshError>>, errors: Vec<MeshError>) {
+    if last_errors.as_ref() == Some(&errors) {
+        return;
+    }
+    for e in &errors {
+        tracing::error!("mesh rejected, previous mesh kept: {e}");
+    }
+    metrics::counter!("legate_xds_mesh_reloads_total", "result" => "rejected").increment(1);
+    metrics::gauge!("legate_xds_mesh_valid").set(0.0);
+    *last_errors = Some(errors);
+}

@@ -1,0 +1,466 @@
+//! The mesh description: loading and checking (errors name file, line and
+//! field), and what it generates for each proxy.
+
+use legate_xds::mesh::generate::{self, Generated, ProxyInfo};
+use legate_xds::mesh::{self, Mesh};
+use legate_xds::model::{self, RouteAction};
+use legate_xds::translate::{self, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE};
+use legate_xds::wire::envoy::config::core::v3::Node;
+use std::path::Path;
+
+fn example() -> Mesh {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mesh.yaml");
+    mesh::load(&path).unwrap_or_else(|e| panic!("example mesh: {e:?}"))
+}
+
+fn one(text: &str) -> Result<Mesh, Vec<String>> {
+    mesh::parse(&[("mesh.yaml".to_string(), text.to_string())])
+        .map_err(|es| es.iter().map(|e| e.to_string()).collect())
+}
+
+fn errors(text: &str) -> Vec<String> {
+    one(text).err().unwrap_or_default()
+}
+
+fn proxy(service: Option<&str>) -> ProxyInfo {
+    ProxyInfo {
+        service: service.map(str::to_string),
+        ..Default::default()
+    }
+}
+
+fn route_config<'a>(g: &'a Generated, name: &str) -> &'a model::RouteConfiguration {
+    g.route_configs
+        .iter()
+        .find(|r| r.name == name)
+        .expect("route config")
+}
+
+fn vhost<'a>(g: &'a Generated, name: &str) -> &'a model::VirtualHost {
+    route_config(g, "outbound")
+        .virtual_hosts
+        .iter()
+        .find(|v| v.name == name)
+        .unwrap_or_else(|| panic!("no virtual host {name}"))
+}
+
+fn action<'a>(vh: &'a model::VirtualHost, route: &str) -> &'a RouteAction {
+    vh.routes
+        .iter()
+        .find(|r| r.name.as_deref() == Some(route))
+        .and_then(|r| r.route.as_ref())
+        .unwrap_or_else(|| panic!("no route {route}"))
+}
+
+const REVIEWS: &str = "reviews.default.svc.cluster.local";
+
+#[test]
+fn a_sidecar_gets_listeners_routes_and_clusters_for_what_it_may_call() {
+    let mesh = example();
+    let g = generate::generate(&mesh, &proxy(Some("productpage")));
+    assert!(g.warnings.is_empty(), "{:?}", g.warnings);
+    let listeners: Vec<(&str, &str)> = g
+        .listeners
+        .iter()
+        .map(|l| (l.name.as_str(), l.address.as_str()))
+        .collect();
+    assert_eq!(
+        listeners,
+        [
+            ("outbound", "127.0.0.1:15001"),
+            ("inbound", "0.0.0.0:15006")
+        ]
+    );
+    // productpage may call reviews and ratings (its egress), not db.
+    let vhosts: Vec<&str> = route_config(&g, "outbound")
+        .virtual_hosts
+        .iter()
+        .map(|v| v.name.as_str())
+        .collect();
+    assert_eq!(
+        vhosts,
+        [
+            format!("{REVIEWS}:9080"),
+            "ratings.default.svc.cluster.local:9080".into(),
+            "ratings.default.svc.cluster.local:9090".into()
+        ]
+    );
+    let mut clusters: Vec<&str> = g.clusters.iter().map(|c| c.name.as_str()).collect();
+    clusters.sort();
+    assert_eq!(
+        clusters,
+        [
+            "inbound|9080||",
+            "outbound|9080|v1|reviews.default.svc.cluster.local",
+            "outbound|9080|v2|reviews.default.svc.cluster.local",
+            "outbound|9080|v3|reviews.default.svc.cluster.local",
+            "outbound|9080||ratings.default.svc.cluster.local",
+            "outbound|9080||reviews.default.svc.cluster.local",
+            "outbound|9090||ratings.default.svc.cluster.local",
+        ]
+    );
+    // Subsets select workloads by label; multi-port workloads map ports.
+    let endpoints = |name: &str| -> Vec<String> {
+        g.clusters
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap()
+            .endpoints
+            .iter()
+            .map(|e| e.address.clone())
+            .collect()
+    };
+    assert_eq!(
+        endpoints(&format!("outbound|9080|v2|{REVIEWS}")),
+        ["127.0.0.1:19082"]
+    );
+    assert_eq!(endpoints(&format!("outbound|9080||{REVIEWS}")).len(), 3);
+    assert_eq!(
+        endpoints("outbound|9090||ratings.default.svc.cluster.local"),
+        ["127.0.0.1:19085"]
+    );
+    assert_eq!(endpoints("inbound|9080||"), ["127.0.0.1:9080"]);
+    let reviews = &g
+        .clusters
+        .iter()
+        .find(|c| c.name == format!("outbound|9080|v1|{REVIEWS}"))
+        .unwrap();
+    assert_eq!(reviews.lb_policy, model::LbPolicy::LeastRequest);
+    assert_eq!(reviews.discovery, model::DiscoveryType::Eds);
+    let grpc = g
+        .clusters
+        .iter()
+        .find(|c| c.name == "outbound|9090||ratings.default.svc.cluster.local")
+        .unwrap();
+    assert_eq!(grpc.protocol, model::UpstreamProtocol::Http2);
+}
+
+#[test]
+fn traffic_rules_become_routes() {
+    let mesh = example();
+    let g = generate::generate(&mesh, &proxy(Some("productpage")));
+    let vh = vhost(&g, &format!("{REVIEWS}:9080"));
+    assert_eq!(
+        vh.domains,
+        [
+            REVIEWS.to_string(),
+            format!("{REVIEWS}:9080"),
+            "reviews.default".into(),
+            "reviews.default:9080".into(),
+            "reviews".into(),
+            "reviews:9080".into()
+        ]
+    );
+    // In order: testers (header), api (prefix + rewrite), canary (split).
+    let names: Vec<&str> = vh.routes.iter().filter_map(|r| r.name.as_deref()).collect();
+    assert_eq!(names, ["testers", "api", "canary"]);
+    let testers = &vh.routes[0].route_match;
+    assert_eq!(testers.headers[0].name, "end-user");
+    assert_eq!(testers.headers[0].exact.as_deref(), Some("jason"));
+    assert_eq!(
+        action(vh, "testers").cluster.as_deref(),
+        Some(format!("outbound|9080|v3|{REVIEWS}").as_str())
+    );
+    let api = action(vh, "api");
+    assert_eq!(api.prefix_rewrite.as_deref(), Some("/api/v1/"));
+    assert_eq!(api.timeout.get().as_secs(), 3);
+    let canary = action(vh, "canary");
+    let split: Vec<(String, u32)> = canary
+        .weighted_clusters
+        .iter()
+        .map(|w| (w.name.clone(), w.weight))
+        .collect();
+    assert_eq!(
+        split,
+        [
+            (format!("outbound|9080|v1|{REVIEWS}"), 90),
+            (format!("outbound|9080|v2|{REVIEWS}"), 10)
+        ]
+    );
+    assert_eq!(
+        canary.timeout.get().as_secs(),
+        15,
+        "Envoy's default route timeout"
+    );
+}
+
+#[test]
+fn every_generated_resource_is_one_legate_accepts() {
+    let mesh = example();
+    for who in [
+        None,
+        Some("productpage"),
+        Some("reviews"),
+        Some("ratings"),
+        Some("db"),
+    ] {
+        let snap = generate::snapshot(&generate::generate(&mesh, &proxy(who)));
+        for t in [LISTENER_TYPE, ROUTE_TYPE, CLUSTER_TYPE, ENDPOINT_TYPE] {
+            let resources = snap.get(t).expect("every type is present");
+            for (name, r) in &resources.resources {
+                let (decoded, _) = translate::decode(t, &r.resource)
+                    .unwrap_or_else(|e| panic!("{who:?}: {t} {name}: {e}"));
+                assert_eq!(&decoded, name);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_client_only_proxy_gets_every_service_and_no_inbound() {
+    let mesh = example();
+    let g = generate::generate(&mesh, &proxy(None));
+    assert_eq!(g.listeners.len(), 1);
+    // productpage, reviews, ratings x2; db is TCP (clusters only).
+    assert_eq!(route_config(&g, "outbound").virtual_hosts.len(), 4);
+    assert!(
+        g.clusters
+            .iter()
+            .any(|c| c.name == "outbound|5432||db.default.svc.cluster.local")
+    );
+    // Short names only within the proxy's own namespace.
+    let other = ProxyInfo {
+        namespace: "shop".into(),
+        ..proxy(None)
+    };
+    let g = generate::generate(&mesh, &other);
+    let vh = vhost(&g, &format!("{REVIEWS}:9080"));
+    assert!(
+        !vh.domains
+            .iter()
+            .any(|d| d == "reviews" || d == "reviews:9080")
+    );
+}
+
+#[test]
+fn an_unknown_service_is_a_warning_not_a_failure() {
+    let g = generate::generate(&example(), &proxy(Some("nope")));
+    assert_eq!(g.warnings.len(), 1, "{:?}", g.warnings);
+    assert!(g.warnings[0].contains("\"nope\""));
+    assert_eq!(g.listeners.len(), 1);
+}
+
+#[test]
+fn the_node_says_who_the_proxy_is() {
+    use prost_types::{Struct, Value, value::Kind};
+    let s = |v: &str| Value {
+        kind: Some(Kind::StringValue(v.into())),
+    };
+    let node = Node {
+        id: "reviews-1".into(),
+        cluster: "ignored-when-metadata-says".into(),
+        metadata: Some(Struct {
+            fields: [
+                ("service".to_string(), s("reviews")),
+                ("namespace".to_string(), s("shop")),
+                ("outbound_address".to_string(), s("127.0.0.1:25001")),
+                ("inbound_address".to_string(), s("not an address")),
+                ("app_address".to_string(), s("127.0.0.1:8080")),
+            ]
+            .into(),
+        }),
+        ..Default::default()
+    };
+    let (info, warnings) = ProxyInfo::from_node(&node);
+    assert_eq!(info.service.as_deref(), Some("reviews"));
+    assert_eq!(info.namespace, "shop");
+    assert_eq!(info.outbound_address, "127.0.0.1:25001");
+    assert_eq!(info.inbound_address, "0.0.0.0:15006");
+    assert_eq!(info.app_address.as_deref(), Some("127.0.0.1:8080"));
+    assert_eq!(warnings.len(), 1);
+    assert!(warnings[0].contains("inbound_address"), "{warnings:?}");
+    // Envoy's --service-cluster convention.
+    let (info, _) = ProxyInfo::from_node(&Node {
+        cluster: "ratings".into(),
+        ..Default::default()
+    });
+    assert_eq!(info.service.as_deref(), Some("ratings"));
+}
+
+#[test]
+fn only_what_changed_gets_a_new_version() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mesh.yaml"),
+    )
+    .unwrap();
+    let before = generate::snapshot(&generate::generate(
+        &one(&text).unwrap(),
+        &proxy(Some("productpage")),
+    ));
+    let again = generate::snapshot(&generate::generate(
+        &one(&text).unwrap(),
+        &proxy(Some("productpage")),
+    ));
+    assert_eq!(before, again, "generation is deterministic");
+    let changed = text
+        .replace("{ subset: v1, weight: 90 }", "{ subset: v1, weight: 50 }")
+        .replace("{ subset: v2, weight: 10 }", "{ subset: v2, weight: 50 }");
+    let after = generate::snapshot(&generate::generate(
+        &one(&changed).unwrap(),
+        &proxy(Some("productpage")),
+    ));
+    for t in [LISTENER_TYPE, CLUSTER_TYPE, ENDPOINT_TYPE] {
+        assert_eq!(before.get(t), after.get(t), "{t} unchanged");
+    }
+    assert_ne!(
+        before.get(ROUTE_TYPE).unwrap().version,
+        after.get(ROUTE_TYPE).unwrap().version
+    );
+}
+
+#[test]
+fn errors_name_file_line_and_field() {
+    let text = "\
+services:
+  - name: reviews
+    ports: [{ port: 9080 }]
+    subsets:
+      - { name: v1, labels: { version: v1 } }
+    routes:
+      - destinations:
+          - { subset: v1, weight: 90 }
+          - { subset: v9, weight: 20 }
+";
+    assert_eq!(
+        errors(text),
+        [
+            "mesh.yaml:9: services[0].routes[0].destinations[1].subset: service \"reviews\" has no subset \"v9\"",
+            "mesh.yaml:7: services[0].routes[0].destinations: weights are percentages and must sum to 100, not 110",
+        ]
+    );
+    // Syntax and unknown fields: serde's own line.
+    let e = errors("services:\n  - name: a\n    ports: [{ port: 80 }]\n    retires: 3\n");
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].starts_with("mesh.yaml:4: services[0].retires: unknown field `retires`"),
+        "{e:?}"
+    );
+    let e = errors("services:\n  - name: a\n    ports: [{ port: 80, protocol: quic }]\n");
+    assert!(
+        e[0].starts_with("mesh.yaml:3: services[0].ports[0].protocol: unknown variant `quic`"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn every_check_has_a_message() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "services: [{ name: Bad_Name, ports: [{ port: 80 }] }]",
+            "services[0].name: \"Bad_Name\" must be a DNS label",
+        ),
+        (
+            "services: [{ name: a, ports: [] }]",
+            "services[0].ports: a service needs at least one port",
+        ),
+        (
+            "services: [{ name: a, ports: [{ port: 80 }, { port: 80 }] }]",
+            "services[0].ports[1].port: port 80 is listed twice",
+        ),
+        (
+            "services: [{ name: a, ports: [{ port: 80 }], workloads: [{ address: nowhere }] }]",
+            "services[0].workloads[0].address: invalid address \"nowhere\"",
+        ),
+        (
+            "services: [{ name: a, ports: [{ port: 80 }, { port: 81 }], workloads: [{ address: \"10.0.0.1:80\" }] }]",
+            "services[0].workloads[0].address: \"10.0.0.1:80\": a service with several ports takes an IP address here",
+        ),
+        (
+            "services: [{ name: a, ports: [{ port: 80 }], workloads: [{ address: 10.0.0.1, ports: { 81: 8081 } }] }]",
+            "services[0].workloads[0].ports: the service has no port 81",
+        ),
+        (
+            "services: [{ name: a, ports: [{ port: 80 }], routes: [{ destinations: [{ service: b }] }] }]",
+            "services[0].routes[0].destinations[0].service: no service \"b\" in the mesh",
+        ),
+        (
+            "services: [{ name: a, ports: [{ port: 80 }], routes: [{ destinations: [] }] }]",
+            "services[0].routes[0].destinations: a route needs at least one destination",
+        ),
+        (
+            "services: [{ name: a, ports: [{ port: 80 }], routes: [{ destinations: [{ weight: 50 }] }] }]",
+            "services[0].routes[0].destinations[0].weight: a single destination takes all traffic",
+        ),
+        (
+            "services: [{ name: a, ports: [{ port: 80 }], routes: [{ destinations: [{}, { weight: 50 }] }] }]",
+            "services[0].routes[0].destinations[0].weight: with several destinations each needs a weight",
+        ),
+        (
+            "services: [{ name: a, ports: [{ port: 80 }], routes: [{ match: [{ prefix: a }], destinations: [{}] }] }]",
+            "services[0].routes[0].match[0].prefix: \"a\" must start with /",
+        ),
+        (
+            "services: [{ name: a, ports: [{ port: 80 }], routes: [{ match: [{ prefix: /, path: /x }], destinations: [{}] }] }]",
+            "services[0].routes[0].match[0]: give at most one of prefix, path and regex",
+        ),
+        (
+            "services: [{ name: a, ports: [{ port: 80 }], routes: [{ match: [{ regex: \"(\" }], destinations: [{}] }] }]",
+            "services[0].routes[0].match[0].regex: invalid regex",
+        ),
+        (
+            "services: [{ name: a, ports: [{ port: 80 }], routes: [{ match: [{ headers: { x: {} } }], destinations: [{}] }] }]",
+            "services[0].routes[0].match[0].headers.x: give exactly one of exact, prefix, regex and present",
+        ),
+        (
+            "services: [{ name: a, ports: [{ port: 80 }], routes: [{ destinations: [{ port: 81 }] }] }]",
+            "services[0].routes[0].destinations[0].port: service \"a\" has no port 81",
+        ),
+        (
+            "services: [{ name: a, ports: [{ port: 80, protocol: tcp }], routes: [{ destinations: [{}] }] }]",
+            "services[0].routes: routes apply to http, http2 and grpc ports",
+        ),
+        (
+            "services: [{ name: a, ports: [{ port: 80 }], egress: [zz] }]",
+            "services[0].egress[0]: no service \"zz\" in the mesh",
+        ),
+        (
+            "services: [{ name: a, ports: [{ port: 80 }], routes: [{ rewrite: { prefix: x }, destinations: [{}] }] }]",
+            "services[0].routes[0].rewrite.prefix: \"x\" must start with /",
+        ),
+    ];
+    for (text, want) in cases {
+        let e = errors(text);
+        assert!(
+            e.iter().any(|m| m.contains(want)),
+            "{text}\nwanted: {want}\ngot: {e:?}"
+        );
+    }
+}
+
+#[test]
+fn a_directory_is_one_mesh_and_duplicates_are_refused() {
+    let dir = std::env::temp_dir().join(format!("legate-mesh-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("a.yaml"),
+        "services:\n  - name: a\n    ports: [{ port: 80 }]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("b.yml"),
+        "services:\n  - name: b\n    ports: [{ port: 80 }]\n    routes: [{ destinations: [{ service: a }] }]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("notes.txt"), "not yaml").unwrap();
+    let m = mesh::load(&dir).unwrap();
+    assert_eq!(m.services.len(), 2);
+    std::fs::write(
+        dir.join("c.yaml"),
+        "# again\nservices:\n  - name: a\n    ports: [{ port: 81 }]\n",
+    )
+    .unwrap();
+    let e: Vec<String> = mesh::load(&dir)
+        .unwrap_err()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    let a = dir.join("a.yaml").display().to_string();
+    let c = dir.join("c.yaml").display().to_string();
+    assert_eq!(
+        e,
+        [format!(
+            "{c}:3: services[0].name: service \"a\" in namespace \"default\" is already defined at {a}:2"
+        )]
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
