@@ -38,6 +38,11 @@ pub enum Command {
         /// ADS variant: `sotw` (state of the world) or `delta`.
         #[arg(long, default_value = "sotw", value_parser = ["sotw", "delta"])]
         xds_api: String,
+        /// Node metadata for the control plane, `KEY=VALUE` (repeatable;
+        /// with `--xds`). `legate-xds` reads `service`, `namespace`,
+        /// `outbound_address`, `inbound_address` and `app_address`.
+        #[arg(long = "node-meta", value_name = "KEY=VALUE", requires = "xds", value_parser = parse_key_value)]
+        node_meta: Vec<(String, String)>,
     },
     /// Check configuration files; prints every error with its field path.
     Validate {
@@ -54,4 +59,11 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:15000")]
         admin: String,
     },
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?}: expected KEY=VALUE")),
+    }
 }

@@ -48,7 +48,8 @@ fn main() -> ExitCode {
                 xds,
                 node_id,
                 xds_api,
-            } => run(config.as_deref(), xds, node_id, &xds_api).await,
+                node_meta,
+            } => run(config.as_deref(), xds, node_id, &xds_api, node_meta).await,
             Command::Demo { listen, admin } => legate::demo::run(&listen, &admin).await,
             Command::Validate { .. } => ExitCode::FAILURE,
         }
@@ -80,6 +81,7 @@ async fn run(
     xds: Option<String>,
     node_id: Option<String>,
     xds_api: &str,
+    node_meta: Vec<(String, String)>,
 ) -> ExitCode {
     let mut config = match path {
         Some(path) => match legate_xds::load_file(path) {
@@ -108,6 +110,11 @@ async fn run(
             None => {
                 config.dynamic = Some(legate_xds::model::Dynamic::new(&server, &node_id, api));
             }
+        }
+    }
+    if let Some(d) = &mut config.dynamic {
+        for (k, v) in node_meta {
+            d.node.metadata.insert(k, serde_json::Value::String(v));
         }
     }
     match legate::start(config).await {

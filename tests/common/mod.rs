@@ -282,6 +282,16 @@ pub struct Load {
 
 impl Load {
     pub fn start(addr: SocketAddr, path: &'static str, workers: usize) -> Load {
+        Load::start_with_host(addr, None, path, workers)
+    }
+
+    /// As [`Load::start`], sending `Host: host` when given.
+    pub fn start_with_host(
+        addr: SocketAddr,
+        host: Option<&'static str>,
+        path: &'static str,
+        workers: usize,
+    ) -> Load {
         let mut l = Load {
             stop: Arc::default(),
             mark: Arc::default(),
@@ -302,9 +312,11 @@ impl Load {
                 let client = h1_client();
                 while !stop.load(Ordering::SeqCst) {
                     let marked = mark.load(Ordering::SeqCst);
-                    let req = Request::get(format!("http://{addr}{path}"))
-                        .body(Full::new(Bytes::new()))
-                        .unwrap();
+                    let mut req = Request::get(format!("http://{addr}{path}"));
+                    if let Some(h) = host {
+                        req = req.header(http::header::HOST, h);
+                    }
+                    let req = req.body(Full::new(Bytes::new())).unwrap();
                     match client.request(req).await {
                         Ok(resp) if resp.status() == 200 => {
                             let name = resp

@@ -6,6 +6,7 @@
 //! sees anything else.
 
 pub mod client;
+pub mod control_plane;
 pub mod duration;
 pub mod mesh;
 pub mod model;

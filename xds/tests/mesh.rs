@@ -9,7 +9,7 @@ use legate_xds::wire::envoy::config::core::v3::Node;
 use std::path::Path;
 
 fn example() -> Mesh {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mesh.yaml");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mesh/bookinfo.yaml");
     mesh::load(&path).unwrap_or_else(|e| panic!("example mesh: {e:?}"))
 }
 
@@ -280,7 +280,7 @@ fn the_node_says_who_the_proxy_is() {
 #[test]
 fn only_what_changed_gets_a_new_version() {
     let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mesh.yaml"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mesh/bookinfo.yaml"),
     )
     .unwrap();
     let before = generate::snapshot(&generate::generate(

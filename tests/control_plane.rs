@@ -1,0 +1,493 @@
+//! `legate-xds` end to end: the control plane (in process) serves a mesh
+//! directory to Legate sidecars and to a real Envoy, over state of the
+//! world and delta, and pushes live changes when a file is saved.
+
+mod common;
+#[path = "common/envoy.rs"]
+mod envoy;
+
+use common::*;
+use legate::RunningProxy;
+use legate_xds::control_plane::{ControlPlane, Options};
+use legate_xds::model::{Admin, Config, Dynamic, XdsApi};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// The mesh: `frontend` (the caller) and `reviews` with three versions,
+/// an A/B rule by header, a rewrite, and a v1/v2 split.
+fn mesh_yaml(v: &[SocketAddr; 3], split: (u32, u32)) -> String {
+    format!(
+        r#"services:
+  - name: frontend
+    ports: [{{ port: 8080 }}]
+  - name: reviews
+    ports: [{{ port: 9080, protocol: http }}]
+    workloads:
+      - {{ address: "{}", labels: {{ version: v1 }} }}
+      - {{ address: "{}", labels: {{ version: v2 }} }}
+      - {{ address: "{}", labels: {{ version: v3 }} }}
+    subsets:
+      - {{ name: v1, labels: {{ version: v1 }} }}
+      - {{ name: v2, labels: {{ version: v2 }} }}
+      - {{ name: v3, labels: {{ version: v3 }} }}
+    routes:
+      - name: testers
+        match: [{{ headers: {{ end-user: {{ exact: jason }} }} }}]
+        destinations: [{{ subset: v3 }}]
+      - name: api
+        match: [{{ prefix: /api/ }}]
+        rewrite: {{ prefix: /api/v1/ }}
+        destinations: [{{ subset: v1 }}]
+      - name: split
+        destinations:
+          - {{ subset: v1, weight: {} }}
+          - {{ subset: v2, weight: {} }}
+"#,
+        v[0], v[1], v[2], split.0, split.1
+    )
+}
+
+struct Mesh {
+    dir: PathBuf,
+}
+
+impl Mesh {
+    fn new(text: &str) -> Mesh {
+        let dir = std::env::temp_dir().join(format!(
+            "legate-cp-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let m = Mesh { dir };
+        m.save(text);
+        m
+    }
+
+    /// Saves the mesh as editors do: a new file renamed over the old one.
+    fn save(&self, text: &str) {
+        let tmp = self.dir.join(".mesh.yaml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.dir.join("mesh.yaml")).unwrap();
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn control_plane(mesh: &Path) -> ControlPlane {
+    ControlPlane::start(
+        Options {
+            mesh: mesh.to_path_buf(),
+            listen: "127.0.0.1:0".into(),
+            admin: None,
+            watch_interval: Duration::from_millis(50),
+        },
+        None,
+    )
+    .await
+    .expect("control plane starts")
+}
+
+/// A Legate sidecar whose whole configuration comes from the control plane.
+async fn sidecar(
+    cp: &ControlPlane,
+    id: &str,
+    api: XdsApi,
+    meta: &[(&str, String)],
+) -> RunningProxy {
+    let mut dynamic = Dynamic::new(&cp.addr.to_string(), id, api);
+    for (k, v) in meta {
+        dynamic
+            .node
+            .metadata
+            .insert(k.to_string(), serde_json::Value::String(v.clone()));
+    }
+    let config = Config {
+        admin: Admin {
+            address: "127.0.0.1:0".into(),
+            ..Default::default()
+        },
+        dynamic: Some(dynamic),
+        ..Default::default()
+    };
+    legate::start(config).await.expect("sidecar starts")
+}
+
+fn frontend_meta() -> Vec<(&'static str, String)> {
+    vec![
+        ("service", "frontend".into()),
+        ("outbound_address", "127.0.0.1:0".into()),
+        ("inbound_address", "127.0.0.1:0".into()),
+    ]
+}
+
+async fn outbound_ready(proxy: &RunningProxy) -> SocketAddr {
+    let mut addr = None;
+    eventually("the outbound listener routes to reviews", || {
+        let found = proxy.listener_addr("outbound");
+        addr = found;
+        async move {
+            match found {
+                Some(a) => get(a, "reviews:9080", "/", &[]).await.status == 200,
+                None => false,
+            }
+        }
+    })
+    .await;
+    addr.expect("outbound listener")
+}
+
+/// Answers per upstream for `n` requests.
+async fn tally(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    n: usize,
+) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for _ in 0..n {
+        let r = get(addr, host, path, headers).await;
+        let who = r
+            .header("x-upstream")
+            .map_or_else(|| r.status.to_string(), str::to_string);
+        *counts.entry(who).or_default() += 1;
+    }
+    counts
+}
+
+fn share(counts: &BTreeMap<String, usize>, who: &str) -> f64 {
+    let total: usize = counts.values().sum();
+    counts.get(who).copied().unwrap_or(0) as f64 / total as f64
+}
+
+/// The mesh's three rules, through one proxy listening on `addr`.
+async fn check_rules(addr: SocketAddr, who: &str) {
+    // 90/10 split, measured over 2,000 requests: within 3 points.
+    let counts = tally(addr, "reviews:9080", "/", &[], 2000).await;
+    println!("{who}: 90/10 split over 2,000 requests: {counts:?}");
+    assert_eq!(
+        counts.keys().cloned().collect::<Vec<_>>(),
+        ["v1", "v2"],
+        "{who}: {counts:?}"
+    );
+    assert!(
+        (share(&counts, "v2") - 0.10).abs() <= 0.03,
+        "{who}: {counts:?}"
+    );
+    // A/B by header.
+    let counts = tally(addr, "reviews", "/", &[("end-user", "jason")], 20).await;
+    assert_eq!(counts, BTreeMap::from([("v3".to_string(), 20)]), "{who}");
+    // Rewrite.
+    let r = get(
+        addr,
+        "reviews.default.svc.cluster.local:9080",
+        "/api/ratings?x=1",
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{who}");
+    assert_eq!(r.seen()["name"], "v1", "{who}");
+    assert_eq!(r.seen()["path"], "/api/v1/ratings?x=1", "{who}");
+}
+
+/// Every proxy connected to the control plane holds what it was sent, and
+/// has NACKed nothing.
+fn all_in_sync(cp: &ControlPlane, node: &str) -> bool {
+    let proxies = cp.server().proxies();
+    let Some(p) = proxies.iter().find(|p| p.node_id == node) else {
+        return false;
+    };
+    p.types.len() == 4 && p.types.values().all(|t| t.in_sync() && t.nack.is_none())
+}
+
+/// Whether, over the next 300 requests of each load, only `version` of
+/// v1/v2 answered.
+async fn all_to(loads: &[Load], v: &[Upstream; 3], version: &str) -> bool {
+    for l in loads {
+        l.more(100).await;
+    }
+    let count = || {
+        [
+            v[0].requests.load(Ordering::SeqCst),
+            v[1].requests.load(Ordering::SeqCst),
+        ]
+    };
+    let before = count();
+    for l in loads {
+        l.more(300).await;
+    }
+    let after = count();
+    let (to_v1, to_v2) = (after[0] - before[0], after[1] - before[1]);
+    match version {
+        "v1" => to_v2 == 0 && to_v1 > 0,
+        _ => to_v1 == 0 && to_v2 > 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legate_sidecars_follow_the_mesh_live_without_failing_a_request() {
+    let v = [
+        upstream("v1").await,
+        upstream("v2").await,
+        upstream("v3").await,
+    ];
+    let addrs = [v[0].addr, v[1].addr, v[2].addr];
+    let mesh = Mesh::new(&mesh_yaml(&addrs, (90, 10)));
+    let cp = control_plane(&mesh.dir).await;
+    let sotw = sidecar(&cp, "frontend-sotw", XdsApi::Sotw, &frontend_meta()).await;
+    let delta = sidecar(&cp, "frontend-delta", XdsApi::Delta, &frontend_meta()).await;
+    let sotw_addr = outbound_ready(&sotw).await;
+    let delta_addr = outbound_ready(&delta).await;
+    eventually("both sidecars ACKed everything", || async {
+        all_in_sync(&cp, "frontend-sotw") && all_in_sync(&cp, "frontend-delta")
+    })
+    .await;
+    check_rules(sotw_addr, "legate (sotw)").await;
+    check_rules(delta_addr, "legate (delta)").await;
+
+    // Continuous load on both while the split moves 90/10 -> 0/100 -> 100/0,
+    // with a broken save in between that must change nothing.
+    let loads = [
+        Load::start_with_host(sotw_addr, Some("reviews:9080"), "/", 4),
+        Load::start_with_host(delta_addr, Some("reviews:9080"), "/", 4),
+    ];
+    for l in &loads {
+        l.more(200).await;
+    }
+    let saved = Instant::now();
+    mesh.save(&mesh_yaml(&addrs, (0, 100)));
+    let v2_before = v[1].requests.load(Ordering::SeqCst);
+    within(10, "the new split reaches the sidecars", || async {
+        // v2 taking (nearly) everything shows the push arrived.
+        v[1].requests.load(Ordering::SeqCst) > v2_before + 200
+    })
+    .await;
+    println!("save -> both sidecars sending to v2: {:?}", saved.elapsed());
+    within(10, "all traffic on v2", || all_to(&loads, &v, "v2")).await;
+
+    mesh.save("services:\n  - name: reviews\n    ports: [{ port: 9080 }]\n    routes: [{ destinations: [{ subset: v9 }] }]\n");
+    for l in &loads {
+        l.more(500).await;
+    }
+    assert!(
+        all_to(&loads, &v, "v2").await,
+        "a rejected mesh changes nothing"
+    );
+
+    mesh.save(&mesh_yaml(&addrs, (100, 0)));
+    within(10, "all traffic back on v1", || all_to(&loads, &v, "v1")).await;
+
+    for (l, who) in loads.into_iter().zip(["sotw", "delta"]) {
+        let (ok, failed, _) = l.finish().await;
+        println!("{who}: {ok} requests, {failed} failed");
+        assert!(ok > 1000, "{who}: {ok}");
+        assert_eq!(
+            failed, 0,
+            "{who}: no request may fail while the mesh changes"
+        );
+    }
+    assert!(all_in_sync(&cp, "frontend-sotw") && all_in_sync(&cp, "frontend-delta"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_sidecar_passes_inbound_traffic_to_its_app() {
+    let app = upstream("reviews-app").await;
+    let other = [upstream("v2").await, upstream("v3").await];
+    let mesh = Mesh::new(&mesh_yaml(
+        &[other[0].addr, other[0].addr, other[1].addr],
+        (100, 0),
+    ));
+    let cp = control_plane(&mesh.dir).await;
+    // The reviews workload's sidecar: inbound to its app.
+    let reviews = sidecar(
+        &cp,
+        "reviews-1",
+        XdsApi::Delta,
+        &[
+            ("service", "reviews".into()),
+            ("outbound_address", "127.0.0.1:0".into()),
+            ("inbound_address", "127.0.0.1:0".into()),
+            ("app_address", app.addr.to_string()),
+        ],
+    )
+    .await;
+    let mut inbound = None;
+    eventually("the inbound listener reaches the app", || {
+        let found = reviews.listener_addr("inbound");
+        inbound = found;
+        async move {
+            match found {
+                Some(a) => {
+                    get(a, "anything", "/x", &[]).await.header("x-upstream") == Some("reviews-app")
+                }
+                None => false,
+            }
+        }
+    })
+    .await;
+    let inbound = inbound.expect("inbound listener");
+    // Publish that sidecar as reviews v1: frontend -> its sidecar -> the
+    // reviews sidecar's inbound -> the app.
+    mesh.save(&mesh_yaml(
+        &[inbound, other[0].addr, other[1].addr],
+        (100, 0),
+    ));
+    let frontend = sidecar(&cp, "frontend-1", XdsApi::Sotw, &frontend_meta()).await;
+    let out = outbound_ready(&frontend).await;
+    within(
+        10,
+        "frontend reaches the app through both sidecars",
+        || async {
+            let r = get(out, "reviews:9080", "/hello", &[]).await;
+            r.header("x-upstream") == Some("reviews-app") && r.seen()["path"] == "/hello"
+        },
+    )
+    .await;
+    // The app sees the caller's address appended by the inbound sidecar.
+    let r = get(out, "reviews:9080", "/hello", &[]).await;
+    assert!(
+        r.seen()["headers"]["x-forwarded-for"]
+            .as_str()
+            .is_some_and(|x| x.contains("127.0.0.1"))
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Envoy as a foreign client.
+
+fn envoy_bootstrap(
+    cp: SocketAddr,
+    api: &str,
+    outbound: SocketAddr,
+    inbound: SocketAddr,
+    admin: SocketAddr,
+) -> String {
+    format!(
+        r#"node:
+  id: envoy-{api}
+  cluster: frontend
+  metadata:
+    service: frontend
+    outbound_address: "{outbound}"
+    inbound_address: "{inbound}"
+dynamic_resources:
+  ads_config:
+    api_type: {api}
+    transport_api_version: V3
+    grpc_services: [{{ envoy_grpc: {{ cluster_name: xds }} }}]
+  cds_config: {{ ads: {{}}, resource_api_version: V3 }}
+  lds_config: {{ ads: {{}}, resource_api_version: V3 }}
+static_resources:
+  clusters:
+    - name: xds
+      type: STATIC
+      connect_timeout: 1s
+      typed_extension_protocol_options:
+        envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+          "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+          explicit_http_config: {{ http2_protocol_options: {{}} }}
+      load_assignment:
+        cluster_name: xds
+        endpoints:
+          - lb_endpoints:
+              - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }}
+admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }}
+"#,
+        cp.port(),
+        admin.port()
+    )
+}
+
+async fn envoy_stats(admin: SocketAddr, filter: &str) -> Vec<(String, u64)> {
+    let r = get(admin, "admin", &format!("/stats?filter={filter}"), &[]).await;
+    r.text()
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(": ")?;
+            Some((k.to_string(), v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+async fn envoy_follows_the_mesh(api: &str) {
+    let Some(bin) = envoy::find_or_skip("the Envoy control-plane test") else {
+        return;
+    };
+    let v = [
+        upstream("v1").await,
+        upstream("v2").await,
+        upstream("v3").await,
+    ];
+    let mesh = Mesh::new(&mesh_yaml(&[v[0].addr, v[1].addr, v[2].addr], (90, 10)));
+    let cp = control_plane(&mesh.dir).await;
+    let (outbound, admin) = envoy::free_ports();
+    let (inbound, _) = envoy::free_ports();
+    let mut e = envoy::start(
+        &bin,
+        &envoy_bootstrap(cp.addr, api, outbound, inbound, admin),
+        outbound,
+        admin,
+    );
+    envoy::wait_ready(&mut e).await;
+    let node = format!("envoy-{api}");
+    eventually("Envoy ACKed every type", || async {
+        all_in_sync(&cp, &node)
+    })
+    .await;
+    within(20, "Envoy routes to reviews", || async {
+        get(outbound, "reviews:9080", "/", &[]).await.status == 200
+    })
+    .await;
+    check_rules(outbound, &format!("envoy ({api})")).await;
+
+    // Nothing rejected, and every xDS subscription updated.
+    let rejected = envoy_stats(admin, "update_rejected").await;
+    assert!(!rejected.is_empty());
+    assert!(
+        rejected.iter().all(|(_, n)| *n == 0),
+        "{rejected:?}\n{}",
+        e.log()
+    );
+    let success = envoy_stats(admin, "update_success").await;
+    for kind in [".cds.", ".lds.", ".rds."] {
+        assert!(
+            success.iter().any(|(k, n)| k.contains(kind) && *n > 0),
+            "no successful {kind} update: {success:?}"
+        );
+    }
+    let dump = get(admin, "admin", "/config_dump", &[]).await.text();
+    assert!(dump.contains("outbound|9080|v3|reviews.default.svc.cluster.local"));
+
+    // A live change reaches Envoy too.
+    mesh.save(&mesh_yaml(&[v[0].addr, v[1].addr, v[2].addr], (0, 100)));
+    within(10, "Envoy sends everything to v2", || async {
+        tally(outbound, "reviews:9080", "/", &[], 20).await
+            == BTreeMap::from([("v2".to_string(), 20)])
+    })
+    .await;
+    eventually("Envoy ACKed the change", || async {
+        all_in_sync(&cp, &node)
+    })
+    .await;
+    let rejected = envoy_stats(admin, "update_rejected").await;
+    assert!(rejected.iter().all(|(_, n)| *n == 0), "{rejected:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_state_of_the_world_routes_as_the_mesh_says() {
+    envoy_follows_the_mesh("GRPC").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_delta_routes_as_the_mesh_says() {
+    envoy_follows_the_mesh("DELTA_GRPC").await;
+}
