@@ -1,5 +1,6 @@
 use clap::Parser;
-use legate::cli::{Cli, Command};
+use legate::cli::{Cli, Command, RunArgs};
+use legate_xds::registry::agent::{Agent, AgentOptions};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -43,13 +44,7 @@ fn main() -> ExitCode {
     };
     rt.block_on(async move {
         match cli.command {
-            Command::Run {
-                config,
-                xds,
-                node_id,
-                xds_api,
-                node_meta,
-            } => run(config.as_deref(), xds, node_id, &xds_api, node_meta).await,
+            Command::Run(args) => run(*args).await,
             Command::Demo { listen, admin } => legate::demo::run(&listen, &admin).await,
             Command::Validate { .. } => ExitCode::FAILURE,
         }
@@ -76,14 +71,8 @@ fn validate(files: &[std::path::PathBuf]) -> ExitCode {
     }
 }
 
-async fn run(
-    path: Option<&std::path::Path>,
-    xds: Option<String>,
-    node_id: Option<String>,
-    xds_api: &str,
-    node_meta: Vec<(String, String)>,
-) -> ExitCode {
-    let mut config = match path {
+async fn run(args: RunArgs) -> ExitCode {
+    let mut config = match &args.config {
         Some(path) => match legate_xds::load_file(path) {
             Ok(c) => c,
             Err(e) => {
@@ -95,36 +84,100 @@ async fn run(
         },
         None => legate_xds::model::Config::default(),
     };
-    if let (Some(server), Some(node_id)) = (xds, node_id) {
-        let api = if xds_api == "delta" {
+    if let (Some(server), Some(node_id)) = (&args.xds, &args.node_id) {
+        let api = if args.xds_api == "delta" {
             legate_xds::model::XdsApi::Delta
         } else {
             legate_xds::model::XdsApi::Sotw
         };
         match &mut config.dynamic {
             Some(d) => {
-                d.servers = vec![server];
-                d.node.id = node_id;
+                d.servers = vec![server.clone()];
+                d.node.id = node_id.clone();
                 d.api = api;
             }
             None => {
-                config.dynamic = Some(legate_xds::model::Dynamic::new(&server, &node_id, api));
+                config.dynamic = Some(legate_xds::model::Dynamic::new(server, node_id, api));
             }
         }
     }
     if let Some(d) = &mut config.dynamic {
-        for (k, v) in node_meta {
-            d.node.metadata.insert(k, serde_json::Value::String(v));
+        let meta = &mut d.node.metadata;
+        if let (Some(service), Some(port)) = (&args.register, args.app_port) {
+            // What the control plane needs to build this workload's
+            // inbound listener; explicit --node-meta wins.
+            meta.insert("service".into(), service.clone().into());
+            meta.insert("namespace".into(), args.namespace.clone().into());
+            meta.insert("app_address".into(), format!("127.0.0.1:{port}").into());
+        }
+        for (k, v) in &args.node_meta {
+            meta.insert(k.clone(), serde_json::Value::String(v.clone()));
         }
     }
-    match legate::start(config).await {
-        Ok(proxy) => {
-            proxy.serve_until_stopped().await;
-            ExitCode::SUCCESS
-        }
+    let proxy = match legate::start(config).await {
+        Ok(proxy) => proxy,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
-    }
+    };
+    let agent = match (&args.register, &args.xds, args.app_port) {
+        (Some(service), Some(server), Some(port)) => {
+            Some(registration(&proxy, &args, service, server, port))
+        }
+        _ => None,
+    };
+    let Some(agent) = agent else {
+        proxy.serve_until_stopped().await;
+        return ExitCode::SUCCESS;
+    };
+    let mut proxy = proxy;
+    proxy.stop_requested().await;
+    // Callers stop sending here before the listeners drain.
+    agent.deregister().await;
+    proxy.drain_and_log().await;
+    ExitCode::SUCCESS
+}
+
+/// Registers the application behind this sidecar's inbound listener.
+fn registration(
+    proxy: &legate::RunningProxy,
+    args: &RunArgs,
+    service: &str,
+    server: &str,
+    app_port: u16,
+) -> Agent {
+    let handle = proxy.handle();
+    let advertise_ip = args.advertise_ip;
+    let warned = std::sync::atomic::AtomicBool::new(false);
+    let advertise = move || {
+        let mut a = handle.listener_addr("inbound")?;
+        if a.ip().is_unspecified() {
+            let ip = advertise_ip.unwrap_or_else(|| {
+                if !warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!("the inbound listener binds {a}; registering 127.0.0.1 (set --advertise-ip to the address callers use)");
+                }
+                std::net::Ipv4Addr::LOCALHOST.into()
+            });
+            a.set_ip(ip);
+        }
+        Some(a)
+    };
+    Agent::spawn(
+        AgentOptions {
+            server: server.to_string(),
+            service: service.to_string(),
+            namespace: args.namespace.clone(),
+            service_port: 0,
+            labels: args.labels.iter().cloned().collect(),
+            app: std::net::SocketAddr::from(([127, 0, 0, 1], app_port)),
+            health_path: args.health_path.clone(),
+            ttl: args.register_ttl,
+            interval: (args.register_ttl / 3).clamp(
+                std::time::Duration::from_millis(50),
+                std::time::Duration::from_secs(5),
+            ),
+        },
+        advertise,
+    )
 }

@@ -134,6 +134,11 @@ impl RunningProxy {
     /// Serves until SIGTERM, SIGINT or `/quitquitquit`, then drains.
     pub async fn serve_until_stopped(mut self) {
         self.stop_requested().await;
+        self.drain_and_log().await;
+    }
+
+    /// [`drain`](Self::drain), saying how it went.
+    pub async fn drain_and_log(self) {
         tracing::info!("draining");
         if self.drain().await {
             tracing::info!("drained; exiting");
@@ -143,7 +148,7 @@ impl RunningProxy {
     }
 
     /// Resolves on SIGTERM, SIGINT or `/quitquitquit`.
-    async fn stop_requested(&mut self) {
+    pub async fn stop_requested(&mut self) {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = match signal(SignalKind::terminate()) {
             Ok(s) => s,

@@ -88,6 +88,7 @@ async fn control_plane(mesh: &Path) -> ControlPlane {
             listen: "127.0.0.1:0".into(),
             admin: None,
             watch_interval: Duration::from_millis(50),
+            reap_after: Duration::from_secs(300),
         },
         None,
     )
@@ -490,4 +491,158 @@ async fn envoy_state_of_the_world_routes_as_the_mesh_says() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_delta_routes_as_the_mesh_says() {
     envoy_follows_the_mesh("DELTA_GRPC").await;
+}
+
+// ---------------------------------------------------------------------------
+// Workload registration: `legate run --register` processes.
+
+/// A `legate run --register reviews` process in front of `app`.
+struct Registered {
+    child: std::process::Child,
+    dir: PathBuf,
+}
+
+impl Registered {
+    fn spawn(cp: &ControlPlane, id: &str, app: SocketAddr, version: &str) -> Registered {
+        let dir = std::env::temp_dir().join(format!(
+            "legate-reg-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("legate.yaml");
+        std::fs::write(
+            &config,
+            "admin: { address: \"127.0.0.1:0\", drain_timeout: 1s }\n",
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("legate.log")).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_legate"))
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .args([
+                "--xds",
+                &cp.addr.to_string(),
+                "--node-id",
+                id,
+                "--xds-api",
+                "delta",
+            ])
+            .args([
+                "--register",
+                "reviews",
+                "--app-port",
+                &app.port().to_string(),
+            ])
+            .args(["--health-path", "/healthz", "--register-ttl", "1s"])
+            .args(["--label", &format!("version={version}")])
+            .args(["--node-meta", "inbound_address=127.0.0.1:0"])
+            .args(["--node-meta", "outbound_address=127.0.0.1:0"])
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Registered { child, dir }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("legate.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn registered(cp: &ControlPlane) -> Vec<(String, bool)> {
+    cp.registry()
+        .list()
+        .into_iter()
+        .map(|e| {
+            (
+                e.labels.get("version").cloned().unwrap_or_default(),
+                e.healthy,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registered_workloads_come_and_go_with_their_sidecars() {
+    let (app_a, app_b) = (upstream("app-a").await, upstream("app-b").await);
+    // reviews has no static workloads: only registered ones.
+    let mesh = Mesh::new(
+        "services:\n  - name: frontend\n    ports: [{ port: 8080 }]\n  - name: reviews\n    ports: [{ port: 9080 }]\n",
+    );
+    let cp = control_plane(&mesh.dir).await;
+    let a = Registered::spawn(&cp, "reviews-a", app_a.addr, "v1");
+    let mut b = Registered::spawn(&cp, "reviews-b", app_b.addr, "v2");
+    within(20, "both workloads registered healthy", || async {
+        let mut r = registered(&cp);
+        r.sort();
+        r == [("v1".to_string(), true), ("v2".to_string(), true)]
+    })
+    .await;
+    // Health checks reached the apps.
+    assert!(app_a.requests.load(Ordering::SeqCst) > 0);
+
+    let frontend = sidecar(&cp, "frontend-1", XdsApi::Sotw, &frontend_meta()).await;
+    let out = outbound_ready(&frontend).await;
+    within(
+        10,
+        "traffic reaches both apps through their sidecars",
+        || async {
+            let t = tally(out, "reviews:9080", "/", &[], 10).await;
+            t.contains_key("app-a") && t.contains_key("app-b")
+        },
+    )
+    .await;
+
+    // Killed without deregistering: after its TTL (1 s) it is unhealthy in
+    // EDS and traffic stops going to it.
+    let mut a = a;
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    let killed = Instant::now();
+    within(10, "the killed workload is marked unhealthy", || async {
+        registered(&cp).contains(&("v1".to_string(), false))
+    })
+    .await;
+    within(10, "traffic stops going to the killed workload", || async {
+        tally(out, "reviews:9080", "/", &[], 50).await
+            == BTreeMap::from([("app-b".to_string(), 50)])
+    })
+    .await;
+    println!(
+        "killed -> traffic only to the live workload after {:?}",
+        killed.elapsed()
+    );
+    let before = app_b.requests.load(Ordering::SeqCst);
+    assert_eq!(
+        tally(out, "reviews:9080", "/", &[], 200).await,
+        BTreeMap::from([("app-b".to_string(), 200)])
+    );
+    assert!(app_b.requests.load(Ordering::SeqCst) >= before + 200);
+
+    // SIGTERM: the sidecar deregisters before it drains.
+    let pid = b.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = b.child.wait().unwrap();
+    assert!(status.success(), "{status}\n{}", b.log());
+    assert!(b.log().contains("deregistered"), "{}", b.log());
+    assert!(
+        !registered(&cp).iter().any(|(v, _)| v == "v2"),
+        "{:?}",
+        registered(&cp)
+    );
 }

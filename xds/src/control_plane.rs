@@ -3,6 +3,7 @@
 //! process (tests) as well as from the binary.
 
 use crate::mesh::{self, MeshError, source::MeshSource};
+use crate::registry::{Registry, RegistryService};
 use crate::server::{AdsServer, describe_metrics};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -29,6 +30,9 @@ pub struct Options {
     pub admin: Option<String>,
     /// How often the mesh files are checked for changes.
     pub watch_interval: Duration,
+    /// How long a registered workload that stopped heartbeating is kept
+    /// (unhealthy) before it is removed.
+    pub reap_after: Duration,
 }
 
 /// Why the control plane could not start.
@@ -59,6 +63,7 @@ pub struct ControlPlane {
     pub admin_addr: Option<SocketAddr>,
     source: Arc<MeshSource>,
     server: AdsServer,
+    registry: Arc<Registry>,
     stop: Option<oneshot::Sender<()>>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -82,7 +87,8 @@ impl ControlPlane {
         describe_metrics();
         let texts = mesh::read(&opts.mesh).map_err(StartError::Mesh)?;
         let mesh = mesh::parse(&texts).map_err(StartError::Mesh)?;
-        let source = Arc::new(MeshSource::new(mesh));
+        let registry = Arc::new(Registry::new(opts.reap_after));
+        let source = Arc::new(MeshSource::with_registry(mesh, registry.clone()));
         let server = AdsServer::new(source.clone());
         let listener = bind(&opts.listen).await?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind {
@@ -96,15 +102,30 @@ impl ControlPlane {
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
         let (stop, stopped) = oneshot::channel::<()>();
         let mut tasks = Vec::new();
+        let grpc = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_service(server.service())
+            .add_service(RegistryService::new(registry.clone(), source.clone()));
         let ads = server.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = ads
-                .serve(listener, async move {
-                    let _ = stopped.await;
-                })
-                .await
-            {
-                tracing::error!("ADS server failed: {e}");
+            let shutdown = async move {
+                let _ = stopped.await;
+                ads.close_streams();
+            };
+            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            if let Err(e) = grpc.serve_with_incoming_shutdown(incoming, shutdown).await {
+                tracing::error!("gRPC server failed: {e}");
+            }
+        }));
+        tasks.push(tokio::spawn(
+            registry.clone().run_expiry(Duration::from_millis(100)),
+        ));
+        let (reg, src) = (registry.clone(), source.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut changes = reg.changes();
+            while changes.changed().await.is_ok() {
+                src.invalidate();
             }
         }));
         tasks.push(tokio::spawn(mesh::source::watch(
@@ -116,12 +137,13 @@ impl ControlPlane {
         if let Some(l) = admin {
             tasks.push(tokio::spawn(serve_admin(l, server.clone(), metrics)));
         }
-        tracing::info!(%addr, mesh = %opts.mesh.display(), "serving ADS (state of the world and delta)");
+        tracing::info!(%addr, mesh = %opts.mesh.display(), "serving ADS (state of the world and delta) and workload registration");
         Ok(ControlPlane {
             addr,
             admin_addr,
             source,
             server,
+            registry,
             stop: Some(stop),
             tasks,
         })
@@ -133,6 +155,10 @@ impl ControlPlane {
 
     pub fn server(&self) -> &AdsServer {
         &self.server
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
     }
 
     /// Ends every stream and stops serving; waits for the ADS server to

@@ -10,6 +10,7 @@ pub mod control_plane;
 pub mod duration;
 pub mod mesh;
 pub mod model;
+pub mod registry;
 pub mod server;
 pub mod static_file;
 pub mod translate;

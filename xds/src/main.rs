@@ -37,6 +37,10 @@ enum Command {
         /// How often the mesh files are checked for changes.
         #[arg(long, default_value = "250ms", value_parser = parse_duration)]
         watch_interval: Duration,
+        /// How long a registered workload that stopped heartbeating is kept
+        /// (unhealthy) before it is removed.
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        reap_after: Duration,
     },
     /// Check mesh files without serving them.
     Validate {
@@ -68,11 +72,13 @@ fn main() -> ExitCode {
             listen,
             admin,
             watch_interval,
+            reap_after,
         } => serve(Options {
             mesh,
             listen,
             admin: Some(admin),
             watch_interval,
+            reap_after,
         }),
     }
 }

@@ -57,7 +57,7 @@ const REVIEWS: &str = "reviews.default.svc.cluster.local";
 #[test]
 fn a_sidecar_gets_listeners_routes_and_clusters_for_what_it_may_call() {
     let mesh = example();
-    let g = generate::generate(&mesh, &proxy(Some("productpage")));
+    let g = generate::generate(&mesh, &[], &proxy(Some("productpage")));
     assert!(g.warnings.is_empty(), "{:?}", g.warnings);
     let listeners: Vec<(&str, &str)> = g
         .listeners
@@ -138,7 +138,7 @@ fn a_sidecar_gets_listeners_routes_and_clusters_for_what_it_may_call() {
 #[test]
 fn traffic_rules_become_routes() {
     let mesh = example();
-    let g = generate::generate(&mesh, &proxy(Some("productpage")));
+    let g = generate::generate(&mesh, &[], &proxy(Some("productpage")));
     let vh = vhost(&g, &format!("{REVIEWS}:9080"));
     assert_eq!(
         vh.domains,
@@ -194,7 +194,7 @@ fn every_generated_resource_is_one_legate_accepts() {
         Some("ratings"),
         Some("db"),
     ] {
-        let snap = generate::snapshot(&generate::generate(&mesh, &proxy(who)));
+        let snap = generate::snapshot(&generate::generate(&mesh, &[], &proxy(who)));
         for t in [LISTENER_TYPE, ROUTE_TYPE, CLUSTER_TYPE, ENDPOINT_TYPE] {
             let resources = snap.get(t).expect("every type is present");
             for (name, r) in &resources.resources {
@@ -209,7 +209,7 @@ fn every_generated_resource_is_one_legate_accepts() {
 #[test]
 fn a_client_only_proxy_gets_every_service_and_no_inbound() {
     let mesh = example();
-    let g = generate::generate(&mesh, &proxy(None));
+    let g = generate::generate(&mesh, &[], &proxy(None));
     assert_eq!(g.listeners.len(), 1);
     // productpage, reviews, ratings x2; db is TCP (clusters only).
     assert_eq!(route_config(&g, "outbound").virtual_hosts.len(), 4);
@@ -223,7 +223,7 @@ fn a_client_only_proxy_gets_every_service_and_no_inbound() {
         namespace: "shop".into(),
         ..proxy(None)
     };
-    let g = generate::generate(&mesh, &other);
+    let g = generate::generate(&mesh, &[], &other);
     let vh = vhost(&g, &format!("{REVIEWS}:9080"));
     assert!(
         !vh.domains
@@ -234,7 +234,7 @@ fn a_client_only_proxy_gets_every_service_and_no_inbound() {
 
 #[test]
 fn an_unknown_service_is_a_warning_not_a_failure() {
-    let g = generate::generate(&example(), &proxy(Some("nope")));
+    let g = generate::generate(&example(), &[], &proxy(Some("nope")));
     assert_eq!(g.warnings.len(), 1, "{:?}", g.warnings);
     assert!(g.warnings[0].contains("\"nope\""));
     assert_eq!(g.listeners.len(), 1);
@@ -285,10 +285,12 @@ fn only_what_changed_gets_a_new_version() {
     .unwrap();
     let before = generate::snapshot(&generate::generate(
         &one(&text).unwrap(),
+        &[],
         &proxy(Some("productpage")),
     ));
     let again = generate::snapshot(&generate::generate(
         &one(&text).unwrap(),
+        &[],
         &proxy(Some("productpage")),
     ));
     assert_eq!(before, again, "generation is deterministic");
@@ -297,6 +299,7 @@ fn only_what_changed_gets_a_new_version() {
         .replace("{ subset: v2, weight: 10 }", "{ subset: v2, weight: 50 }");
     let after = generate::snapshot(&generate::generate(
         &one(&changed).unwrap(),
+        &[],
         &proxy(Some("productpage")),
     ));
     for t in [LISTENER_TYPE, CLUSTER_TYPE, ENDPOINT_TYPE] {

@@ -187,21 +187,25 @@ pub async fn run(mut base: Config, apply: Arc<dyn Apply>, status: Arc<Status>) {
 async fn connect(
     addr: &str,
 ) -> Result<AggregatedDiscoveryServiceClient<tonic::transport::Channel>, String> {
+    let channel = endpoint(addr)?
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    Ok(AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(256 << 20))
+}
+
+/// A gRPC endpoint for a control plane address (`host:port` or a URI).
+pub(crate) fn endpoint(addr: &str) -> Result<tonic::transport::Endpoint, String> {
     let uri = if addr.contains("://") {
         addr.to_string()
     } else {
         format!("http://{addr}")
     };
-    let endpoint = tonic::transport::Endpoint::from_shared(uri)
+    Ok(tonic::transport::Endpoint::from_shared(uri)
         .map_err(|e| format!("invalid control plane address {addr:?}: {e}"))?
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(10));
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
-    Ok(AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(256 << 20))
+        .keep_alive_timeout(Duration::from_secs(10)))
 }
 
 /// The request side of a gRPC stream, fed through a channel.

@@ -20,11 +20,13 @@
 
 use super::{Destination, HttpRoute, Match, Mesh, Protocol, Service, StringMatch, Workload};
 use crate::duration::Dur;
+use crate::model::HealthStatus;
 use crate::model::{
     self, ClusterWeight, DiscoveryType, Endpoint, FilterChain, HeaderMatcher,
     HttpConnectionManager, QueryParameterMatcher, RouteAction, RouteConfiguration, RouteMatch,
     TcpProxy, UpstreamProtocol, VirtualHost,
 };
+use crate::registry::Entry;
 use crate::server::Snapshot;
 use crate::translate::{
     self, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, cluster_to_xds, listener_to_xds,
@@ -139,7 +141,7 @@ fn upstream_protocol(p: Protocol) -> UpstreamProtocol {
 }
 
 /// The resources for `proxy`.
-pub fn generate(mesh: &Mesh, proxy: &ProxyInfo) -> Generated {
+pub fn generate(mesh: &Mesh, registered: &[Entry], proxy: &ProxyInfo) -> Generated {
     let mut g = Generated::default();
     let own = proxy
         .service
@@ -177,12 +179,31 @@ pub fn generate(mesh: &Mesh, proxy: &ProxyInfo) -> Generated {
         }
     }
     for s in &wanted {
+        let first = s.ports.first().map_or(0, |p| p.port);
         for port in &s.ports {
+            // Registered endpoints of this service port.
+            let joined: Vec<&Entry> = registered
+                .iter()
+                .filter(|e| e.service == s.name && e.namespace == s.namespace)
+                .filter(|e| {
+                    port.port
+                        == if e.service_port == 0 {
+                            first
+                        } else {
+                            e.service_port
+                        }
+                })
+                .collect();
             g.clusters
-                .push(eds_cluster(s, port.port, port.protocol, None));
+                .push(eds_cluster(s, &joined, port.port, port.protocol, None));
             for sub in &s.subsets {
-                g.clusters
-                    .push(eds_cluster(s, port.port, port.protocol, Some(&sub.name)));
+                g.clusters.push(eds_cluster(
+                    s,
+                    &joined,
+                    port.port,
+                    port.protocol,
+                    Some(&sub.name),
+                ));
             }
         }
     }
@@ -293,14 +314,40 @@ fn target<'m>(mesh: &'m Mesh, s: &'m Service, d: &Destination) -> Option<&'m Ser
     }
 }
 
-fn eds_cluster(s: &Service, port: u16, protocol: Protocol, subset: Option<&str>) -> model::Cluster {
+/// A service port's (or subset's) cluster: its static workloads, then
+/// its registered ones (unhealthy once their TTL passed).
+fn eds_cluster(
+    s: &Service,
+    registered: &[&Entry],
+    port: u16,
+    protocol: Protocol,
+    subset: Option<&str>,
+) -> model::Cluster {
     let labels = subset.and_then(|n| s.subset(n)).map(|sub| &sub.labels);
-    let endpoints = s
+    let in_subset = |have: &std::collections::BTreeMap<String, String>| {
+        labels.is_none_or(|l| l.iter().all(|(k, v)| have.get(k) == Some(v)))
+    };
+    let mut endpoints: Vec<Endpoint> = s
         .workloads
         .iter()
-        .filter(|w| labels.is_none_or(|l| w.matches(l)))
+        .filter(|w| in_subset(&w.labels))
         .filter_map(|w| endpoint(w, port))
         .collect();
+    endpoints.extend(
+        registered
+            .iter()
+            .filter(|e| in_subset(&e.labels))
+            .map(|e| Endpoint {
+                address: e.address.to_string(),
+                weight: e.weight,
+                health_status: if e.healthy {
+                    HealthStatus::Healthy
+                } else {
+                    HealthStatus::Unhealthy
+                },
+                ..Default::default()
+            }),
+    );
     let name = outbound_cluster(s, port, subset);
     model::Cluster {
         name,

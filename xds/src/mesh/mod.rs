@@ -129,10 +129,6 @@ impl Workload {
             .unwrap_or(service_port);
         Some(SocketAddr::new(ip, port))
     }
-
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        labels.iter().all(|(k, v)| self.labels.get(k) == Some(v))
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -5,6 +5,7 @@
 
 use super::generate::{ProxyInfo, generate, snapshot};
 use super::{Mesh, MeshError, parse, read};
+use crate::registry::Registry;
 use crate::server::{Snapshot, SnapshotSource};
 use crate::wire::envoy::config::core::v3::Node;
 use std::collections::HashMap;
@@ -21,26 +22,42 @@ struct State {
     /// Bumped with every mesh; snapshots generated from an older mesh are
     /// not cached.
     generation: u64,
+    /// The registry generation the cache was made from.
+    registry_generation: u64,
     cache: HashMap<ProxyInfo, Arc<Snapshot>>,
 }
 
-/// Serves snapshots generated from a mesh.
+/// Serves snapshots generated from a mesh and the registered workloads.
 pub struct MeshSource {
     state: Mutex<State>,
     changes: watch::Sender<u64>,
+    registry: Option<Arc<Registry>>,
 }
 
 impl MeshSource {
+    /// A mesh with no registered workloads.
     pub fn new(mesh: Mesh) -> MeshSource {
+        MeshSource::build(mesh, None)
+    }
+
+    /// A mesh whose services also take `registry`'s workloads. Call
+    /// [`invalidate`](Self::invalidate) when the registry changes.
+    pub fn with_registry(mesh: Mesh, registry: Arc<Registry>) -> MeshSource {
+        MeshSource::build(mesh, Some(registry))
+    }
+
+    fn build(mesh: Mesh, registry: Option<Arc<Registry>>) -> MeshSource {
         describe_metrics();
         metrics::gauge!("legate_xds_mesh_services").set(mesh.services.len() as f64);
         MeshSource {
             state: Mutex::new(State {
                 mesh: Arc::new(mesh),
                 generation: 0,
+                registry_generation: 0,
                 cache: HashMap::new(),
             }),
             changes: watch::channel(0).0,
+            registry,
         }
     }
 
@@ -52,9 +69,15 @@ impl MeshSource {
     /// changed for it.
     pub fn set_mesh(&self, mesh: Mesh) {
         metrics::gauge!("legate_xds_mesh_services").set(mesh.services.len() as f64);
+        self.state().mesh = Arc::new(mesh);
+        self.invalidate();
+    }
+
+    /// Something snapshots are made from changed: every proxy's snapshot is
+    /// made again, and connected proxies are sent what changed for them.
+    pub fn invalidate(&self) {
         {
             let mut s = self.state();
-            s.mesh = Arc::new(mesh);
             s.generation += 1;
             s.cache.clear();
         }
@@ -69,14 +92,23 @@ impl MeshSource {
 impl SnapshotSource for MeshSource {
     fn snapshot(&self, node: &Node) -> Arc<Snapshot> {
         let (info, warnings) = ProxyInfo::from_node(node);
+        let registry_generation = self.registry.as_ref().map_or(0, |r| r.generation());
         let (mesh, generation) = {
-            let s = self.state();
+            let mut s = self.state();
+            if s.registry_generation != registry_generation {
+                // Registrations changed since the cache was made (the
+                // invalidation may not have run yet).
+                s.registry_generation = registry_generation;
+                s.generation += 1;
+                s.cache.clear();
+            }
             if let Some(snap) = s.cache.get(&info) {
                 return snap.clone();
             }
             (s.mesh.clone(), s.generation)
         };
-        let generated = generate(&mesh, &info);
+        let registered = self.registry.as_ref().map(|r| r.list()).unwrap_or_default();
+        let generated = generate(&mesh, &registered, &info);
         for w in warnings.iter().chain(&generated.warnings) {
             tracing::warn!(node = %node.id, "{w}");
         }
