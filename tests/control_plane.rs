@@ -89,6 +89,7 @@ async fn control_plane(mesh: &Path) -> ControlPlane {
             admin: None,
             watch_interval: Duration::from_millis(50),
             reap_after: Duration::from_secs(300),
+            registry: None,
         },
         None,
     )

@@ -3,7 +3,7 @@
 //! process (tests) as well as from the binary.
 
 use crate::mesh::{self, MeshError, source::MeshSource};
-use crate::registry::{Registry, RegistryService};
+use crate::registry::{Registry, RegistryService, etcd::EtcdStore};
 use crate::server::{AdsServer, describe_metrics};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -33,6 +33,9 @@ pub struct Options {
     /// How long a registered workload that stopped heartbeating is kept
     /// (unhealthy) before it is removed.
     pub reap_after: Duration,
+    /// Where registrations are kept: `None` in memory, or
+    /// `etcd://host:port` (shared by control-plane replicas).
+    pub registry: Option<String>,
 }
 
 /// Why the control plane could not start.
@@ -40,6 +43,8 @@ pub struct Options {
 pub enum StartError {
     #[error("the mesh is invalid:\n{}", lines(.0))]
     Mesh(Vec<MeshError>),
+    #[error("{0}")]
+    Registry(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -65,6 +70,9 @@ pub struct ControlPlane {
     server: AdsServer,
     registry: Arc<Registry>,
     stop: Option<oneshot::Sender<()>>,
+    /// The gRPC server (ADS and registration), ended by `stop`.
+    grpc: Option<JoinHandle<()>>,
+    /// Everything else, aborted on shutdown.
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -87,7 +95,20 @@ impl ControlPlane {
         describe_metrics();
         let texts = mesh::read(&opts.mesh).map_err(StartError::Mesh)?;
         let mesh = mesh::parse(&texts).map_err(StartError::Mesh)?;
-        let registry = Arc::new(Registry::new(opts.reap_after));
+        let registry = Arc::new(match &opts.registry {
+            None => Registry::new(opts.reap_after),
+            Some(url) => Registry::with_etcd(
+                opts.reap_after,
+                EtcdStore::new(url).map_err(StartError::Registry)?,
+            ),
+        });
+        let sync = tokio::spawn(registry.clone().sync());
+        if !registry.wait_loaded(Duration::from_secs(5)).await {
+            tracing::warn!(
+                "registry {}: not loaded after 5 s; serving without registered workloads until it is",
+                opts.registry.as_deref().unwrap_or_default()
+            );
+        }
         let source = Arc::new(MeshSource::with_registry(mesh, registry.clone()));
         let server = AdsServer::new(source.clone());
         let listener = bind(&opts.listen).await?;
@@ -101,14 +122,14 @@ impl ControlPlane {
         };
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
         let (stop, stopped) = oneshot::channel::<()>();
-        let mut tasks = Vec::new();
+        let mut tasks = vec![sync];
         let grpc = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .add_service(server.service())
             .add_service(RegistryService::new(registry.clone(), source.clone()));
         let ads = server.clone();
-        tasks.push(tokio::spawn(async move {
+        let grpc = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.await;
                 ads.close_streams();
@@ -117,7 +138,7 @@ impl ControlPlane {
             if let Err(e) = grpc.serve_with_incoming_shutdown(incoming, shutdown).await {
                 tracing::error!("gRPC server failed: {e}");
             }
-        }));
+        });
         tasks.push(tokio::spawn(
             registry.clone().run_expiry(Duration::from_millis(100)),
         ));
@@ -145,6 +166,7 @@ impl ControlPlane {
             server,
             registry,
             stop: Some(stop),
+            grpc: Some(grpc),
             tasks,
         })
     }
@@ -168,13 +190,11 @@ impl ControlPlane {
             let _ = stop.send(());
         }
         self.server.close_streams();
-        let mut tasks = std::mem::take(&mut self.tasks);
-        if !tasks.is_empty() {
-            let ads = tasks.remove(0);
-            for t in &tasks {
-                t.abort();
-            }
-            let _ = tokio::time::timeout(Duration::from_secs(5), ads).await;
+        for t in std::mem::take(&mut self.tasks) {
+            t.abort();
+        }
+        if let Some(grpc) = self.grpc.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), grpc).await;
         }
     }
 }
@@ -185,7 +205,7 @@ impl Drop for ControlPlane {
             let _ = stop.send(());
         }
         self.server.close_streams();
-        for t in &self.tasks {
+        for t in self.tasks.iter().chain(&self.grpc) {
             t.abort();
         }
     }

@@ -41,6 +41,10 @@ enum Command {
         /// (unhealthy) before it is removed.
         #[arg(long, default_value = "5m", value_parser = parse_duration)]
         reap_after: Duration,
+        /// Where registered workloads are kept: in memory (default), or
+        /// `etcd://host:port` so several control-plane replicas share them.
+        #[arg(long)]
+        registry: Option<String>,
     },
     /// Check mesh files without serving them.
     Validate {
@@ -73,12 +77,14 @@ fn main() -> ExitCode {
             admin,
             watch_interval,
             reap_after,
+            registry,
         } => serve(Options {
             mesh,
             listen,
             admin: Some(admin),
             watch_interval,
             reap_after,
+            registry,
         }),
     }
 }

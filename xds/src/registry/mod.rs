@@ -11,15 +11,16 @@
 //! [`agent`] is the workload side (`legate run --register`).
 
 pub mod agent;
+pub mod etcd;
 
 use crate::mesh::source::MeshSource;
 use crate::wire::legate::registry::v1 as pb;
+use etcd::{Change, EtcdStore, Stored};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
-use tokio::sync::watch;
-use tokio::time::Instant;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
 
 /// TTL when a registration asks for none.
@@ -40,31 +41,93 @@ pub struct Entry {
     pub weight: u32,
     pub ttl: Duration,
     pub healthy: bool,
-    pub last_beat: Instant,
+    /// Wall-clock time of the last register or heartbeat (shared with other
+    /// replicas through etcd).
+    pub last_beat: SystemTime,
 }
 
-/// Why a registration was refused.
+impl Entry {
+    /// What proxies see of it: a change here is pushed.
+    fn visible(&self) -> (&BTreeMap<String, String>, u32, bool) {
+        (&self.labels, self.weight, self.healthy)
+    }
+
+    fn stored(&self) -> Stored {
+        Stored {
+            service: self.service.clone(),
+            namespace: self.namespace.clone(),
+            address: self.address,
+            service_port: self.service_port,
+            labels: self.labels.clone(),
+            weight: self.weight,
+            ttl_ms: self.ttl.as_millis() as u64,
+            last_beat_ms: self
+                .last_beat
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        }
+    }
+
+    fn from_stored(id: String, s: Stored, now: SystemTime) -> Entry {
+        let last_beat = UNIX_EPOCH + Duration::from_millis(s.last_beat_ms);
+        let ttl = Duration::from_millis(s.ttl_ms).max(MIN_TTL);
+        Entry {
+            id,
+            service: s.service,
+            namespace: s.namespace,
+            address: s.address,
+            service_port: s.service_port,
+            labels: s.labels,
+            weight: s.weight.max(1),
+            ttl,
+            healthy: silence(now, last_beat) <= ttl,
+            last_beat,
+        }
+    }
+}
+
+/// How long since `last_beat` (zero if it is in the future: clock skew).
+fn silence(now: SystemTime, last_beat: SystemTime) -> Duration {
+    now.duration_since(last_beat).unwrap_or_default()
+}
+
+/// Why a registry operation failed.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum RegistryError {
     #[error("no registration {0:?} (the control plane restarted or reaped it): register again")]
     NotFound(String),
+    #[error("the registry store is unavailable: {0}")]
+    Unavailable(String),
 }
 
 struct State {
     entries: BTreeMap<String, Entry>,
 }
 
-/// The registrations, in memory.
+/// The registrations: in memory, or also in etcd (shared by replicas).
 pub struct Registry {
     state: Mutex<State>,
     changes: watch::Sender<u64>,
     reap_after: Duration,
+    store: Option<EtcdStore>,
+    /// Set once the store was first loaded (at once without a store).
+    loaded: watch::Sender<bool>,
 }
 
 impl Registry {
-    /// `reap_after`: how long an unhealthy registration is kept before it
-    /// is removed.
+    /// An in-memory registry. `reap_after`: how long an unhealthy
+    /// registration is kept before it is removed.
     pub fn new(reap_after: Duration) -> Registry {
+        Registry::build(reap_after, None)
+    }
+
+    /// A registry kept in etcd; run [`sync`](Self::sync) to follow what
+    /// other replicas write.
+    pub fn with_etcd(reap_after: Duration, store: EtcdStore) -> Registry {
+        Registry::build(reap_after, Some(store))
+    }
+
+    fn build(reap_after: Duration, store: Option<EtcdStore>) -> Registry {
         describe_metrics();
         Registry {
             state: Mutex::new(State {
@@ -72,7 +135,19 @@ impl Registry {
             }),
             changes: watch::channel(0).0,
             reap_after,
+            loaded: watch::channel(store.is_none()).0,
+            store,
         }
+    }
+
+    /// Waits until the registrations were first read from the store (at
+    /// most `limit`); returns whether they were.
+    pub async fn wait_loaded(&self, limit: Duration) -> bool {
+        let mut rx = self.loaded.subscribe();
+        matches!(
+            tokio::time::timeout(limit, rx.wait_for(|l| *l)).await,
+            Ok(Ok(_))
+        )
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -108,45 +183,76 @@ impl Registry {
         format!("{service}.{namespace}/{address}/{service_port}")
     }
 
+    /// Inserts or replaces an entry; announces it if proxies see a change.
+    fn apply(&self, e: Entry) {
+        let mut s = self.state();
+        let before = s.entries.insert(e.id.clone(), e.clone());
+        if before.as_ref().map(Entry::visible) != Some(e.visible()) {
+            if before.is_none() {
+                tracing::info!(id = %e.id, "workload registered");
+            }
+            self.changed(&s);
+        }
+    }
+
+    fn remove(&self, id: &str) -> bool {
+        let mut s = self.state();
+        let removed = s.entries.remove(id).is_some();
+        if removed {
+            self.changed(&s);
+        }
+        removed
+    }
+
     /// Registers (or renews and updates) an endpoint, healthy.
-    pub fn register(&self, mut e: Entry) -> Entry {
+    pub async fn register(&self, mut e: Entry) -> Result<Entry, RegistryError> {
         e.id = Registry::id_for(&e.service, &e.namespace, e.address, e.service_port);
         e.ttl = e.ttl.max(MIN_TTL);
         e.healthy = true;
-        e.last_beat = Instant::now();
-        let mut s = self.state();
-        let before = s.entries.insert(e.id.clone(), e.clone());
-        let visible = |x: &Entry| (x.labels.clone(), x.weight, x.healthy);
-        if before.as_ref().map(visible) != Some(visible(&e)) {
-            tracing::info!(id = %e.id, "workload registered");
-            self.changed(&s);
+        e.last_beat = SystemTime::now();
+        if let Some(store) = &self.store {
+            store
+                .put(&e.id, &e.stored())
+                .await
+                .map_err(RegistryError::Unavailable)?;
         }
-        e
+        self.apply(e.clone());
+        Ok(e)
     }
 
     /// Renews a registration's TTL; makes it healthy again.
-    pub fn heartbeat(&self, id: &str) -> Result<(), RegistryError> {
-        let mut s = self.state();
-        let e = s
+    pub async fn heartbeat(&self, id: &str) -> Result<(), RegistryError> {
+        let mut e = self
+            .state()
             .entries
-            .get_mut(id)
+            .get(id)
+            .cloned()
             .ok_or_else(|| RegistryError::NotFound(id.to_string()))?;
-        e.last_beat = Instant::now();
-        if !e.healthy {
-            e.healthy = true;
-            tracing::info!(%id, "workload healthy again");
-            self.changed(&s);
+        e.last_beat = SystemTime::now();
+        e.healthy = true;
+        if let Some(store) = &self.store {
+            store
+                .put(id, &e.stored())
+                .await
+                .map_err(RegistryError::Unavailable)?;
         }
+        if !self.state().entries.get(id).is_some_and(|old| old.healthy) {
+            tracing::info!(%id, "workload healthy again");
+        }
+        self.apply(e);
         Ok(())
     }
 
-    pub fn deregister(&self, id: &str) -> Result<(), RegistryError> {
-        let mut s = self.state();
-        if s.entries.remove(id).is_none() {
+    pub async fn deregister(&self, id: &str) -> Result<(), RegistryError> {
+        if !self.state().entries.contains_key(id) {
             return Err(RegistryError::NotFound(id.to_string()));
         }
-        tracing::info!(%id, "workload deregistered");
-        self.changed(&s);
+        if let Some(store) = &self.store {
+            store.delete(id).await.map_err(RegistryError::Unavailable)?;
+        }
+        if self.remove(id) {
+            tracing::info!(%id, "workload deregistered");
+        }
         Ok(())
     }
 
@@ -156,15 +262,17 @@ impl Registry {
     }
 
     /// Marks registrations whose TTL passed unhealthy and removes those
-    /// silent for `reap_after`. Returns whether anything changed.
-    pub fn expire(&self, now: Instant) -> bool {
+    /// silent for `reap_after`. Returns the ids reaped.
+    pub fn expire(&self, now: SystemTime) -> Vec<String> {
         let mut s = self.state();
         let mut changed = false;
+        let mut reaped = Vec::new();
         let reap_after = self.reap_after;
         s.entries.retain(|id, e| {
-            let silent = now.saturating_duration_since(e.last_beat);
+            let silent = silence(now, e.last_beat);
             if silent > e.ttl.max(reap_after) {
                 tracing::warn!(%id, ?silent, "workload reaped: no heartbeat");
+                reaped.push(id.clone());
                 changed = true;
                 return false;
             }
@@ -179,16 +287,91 @@ impl Registry {
         if changed {
             self.changed(&s);
         }
-        changed
+        reaped
     }
 
-    /// Runs [`expire`](Self::expire) every `tick` until the task is dropped.
+    /// Runs [`expire`](Self::expire) every `tick` until the task is dropped
+    /// (with etcd, reaped registrations are deleted there too).
     pub async fn run_expiry(self: Arc<Self>, tick: Duration) {
         let mut t = tokio::time::interval(tick);
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             t.tick().await;
-            self.expire(Instant::now());
+            for id in self.expire(SystemTime::now()) {
+                if let Some(store) = &self.store
+                    && let Err(e) = store.delete(&id).await
+                {
+                    tracing::warn!(%id, "could not delete the reaped registration from etcd: {e}");
+                }
+            }
+        }
+    }
+
+    /// With etcd: loads every registration, then follows changes, reloading
+    /// after a failure (with backoff). Returns at once without etcd.
+    pub async fn sync(self: Arc<Self>) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            match store.load().await {
+                Ok((all, revision)) => {
+                    backoff = Duration::from_millis(250);
+                    metrics::gauge!("legate_xds_registry_store_connected").set(1.0);
+                    self.replace_all(all);
+                    self.loaded.send_replace(true);
+                    let (tx, mut rx) = mpsc::channel(256);
+                    let watch = store.watch(revision, &tx);
+                    let apply = async {
+                        while let Some(c) = rx.recv().await {
+                            self.apply_change(c);
+                        }
+                    };
+                    tokio::select! {
+                        r = watch => if let Err(e) = r {
+                            tracing::warn!("registry watch on {} ended: {e}; reloading", store.url());
+                        },
+                        _ = apply => {}
+                    }
+                }
+                Err(e) => tracing::warn!(
+                    "registry store {}: {e}; retrying in {backoff:?}",
+                    store.url()
+                ),
+            }
+            metrics::gauge!("legate_xds_registry_store_connected").set(0.0);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    fn replace_all(&self, all: BTreeMap<String, Stored>) {
+        let now = SystemTime::now();
+        let fresh: BTreeMap<String, Entry> = all
+            .into_iter()
+            .map(|(id, st)| (id.clone(), Entry::from_stored(id, st, now)))
+            .collect();
+        let mut s = self.state();
+        let same = s.entries.len() == fresh.len()
+            && s.entries
+                .iter()
+                .zip(&fresh)
+                .all(|((a, x), (b, y))| a == b && x.visible() == y.visible());
+        s.entries = fresh;
+        if !same {
+            self.changed(&s);
+        }
+    }
+
+    fn apply_change(&self, c: Change) {
+        match c {
+            Change::Put(id, st) => self.apply(Entry::from_stored(id, st, SystemTime::now())),
+            Change::Delete(id) => {
+                if self.remove(&id) {
+                    tracing::info!(%id, "workload deregistered (by another replica)");
+                }
+            }
         }
     }
 }
@@ -201,6 +384,10 @@ fn describe_metrics() {
     metrics::describe_counter!(
         "legate_xds_registry_expired_total",
         "Registrations marked unhealthy because their TTL passed without a heartbeat."
+    );
+    metrics::describe_gauge!(
+        "legate_xds_registry_store_connected",
+        "1 while the etcd registry store is loaded and watched."
     );
 }
 
@@ -282,7 +469,7 @@ impl RegistryService {
             weight: w.weight.max(1),
             ttl,
             healthy: true,
-            last_beat: Instant::now(),
+            last_beat: SystemTime::now(),
         })
     }
 }
@@ -290,6 +477,7 @@ impl RegistryService {
 fn to_status(e: RegistryError) -> Status {
     match e {
         RegistryError::NotFound(_) => Status::not_found(e.to_string()),
+        RegistryError::Unavailable(_) => Status::unavailable(e.to_string()),
     }
 }
 
@@ -299,7 +487,11 @@ impl pb::registry_server::Registry for RegistryService {
         &self,
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
-        let e = self.registry.register(self.entry(request.into_inner())?);
+        let e = self
+            .registry
+            .register(self.entry(request.into_inner())?)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(pb::RegisterResponse {
             id: e.id,
             ttl: Some(duration_to(e.ttl)),
@@ -312,6 +504,7 @@ impl pb::registry_server::Registry for RegistryService {
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         self.registry
             .heartbeat(&request.into_inner().id)
+            .await
             .map_err(to_status)?;
         Ok(Response::new(pb::HeartbeatResponse {}))
     }
@@ -322,6 +515,7 @@ impl pb::registry_server::Registry for RegistryService {
     ) -> Result<Response<pb::DeregisterResponse>, Status> {
         self.registry
             .deregister(&request.into_inner().id)
+            .await
             .map_err(to_status)?;
         Ok(Response::new(pb::DeregisterResponse {}))
     }
@@ -330,7 +524,7 @@ impl pb::registry_server::Registry for RegistryService {
         &self,
         _request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
-        let now = Instant::now();
+        let now = SystemTime::now();
         let registrations = self
             .registry
             .list()
@@ -348,7 +542,7 @@ impl pb::registry_server::Registry for RegistryService {
                 }),
                 ttl: Some(duration_to(e.ttl)),
                 healthy: e.healthy,
-                since_heartbeat: Some(duration_to(now.saturating_duration_since(e.last_beat))),
+                since_heartbeat: Some(duration_to(silence(now, e.last_beat))),
             })
             .collect();
         Ok(Response::new(pb::ListResponse { registrations }))
