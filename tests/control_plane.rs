@@ -647,3 +647,90 @@ async fn registered_workloads_come_and_go_with_their_sidecars() {
         registered(&cp)
     );
 }
+
+// ---------------------------------------------------------------------------
+// A proxyless gRPC client (grpcio, its own xDS resolver) as a foreign client.
+
+/// Python with grpcio: `$GRPC_VENV/bin/python` (default /opt/grpc-venv, as
+/// `.ci/run` makes it). None: skip, except under CI.
+fn grpc_python() -> Option<PathBuf> {
+    let venv = std::env::var_os("GRPC_VENV")
+        .map_or_else(|| PathBuf::from("/opt/grpc-venv"), PathBuf::from);
+    let python = venv.join("bin/python");
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import grpc"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(python);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI is set but {} cannot import grpc: pip install grpcio xds-protos into {}",
+        python.display(),
+        venv.display()
+    );
+    eprintln!(
+        "note: no grpcio venv at {}; skipping the proxyless gRPC test",
+        venv.display()
+    );
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxyless_grpc_client_completes_xds_and_calls_the_service() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let Some(python) = grpc_python() else { return };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/grpc_xds_client.py");
+    let mut child = tokio::process::Command::new(python)
+        .arg(script)
+        .arg("xds:///echo:7070")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next_line = async || {
+        tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("the gRPC client answers within 60 s")
+            .unwrap()
+            .expect("a line")
+    };
+    let listening = next_line().await;
+    let port = listening
+        .strip_prefix("listening ")
+        .expect("listening <port>");
+    let mesh = Mesh::new(&format!(
+        "services:\n  - name: echo\n    ports: [{{ port: 7070, protocol: grpc }}]\n    workloads: [{{ address: \"127.0.0.1:{port}\" }}]\n"
+    ));
+    let cp = control_plane(&mesh.dir).await;
+    let bootstrap = mesh.dir.join("grpc-bootstrap.json");
+    let node = serde_json::json!({
+        "xds_servers": [{
+            "server_uri": cp.addr.to_string(),
+            "channel_creds": [{ "type": "insecure" }],
+            "server_features": ["xds_v3"],
+        }],
+        "node": { "id": "grpc-client", "metadata": { "namespace": "default" } },
+    });
+    std::fs::write(&bootstrap, node.to_string()).unwrap();
+    stdin
+        .write_all(format!("{}\n", bootstrap.display()).as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(next_line().await, "reply echo:hello");
+    // It holds every type it was sent, and rejected nothing.
+    eventually("the gRPC client ACKed every type", || async {
+        all_in_sync(&cp, "grpc-client")
+    })
+    .await;
+    stdin.write_all(b"done\n").await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+}

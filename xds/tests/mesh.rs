@@ -467,3 +467,46 @@ fn a_directory_is_one_mesh_and_duplicates_are_refused() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_proxyless_grpc_client_gets_api_listeners_named_by_target() {
+    let (info, _) = ProxyInfo::from_node(&Node {
+        id: "grpc-client".into(),
+        user_agent_name: "gRPC Python".into(),
+        ..Default::default()
+    });
+    assert!(info.proxyless);
+    let mesh = example();
+    let g = generate::generate(&mesh, &[], &info);
+    assert!(g.listeners.is_empty(), "no listening sockets for a library");
+    for name in [
+        "reviews:9080",
+        "reviews",
+        "reviews.default.svc.cluster.local:9080",
+        "ratings:9090",
+    ] {
+        assert!(
+            g.api_listeners.iter().any(|n| n == name),
+            "{name}: {:?}",
+            g.api_listeners
+        );
+    }
+    let snap = generate::snapshot(&g);
+    let listeners = &snap.get(LISTENER_TYPE).unwrap().resources;
+    assert_eq!(listeners.len(), g.api_listeners.len());
+    // Legate itself refuses API listeners: they are only for proxyless clients.
+    let err = translate::decode(LISTENER_TYPE, &listeners["reviews:9080"].resource).unwrap_err();
+    assert!(
+        err.to_string().contains("api_listener: not supported"),
+        "{err}"
+    );
+    // Routes and clusters are the same as a sidecar's.
+    assert!(
+        snap.get(ROUTE_TYPE)
+            .unwrap()
+            .resources
+            .contains_key("outbound")
+    );
+    // A sidecar is not.
+    assert!(!ProxyInfo::from_node(&Node::default()).0.proxyless);
+}

@@ -669,6 +669,12 @@ fn listener() -> lis::Listener {
         traffic_direction: core::TrafficDirection::Outbound as i32,
         bind_to_port: Some(false),
         tcp_keepalive: Some(core::TcpKeepalive {}),
+        api_listener: Some(lis::ApiListener {
+            api_listener: Some(prost_types::Any {
+                type_url: uniq("type.googleapis.com/x"),
+                value: vec![1, 2, 3],
+            }),
+        }),
     }
 }
 
@@ -704,6 +710,9 @@ fn ck_listener(e: &elis::Listener, o: &lis::Listener) {
     assert_eq!(e.traffic_direction, o.traffic_direction);
     ck_bool(&e.bind_to_port, &o.bind_to_port);
     ck_opt(&e.tcp_keepalive, &o.tcp_keepalive, |_, _| {});
+    ck_opt(&e.api_listener, &o.api_listener, |e, o| {
+        ck_opt(&e.api_listener, &o.api_listener, ck_any)
+    });
 }
 
 #[test]

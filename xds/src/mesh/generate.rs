@@ -33,6 +33,7 @@ use crate::translate::{
     route_config_to_xds,
 };
 use crate::wire::envoy::config::core::v3::Node;
+use crate::wire::envoy::config::listener::v3 as xlistener;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
@@ -50,6 +51,7 @@ pub const INBOUND: &str = "inbound";
 /// | `outbound_address` | where the outbound listener listens | `127.0.0.1:15001` |
 /// | `inbound_address` | where the inbound listener listens | `0.0.0.0:15006` |
 /// | `app_address` | where its application listens | `127.0.0.1:<the service's first port>` |
+/// | `generator` | `grpc`: a proxyless gRPC client | from `user_agent_name` (`gRPC ...`) |
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ProxyInfo {
     pub service: Option<String>,
@@ -57,6 +59,9 @@ pub struct ProxyInfo {
     pub outbound_address: String,
     pub inbound_address: String,
     pub app_address: Option<String>,
+    /// A proxyless gRPC client: it gets API listeners named by target
+    /// (`reviews:9080`) instead of listeners with addresses.
+    pub proxyless: bool,
 }
 
 impl Default for ProxyInfo {
@@ -67,6 +72,7 @@ impl Default for ProxyInfo {
             outbound_address: "127.0.0.1:15001".into(),
             inbound_address: "0.0.0.0:15006".into(),
             app_address: None,
+            proxyless: false,
         }
     }
 }
@@ -91,6 +97,10 @@ impl ProxyInfo {
         if let Some(ns) = meta("namespace") {
             info.namespace = ns;
         }
+        info.proxyless = match meta("generator").as_deref() {
+            Some(g) => g.eq_ignore_ascii_case("grpc"),
+            None => node.user_agent_name.starts_with("gRPC"),
+        };
         for (key, field) in [
             ("outbound_address", &mut info.outbound_address),
             ("inbound_address", &mut info.inbound_address),
@@ -122,6 +132,9 @@ impl ProxyInfo {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Generated {
     pub listeners: Vec<model::Listener>,
+    /// Proxyless clients: API listener names, each routed by the outbound
+    /// route configuration.
+    pub api_listeners: Vec<String>,
     pub route_configs: Vec<RouteConfiguration>,
     pub clusters: Vec<model::Cluster>,
     /// Problems with the proxy's identity (an unknown service, ...).
@@ -227,6 +240,17 @@ pub fn generate(mesh: &Mesh, registered: &[Entry], proxy: &ProxyInfo) -> Generat
         name: OUTBOUND.into(),
         virtual_hosts: vhosts,
     });
+    if proxy.proxyless {
+        for s in &callable {
+            let mut first_http = true;
+            for port in s.ports.iter().filter(|p| p.protocol.is_http()) {
+                g.api_listeners
+                    .extend(domains(s, port.port, first_http, &proxy.namespace));
+                first_http = false;
+            }
+        }
+        return g;
+    }
     g.listeners.push(model::Listener {
         name: OUTBOUND.into(),
         address: proxy.outbound_address.clone(),
@@ -541,12 +565,23 @@ pub fn snapshot(g: &Generated) -> Snapshot {
     }
     snap.set(CLUSTER_TYPE, None, clusters);
     snap.set(ENDPOINT_TYPE, None, endpoints);
+    let api = api_listener(OUTBOUND);
     snap.set(
         LISTENER_TYPE,
         None,
         g.listeners
             .iter()
-            .map(|l| (l.name.clone(), translate::to_any(&listener_to_xds(l)))),
+            .map(|l| (l.name.clone(), translate::to_any(&listener_to_xds(l))))
+            .chain(g.api_listeners.iter().map(|name| {
+                let l = xlistener::Listener {
+                    name: name.clone(),
+                    api_listener: Some(xlistener::ApiListener {
+                        api_listener: Some(api.clone()),
+                    }),
+                    ..Default::default()
+                };
+                (name.clone(), translate::to_any(&l))
+            })),
     );
     snap.set(
         ROUTE_TYPE,
@@ -556,4 +591,32 @@ pub fn snapshot(g: &Generated) -> Snapshot {
             .map(|r| (r.name.clone(), translate::to_any(&route_config_to_xds(r)))),
     );
     snap
+}
+
+/// The HTTP connection manager of a proxyless client's API listener: RDS
+/// over ADS, and the router filter (gRPC requires it last).
+fn api_listener(route_config: &str) -> prost_types::Any {
+    let listener = listener_to_xds(&model::Listener {
+        name: String::new(),
+        address: "0.0.0.0:0".into(),
+        filter_chains: vec![FilterChain {
+            http: Some(HttpConnectionManager {
+                route_config: None,
+                rds: Some(route_config.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    // The connection manager is the first filter of the one chain.
+    listener
+        .filter_chains
+        .into_iter()
+        .flat_map(|c| c.filters)
+        .find_map(|f| match f.config_type {
+            Some(xlistener::filter::ConfigType::TypedConfig(any)) => Some(any),
+            _ => None,
+        })
+        .unwrap_or_default()
 }

@@ -546,6 +546,11 @@ fn groups_to(endpoints: &[model::Endpoint]) -> Vec<xendpoint::LocalityLbEndpoint
         .map(|(priority, lb_endpoints)| xendpoint::LocalityLbEndpoints {
             lb_endpoints,
             priority,
+            // Envoy ignores both without locality-weighted balancing;
+            // gRPC refuses a group without a locality and drops one
+            // without a weight.
+            locality: Some(Default::default()),
+            load_balancing_weight: Some(1),
             ..Default::default()
         })
         .collect()
