@@ -153,27 +153,55 @@ fn upstream_protocol(p: Protocol) -> UpstreamProtocol {
     }
 }
 
-/// The resources for `proxy`.
-pub fn generate(mesh: &Mesh, registered: &[Entry], proxy: &ProxyInfo) -> Generated {
-    let mut g = Generated::default();
-    let own = proxy
+/// What a proxy's outbound configuration depends on: proxies with the same
+/// key share it (generated once).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct OutboundKey {
+    /// Short names resolve in this namespace.
+    pub namespace: String,
+    /// The own service's egress list and its namespace, if it has one.
+    pub egress: Option<(Vec<String>, String)>,
+    pub proxyless: bool,
+}
+
+/// The proxy's own service, if the mesh has it.
+fn own_service<'m>(mesh: &'m Mesh, proxy: &ProxyInfo) -> Option<&'m Service> {
+    proxy
         .service
         .as_deref()
-        .and_then(|name| mesh.service(name, &proxy.namespace));
-    if let (Some(name), None) = (&proxy.service, own) {
-        g.warnings.push(format!(
-            "service {name:?} is not in namespace {:?} of the mesh; the proxy gets outbound configuration only",
-            proxy.namespace
-        ));
-    }
-    let callable: Vec<&Service> = match own.and_then(|s| s.egress.as_ref()) {
-        Some(egress) => {
-            let ns = own.map_or(proxy.namespace.as_str(), |s| s.namespace.as_str());
-            egress.iter().filter_map(|n| mesh.resolve(n, ns)).collect()
+        .and_then(|name| mesh.service(name, &proxy.namespace))
+}
+
+impl OutboundKey {
+    pub fn of(mesh: &Mesh, proxy: &ProxyInfo) -> OutboundKey {
+        let own = own_service(mesh, proxy);
+        OutboundKey {
+            namespace: proxy.namespace.clone(),
+            egress: own.and_then(|s| s.egress.clone().map(|e| (e, s.namespace.clone()))),
+            proxyless: proxy.proxyless,
         }
+    }
+}
+
+/// The resources for `proxy`: [`outbound`] plus [`local`].
+pub fn generate(mesh: &Mesh, registered: &[Entry], proxy: &ProxyInfo) -> Generated {
+    let mut g = outbound(mesh, registered, &OutboundKey::of(mesh, proxy));
+    let local = local(mesh, proxy);
+    g.listeners.extend(local.listeners);
+    g.clusters.extend(local.clusters);
+    g.warnings.extend(local.warnings);
+    g
+}
+
+/// What every proxy with this key gets: clusters of the services it may
+/// call (and their routes' destinations), the outbound route
+/// configuration, and for proxyless clients their API listeners.
+pub fn outbound(mesh: &Mesh, registered: &[Entry], key: &OutboundKey) -> Generated {
+    let mut g = Generated::default();
+    let callable: Vec<&Service> = match &key.egress {
+        Some((egress, ns)) => egress.iter().filter_map(|n| mesh.resolve(n, ns)).collect(),
         None => mesh.services.iter().collect(),
     };
-
     // Clusters: every port and subset of every callable service, and of
     // every service their routes send to.
     let mut wanted: Vec<&Service> = Vec::new();
@@ -226,13 +254,7 @@ pub fn generate(mesh: &Mesh, registered: &[Entry], proxy: &ProxyInfo) -> Generat
     for s in &callable {
         let mut first_http = true;
         for port in s.ports.iter().filter(|p| p.protocol.is_http()) {
-            vhosts.push(virtual_host(
-                mesh,
-                s,
-                port.port,
-                first_http,
-                &proxy.namespace,
-            ));
+            vhosts.push(virtual_host(mesh, s, port.port, first_http, &key.namespace));
             first_http = false;
         }
     }
@@ -240,15 +262,31 @@ pub fn generate(mesh: &Mesh, registered: &[Entry], proxy: &ProxyInfo) -> Generat
         name: OUTBOUND.into(),
         virtual_hosts: vhosts,
     });
-    if proxy.proxyless {
+    if key.proxyless {
         for s in &callable {
             let mut first_http = true;
             for port in s.ports.iter().filter(|p| p.protocol.is_http()) {
                 g.api_listeners
-                    .extend(domains(s, port.port, first_http, &proxy.namespace));
+                    .extend(domains(s, port.port, first_http, &key.namespace));
                 first_http = false;
             }
         }
+    }
+    g
+}
+
+/// What is particular to one proxy: its outbound listener's address, and
+/// for a workload of a known service its inbound listener and cluster.
+pub fn local(mesh: &Mesh, proxy: &ProxyInfo) -> Generated {
+    let mut g = Generated::default();
+    let own = own_service(mesh, proxy);
+    if let (Some(name), None) = (&proxy.service, own) {
+        g.warnings.push(format!(
+            "service {name:?} is not in namespace {:?} of the mesh; the proxy gets outbound configuration only",
+            proxy.namespace
+        ));
+    }
+    if proxy.proxyless {
         return g;
     }
     g.listeners.push(model::Listener {

@@ -3,7 +3,7 @@
 //! proxy with the same identity until the mesh changes; [`watch`] reloads
 //! the mesh files when they change.
 
-use super::generate::{ProxyInfo, generate, snapshot};
+use super::generate::{OutboundKey, ProxyInfo, local, outbound, snapshot};
 use super::{Mesh, MeshError, parse, read};
 use crate::registry::Registry;
 use crate::server::{Snapshot, SnapshotSource};
@@ -25,6 +25,8 @@ struct State {
     /// The registry generation the cache was made from.
     registry_generation: u64,
     cache: HashMap<ProxyInfo, Arc<Snapshot>>,
+    /// The part proxies share, by what it depends on.
+    outbound: HashMap<OutboundKey, Arc<Snapshot>>,
 }
 
 /// Serves snapshots generated from a mesh and the registered workloads.
@@ -55,6 +57,7 @@ impl MeshSource {
                 generation: 0,
                 registry_generation: 0,
                 cache: HashMap::new(),
+                outbound: HashMap::new(),
             }),
             changes: watch::channel(0).0,
             registry,
@@ -80,6 +83,7 @@ impl MeshSource {
             let mut s = self.state();
             s.generation += 1;
             s.cache.clear();
+            s.outbound.clear();
         }
         self.changes.send_modify(|g| *g += 1);
     }
@@ -101,18 +105,32 @@ impl SnapshotSource for MeshSource {
                 s.registry_generation = registry_generation;
                 s.generation += 1;
                 s.cache.clear();
+                s.outbound.clear();
             }
             if let Some(snap) = s.cache.get(&info) {
                 return snap.clone();
             }
             (s.mesh.clone(), s.generation)
         };
-        let registered = self.registry.as_ref().map(|r| r.list()).unwrap_or_default();
-        let generated = generate(&mesh, &registered, &info);
-        for w in warnings.iter().chain(&generated.warnings) {
+        let key = OutboundKey::of(&mesh, &info);
+        let shared = self.state().outbound.get(&key).cloned();
+        let shared = match shared {
+            Some(o) => o,
+            None => {
+                let registered = self.registry.as_ref().map(|r| r.list()).unwrap_or_default();
+                let o = Arc::new(snapshot(&outbound(&mesh, &registered, &key)));
+                let mut s = self.state();
+                if s.generation == generation {
+                    s.outbound.insert(key, o.clone());
+                }
+                o
+            }
+        };
+        let own = local(&mesh, &info);
+        for w in warnings.iter().chain(&own.warnings) {
             tracing::warn!(node = %node.id, "{w}");
         }
-        let snap = Arc::new(snapshot(&generated));
+        let snap = Arc::new(shared.merge(&snapshot(&own)));
         let mut s = self.state();
         if s.generation == generation {
             if s.cache.len() >= CACHE_LIMIT {

@@ -41,7 +41,8 @@ use tonic::{Status, Streaming};
 /// One resource of a snapshot with its version.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Versioned {
-    pub resource: Any,
+    /// Shared by every snapshot that has it.
+    pub resource: Arc<Any>,
     /// The per-resource version (delta): a hash of the encoded resource, so
     /// the same resource has the same version across control-plane restarts.
     pub version: String,
@@ -71,6 +72,15 @@ fn fnv(h: u64, bytes: &[u8]) -> u64 {
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
+/// A type's version: a hash of every resource's name and version, so it
+/// changes exactly when some resource of the type does.
+fn type_version(resources: &BTreeMap<String, Versioned>) -> String {
+    let h = resources.iter().fold(FNV_OFFSET, |h, (n, r)| {
+        fnv(fnv(fnv(h, n.as_bytes()), &[0]), r.version.as_bytes())
+    });
+    format!("{h:016x}")
+}
+
 impl Snapshot {
     pub fn new() -> Snapshot {
         Snapshot::default()
@@ -93,20 +103,32 @@ impl Snapshot {
                     &resource.value,
                 );
                 let version = format!("{h:016x}");
+                let resource = Arc::new(resource);
                 (name, Versioned { resource, version })
             })
             .collect();
         let version = match version {
             Some(v) => v.to_string(),
-            None => {
-                let h = resources.iter().fold(FNV_OFFSET, |h, (n, r)| {
-                    fnv(fnv(fnv(h, n.as_bytes()), &[0]), r.version.as_bytes())
-                });
-                format!("{h:016x}")
-            }
+            None => type_version(&resources),
         };
         self.types
             .insert(type_url.to_string(), TypeResources { version, resources });
+    }
+
+    /// This snapshot with `other`'s resources added (`other` wins on a
+    /// name both have); type versions are worked out again.
+    pub fn merge(&self, other: &Snapshot) -> Snapshot {
+        let mut types = self.types.clone();
+        for (url, t) in &other.types {
+            let entry = types.entry(url.clone()).or_default();
+            entry
+                .resources
+                .extend(t.resources.iter().map(|(n, r)| (n.clone(), r.clone())));
+        }
+        for t in types.values_mut() {
+            t.version = type_version(&t.resources);
+        }
+        Snapshot { types }
     }
 
     pub fn get(&self, type_url: &str) -> Option<&TypeResources> {
@@ -509,21 +531,21 @@ async fn next_wake<T>(
     }
 }
 
-fn is_wildcard(names: &[String]) -> bool {
-    names.is_empty() || names.iter().any(|n| n == "*")
+fn is_wildcard(names: &BTreeSet<String>) -> bool {
+    names.is_empty() || names.contains("*")
 }
 
 /// One state-of-the-world stream's view of one type.
 #[derive(Default)]
 struct SotwType {
     /// The names the client asks for now.
-    names: Vec<String>,
+    names: BTreeSet<String>,
     /// The nonce of the latest response sent.
     nonce: Option<String>,
     /// The version the client holds or was last sent.
     version: Option<String>,
     /// The names asked for when the latest response was sent.
-    sent_names: Option<Vec<String>>,
+    sent_names: Option<BTreeSet<String>>,
 }
 
 struct SotwStream {
@@ -573,7 +595,7 @@ impl SotwStream {
         });
         let first = !self.types.contains_key(&req.type_url);
         let t = self.types.entry(req.type_url.clone()).or_default();
-        t.names = req.resource_names;
+        t.names = req.resource_names.into_iter().collect();
         if first && !req.version_info.is_empty() {
             // A new stream: the client already holds this version.
             t.version = Some(req.version_info);
@@ -607,15 +629,21 @@ impl SotwStream {
         if !(version_changed || names_changed) {
             return true;
         }
-        let chosen: Vec<(&String, &Versioned)> = snap
-            .resources
-            .iter()
-            .filter(|(n, _)| wildcard || t.names.contains(n))
-            .collect();
+        let chosen: Vec<(&String, &Versioned)> = if wildcard {
+            snap.resources.iter().collect()
+        } else {
+            t.names
+                .iter()
+                .filter_map(|n| snap.resources.get_key_value(n))
+                .collect()
+        };
         let nonce = self.base.inner.nonce();
         let resp = DiscoveryResponse {
             version_info: snap.version.clone(),
-            resources: chosen.iter().map(|(_, r)| r.resource.clone()).collect(),
+            resources: chosen
+                .iter()
+                .map(|(_, r)| Any::clone(&r.resource))
+                .collect(),
             type_url: type_url.to_string(),
             nonce: nonce.clone(),
             ..Default::default()
@@ -697,6 +725,12 @@ impl DeltaStream {
                 .collect(),
         });
         let first = !self.types.contains_key(&req.type_url);
+        // An ACK or NACK changes no subscription: nothing new to send (a
+        // NACKed version is not sent again; a new snapshot is pushed when
+        // it comes).
+        let answer_only = !first
+            && req.resource_names_subscribe.is_empty()
+            && req.resource_names_unsubscribe.is_empty();
         let t = self.types.entry(req.type_url.clone()).or_default();
         if first {
             t.held = req.initial_resource_versions.into_iter().collect();
@@ -719,6 +753,9 @@ impl DeltaStream {
                 t.names.remove(n);
             }
         }
+        if answer_only {
+            return true;
+        }
         if !t.wildcard {
             let names = &t.names;
             t.held.retain(|n, _| names.contains(n));
@@ -730,17 +767,24 @@ impl DeltaStream {
     /// gone. Returns false once the stream is gone.
     async fn respond_if_needed(&mut self, type_url: &str) -> bool {
         let snapshot = self.base.snapshot.clone();
-        let empty = TypeResources::default();
-        let snap = snapshot.get(type_url).unwrap_or(&empty);
+        // A type the source has nothing for (not even an empty set) is not
+        // answered yet, as in state of the world.
+        let Some(snap) = snapshot.get(type_url) else {
+            return true;
+        };
         let Some(t) = self.types.get_mut(type_url) else {
             return true;
         };
-        let wanted = |n: &String| t.wildcard || t.names.contains(n);
-        let changed: Vec<(&String, &Versioned)> = snap
-            .resources
-            .iter()
-            .filter(|(n, r)| wanted(n) && t.held.get(*n) != Some(&r.version))
-            .collect();
+        let stale = |(n, r): &(&String, &Versioned)| t.held.get(*n) != Some(&r.version);
+        let changed: Vec<(&String, &Versioned)> = if t.wildcard {
+            snap.resources.iter().filter(stale).collect()
+        } else {
+            t.names
+                .iter()
+                .filter_map(|n| snap.resources.get_key_value(n))
+                .filter(stale)
+                .collect()
+        };
         let removed: Vec<String> = t
             .held
             .keys()
@@ -768,7 +812,7 @@ impl DeltaStream {
                 .map(|(n, r)| Resource {
                     name: (*n).clone(),
                     version: r.version.clone(),
-                    resource: Some(r.resource.clone()),
+                    resource: Some(Any::clone(&r.resource)),
                     ..Default::default()
                 })
                 .collect(),
