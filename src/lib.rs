@@ -10,6 +10,7 @@ pub mod admin;
 pub mod cli;
 pub mod cluster;
 pub mod demo;
+pub mod filters;
 pub mod http;
 pub mod listener;
 pub mod proxy;

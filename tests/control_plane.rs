@@ -34,6 +34,10 @@ fn mesh_yaml(v: &[SocketAddr; 3], split: (u32, u32)) -> String {
       - {{ name: v2, labels: {{ version: v2 }} }}
       - {{ name: v3, labels: {{ version: v3 }} }}
     routes:
+      - name: chaos
+        match: [{{ headers: {{ x-chaos: {{ exact: abort }} }} }}]
+        destinations: [{{ subset: v1 }}]
+        fault: {{ abort: {{ http_status: 503, percent: 100 }} }}
       - name: testers
         match: [{{ headers: {{ end-user: {{ exact: jason }} }} }}]
         destinations: [{{ subset: v3 }}]

@@ -272,26 +272,6 @@ async fn config_dump(proxy: &RunningProxy) -> serde_json::Value {
     serde_json::from_slice(&r.body).expect("config_dump is JSON")
 }
 
-/// The value of the Prometheus sample `name{labels}` (labels as printed,
-/// e.g. `type="RDS",result="ack"`; empty for none), if present.
-async fn metric(proxy: &RunningProxy, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let text = admin_get(proxy, "/stats/prometheus").await.text();
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (key, value) = l.rsplit_once(' ')?;
-        let (n, rest) = match key.split_once('{') {
-            Some((n, rest)) => (n, rest.trim_end_matches('}')),
-            None => (key, ""),
-        };
-        if n != name {
-            return None;
-        }
-        let all = labels
-            .iter()
-            .all(|(k, v)| rest.split(',').any(|kv| kv == format!("{k}=\"{v}\"")));
-        all.then(|| value.parse().ok()).flatten()
-    })
-}
-
 /// Sets the four types: listener "web" (RDS "routes"), `routes`, the
 /// `clusters` and the `eds` load assignments, all at version `v`.
 fn set_all(
@@ -811,6 +791,11 @@ async fn control_plane_restart(api: Api) {
     ads.restart().await;
     within(60, "the proxy reconnects", || async {
         ads.streams_opened() > streams && config_dump(&proxy).await["xds"]["connected"] == true
+    })
+    .await;
+    // The stream can be up before the server has read its first request.
+    within(10, "a request on the new stream", || async {
+        ads.requests().iter().any(|r| r.stream > streams)
     })
     .await;
     let reconnected = ads.requests().into_iter().find(|r| r.stream > streams);

@@ -9,6 +9,7 @@ use super::h1server::OnUpgrade;
 use super::{ConnInfo, HttpChain};
 use crate::cluster::lb::hash_bytes;
 use crate::cluster::pool::{self, UpstreamBody, UpstreamError};
+use crate::filters::fault::FaultLayer;
 use crate::route::{Action, Forward, HashInput, Redirect, RequestView, Route, VirtualHost};
 use crate::telemetry::class_index;
 use bytes::Bytes;
@@ -16,7 +17,12 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Response, StatusCode, Version};
 use legate_xds::model::{LbPolicy, UpstreamProtocol};
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
+use tower::{Layer, Service};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -80,6 +86,56 @@ async fn route_request(
         chain.stats.no_route.increment(1);
         return local_reply(StatusCode::NOT_FOUND, "");
     };
+    match &route.fault {
+        None => act(chain, conn, vh, route, req).await,
+        // The route's filters, composed: fault injection, then the action.
+        Some(fault) => {
+            let mut svc = FaultLayer::new(fault.clone(), chain.stats.clone()).layer(Act {
+                chain,
+                conn,
+                vh,
+                route,
+            });
+            match svc.call(req).await {
+                Ok(resp) => resp,
+                Err(never) => match never {},
+            }
+        }
+    }
+}
+
+/// The route's action as a service, for the filters to wrap.
+#[derive(Clone, Copy)]
+struct Act<'a> {
+    chain: &'a HttpChain,
+    conn: &'a ConnInfo,
+    vh: &'a VirtualHost,
+    route: &'a Route,
+}
+
+impl<'a> Service<Request<DownBody>> for Act<'a> {
+    type Response = Response<RespBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<RespBody>, Infallible>> + Send + 'a>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<DownBody>) -> Self::Future {
+        let a = *self;
+        Box::pin(async move { Ok(act(a.chain, a.conn, a.vh, a.route, req).await) })
+    }
+}
+
+/// Carries out a matched route's action.
+async fn act(
+    chain: &HttpChain,
+    conn: &ConnInfo,
+    vh: &VirtualHost,
+    route: &Route,
+    req: Request<DownBody>,
+) -> Response<RespBody> {
     let mut resp = match &route.action {
         Action::Direct { status, body } => {
             let mut resp = Response::new(RespBody::text(body.clone()));

@@ -63,6 +63,8 @@ pub struct Route {
     pub action: Action,
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
+    /// Fault injection before the route acts.
+    pub fault: Option<Arc<crate::filters::fault::Fault>>,
 }
 
 enum PathMatch {
@@ -586,6 +588,7 @@ fn compile_route(
             &format!("{p}.response_headers"),
             &r.response_headers,
         )?,
+        fault: r.fault.as_ref().map(crate::filters::fault::Fault::compile),
     })
 }
 

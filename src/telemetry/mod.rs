@@ -93,6 +93,14 @@ fn describe() {
         "Downstream requests routed to a cluster the configuration does not have (503)."
     );
     describe_counter!(
+        "legate_http_fault_delays_injected_total",
+        "Requests delayed by fault injection (response flag DI)."
+    );
+    describe_counter!(
+        "legate_http_fault_aborts_injected_total",
+        "Requests aborted by fault injection (response flag FI)."
+    );
+    describe_counter!(
         "legate_tcp_sent_bytes_total",
         "Bytes sent to downstream by TCP proxies, by cluster."
     );
@@ -154,6 +162,9 @@ pub struct ListenerStats {
     pub no_route: Counter,
     /// Requests routed to a cluster that does not exist (Envoy's NC).
     pub no_cluster: Counter,
+    /// Fault injection: delays (DI) and aborts (FI).
+    pub fault_delays: Counter,
+    pub fault_aborts: Counter,
 }
 
 impl ListenerStats {
@@ -166,7 +177,9 @@ impl ListenerStats {
                 counter!("legate_http_downstream_rq_total", "listener" => l.clone(), "response_code_class" => class)
             }),
             no_route: counter!("legate_http_no_route_total", "listener" => l.clone()),
-            no_cluster: counter!("legate_http_no_cluster_total", "listener" => l),
+            no_cluster: counter!("legate_http_no_cluster_total", "listener" => l.clone()),
+            fault_delays: counter!("legate_http_fault_delays_injected_total", "listener" => l.clone()),
+            fault_aborts: counter!("legate_http_fault_aborts_injected_total", "listener" => l),
         }
     }
 }

@@ -233,6 +233,26 @@ pub async fn admin_get(proxy: &RunningProxy, path: &str) -> Resp {
     send(&h1_client(), req).await
 }
 
+/// The value of the Prometheus sample `name{labels}` (labels as printed,
+/// e.g. `type="RDS",result="ack"`; empty for none), if present.
+pub async fn metric(proxy: &RunningProxy, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let text = admin_get(proxy, "/stats/prometheus").await.text();
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (key, value) = l.rsplit_once(' ')?;
+        let (n, rest) = match key.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (key, ""),
+        };
+        if n != name {
+            return None;
+        }
+        let all = labels
+            .iter()
+            .all(|(k, v)| rest.split(',').any(|kv| kv == format!("{k}=\"{v}\"")));
+        all.then(|| value.parse().ok()).flatten()
+    })
+}
+
 /// YAML for one listener "web" on a free port whose only route sends every
 /// request to `cluster`, followed by `clusters` (YAML list items).
 /// `route_extra` is appended inside the route action (e.g. `, timeout: 1s`).

@@ -370,7 +370,63 @@ fn check_domain(d: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The problems of a fault injection config at `path` (also used by the
+/// control plane's mesh description).
+pub fn fault_errors(path: &str, f: &FaultInjection) -> Vec<FieldError> {
+    let mut e = Errors(Vec::new());
+    validate_fault(&mut e, path, f);
+    e.0
+}
+
+fn validate_fault(e: &mut Errors, p: &str, f: &FaultInjection) {
+    if f.delay.is_none() && f.abort.is_none() {
+        e.push(p, "set `delay`, `abort` or both");
+    }
+    if let Some(d) = &f.delay {
+        let dp = format!("{p}.delay");
+        e.exactly_one(
+            &dp,
+            &[d.fixed.is_some(), d.from_header],
+            "set exactly one of `fixed` and `from_header: true`",
+        );
+        if d.fixed.is_some_and(|t| t.is_zero()) {
+            e.push(format!("{dp}.fixed"), "must be more than 0s");
+        }
+    }
+    if let Some(a) = &f.abort {
+        let ap = format!("{p}.abort");
+        e.exactly_one(
+            &ap,
+            &[
+                a.http_status.is_some(),
+                a.grpc_status.is_some(),
+                a.from_header,
+            ],
+            "set exactly one of `http_status`, `grpc_status` and `from_header: true`",
+        );
+        if let Some(st) = a.http_status
+            && !(200..600).contains(&st)
+        {
+            e.push(
+                format!("{ap}.http_status"),
+                format!("{st} is not between 200 and 599"),
+            );
+        }
+        if let Some(st) = a.grpc_status
+            && st > 16
+        {
+            e.push(
+                format!("{ap}.grpc_status"),
+                format!("{st} is not a gRPC status (0-16)"),
+            );
+        }
+    }
+}
+
 fn validate_route(e: &mut Errors, p: &str, r: &Route, clusters: Option<&HashSet<&str>>) {
+    if let Some(f) = &r.fault {
+        validate_fault(e, &format!("{p}.fault"), f);
+    }
     let m = &r.route_match;
     let mp = format!("{p}.match");
     e.exactly_one(

@@ -151,9 +151,21 @@ fn traffic_rules_become_routes() {
             "reviews:9080".into()
         ]
     );
-    // In order: testers (header), api (prefix + rewrite), canary (split).
+    // In order: testers (header), chaos (fault), api (prefix + rewrite),
+    // canary (split).
     let names: Vec<&str> = vh.routes.iter().filter_map(|r| r.name.as_deref()).collect();
-    assert_eq!(names, ["testers", "api", "canary"]);
+    assert_eq!(names, ["testers", "chaos", "api", "canary"]);
+    let fault = vh.routes[1].fault.as_ref().expect("chaos injects faults");
+    assert_eq!(
+        fault
+            .delay
+            .as_ref()
+            .and_then(|d| d.fixed)
+            .map(|d| d.get().as_secs()),
+        Some(2)
+    );
+    assert_eq!(fault.abort.as_ref().and_then(|a| a.http_status), Some(503));
+    assert!(vh.routes[0].fault.is_none());
     let testers = &vh.routes[0].route_match;
     assert_eq!(testers.headers[0].name, "end-user");
     assert_eq!(testers.headers[0].exact.as_deref(), Some("jason"));
@@ -415,6 +427,10 @@ fn every_check_has_a_message() {
         (
             "services: [{ name: a, ports: [{ port: 80 }], egress: [zz] }]",
             "services[0].egress[0]: no service \"zz\" in the mesh",
+        ),
+        (
+            "services: [{ name: a, ports: [{ port: 80 }], routes: [{ destinations: [{}], fault: { abort: { http_status: 700, percent: 5 } } }] }]",
+            "services[0].routes[0].fault.abort.http_status: 700 is not between 200 and 599",
         ),
         (
             "services: [{ name: a, ports: [{ port: 80 }], routes: [{ rewrite: { prefix: x }, destinations: [{}] }] }]",

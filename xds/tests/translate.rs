@@ -1265,8 +1265,9 @@ fn model_to_xds_writes_what_envoy_needs() {
             .max_concurrent_streams,
         Some(1024)
     );
-    assert_eq!(h.http_filters.len(), 1);
-    assert_eq!(h.http_filters[0].name, "envoy.filters.http.router");
+    assert_eq!(h.http_filters.len(), 2);
+    assert_eq!(h.http_filters[0].name, "envoy.filters.http.fault");
+    assert_eq!(h.http_filters[1].name, "envoy.filters.http.router");
 
     let c = model::Cluster {
         name: "pay".into(),
@@ -3425,8 +3426,8 @@ fn virtual_host_refusals() {
             vh.typed_per_filter_config
                 .insert("envoy.filters.http.cors".into(), Default::default());
         },
-        ".typed_per_filter_config",
-        "not supported (Legate has no HTTP filters to configure)",
+        ".typed_per_filter_config.envoy.filters.http.cors",
+        "not supported (): Legate configures only the fault filter per route",
     );
     vh_refused(
         |vh| vh.matcher = Some(legate_xds::wire::xds::r#type::matcher::v3::Matcher {}),
@@ -3562,8 +3563,8 @@ fn route_refusals() {
             r.typed_per_filter_config
                 .insert("envoy.filters.http.ext_authz".into(), Default::default());
         },
-        ".typed_per_filter_config",
-        "not supported (Legate has no HTTP filters to configure)",
+        ".typed_per_filter_config.envoy.filters.http.ext_authz",
+        "not supported (): Legate configures only the fault filter per route",
     );
     let mut rc = base_route_config();
     rc.virtual_hosts[0].routes[0].metadata = Some(Default::default());

@@ -269,6 +269,49 @@ fn redirect(regex_match: bool) -> impl Strategy<Value = RedirectAction> {
         )
 }
 
+fn percent() -> impl Strategy<Value = legate_xds::model::Percent> {
+    (
+        prop_oneof![Just(100u32), Just(10_000), Just(1_000_000)],
+        0..=1_000_000u32,
+    )
+        .prop_map(|(denominator, n)| legate_xds::model::Percent {
+            numerator: n % (denominator + 1),
+            denominator,
+        })
+}
+
+fn fault() -> impl Strategy<Value = legate_xds::model::FaultInjection> {
+    use legate_xds::model::{FaultAbort, FaultDelay, FaultInjection};
+    let delay = (option::of(1..10_000u64), percent()).prop_map(|(ms, percent)| FaultDelay {
+        fixed: ms.map(Dur::from_millis),
+        from_header: ms.is_none(),
+        percent,
+    });
+    let abort = (
+        0..3u8,
+        200..600u16,
+        0..17u32,
+        percent(),
+        option::of(ident()),
+    )
+        .prop_map(|(kind, http, grpc, percent, body)| FaultAbort {
+            http_status: (kind == 0).then_some(http),
+            grpc_status: (kind == 1).then_some(grpc),
+            from_header: kind == 2,
+            percent,
+            body,
+        });
+    (option::of(delay), option::of(abort), option::of(0..100u32))
+        .prop_filter("a delay or an abort", |(d, a, _)| {
+            d.is_some() || a.is_some()
+        })
+        .prop_map(|(delay, abort, max_active_faults)| FaultInjection {
+            delay,
+            abort,
+            max_active_faults,
+        })
+}
+
 fn route() -> impl Strategy<Value = Route> {
     (
         route_match(),
@@ -276,14 +319,16 @@ fn route() -> impl Strategy<Value = Route> {
         mutation(true),
         mutation(false),
         0..3u8,
+        option::of(fault()),
     )
-        .prop_flat_map(|(m, name, req, resp, kind)| {
+        .prop_flat_map(|(m, name, req, resp, kind, fault)| {
             let regex_match = m.regex.is_some();
             let base = Route {
                 name,
                 route_match: m,
                 request_headers: req,
                 response_headers: resp,
+                fault,
                 ..Default::default()
             };
             match kind {

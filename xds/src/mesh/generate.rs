@@ -472,6 +472,7 @@ fn virtual_host(mesh: &Mesh, s: &Service, port: u16, bare: bool, namespace: &str
                 route: Some(action.clone()),
                 request_headers: r.request_headers.clone(),
                 response_headers: r.response_headers.clone(),
+                fault: r.fault.clone(),
                 ..Default::default()
             });
         }

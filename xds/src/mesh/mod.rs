@@ -13,7 +13,7 @@ mod lines;
 pub mod source;
 
 use crate::duration::Dur;
-use crate::model::{HeaderMutation, LbPolicy};
+use crate::model::{FaultInjection, HeaderMutation, LbPolicy};
 use crate::validate::{check_header_name, check_header_value};
 use lines::Lines;
 use serde::{Deserialize, Serialize};
@@ -191,6 +191,11 @@ pub struct HttpRoute {
     pub request_headers: HeaderMutation,
     #[serde(default, skip_serializing_if = "HeaderMutation::is_empty")]
     pub response_headers: HeaderMutation,
+    /// Delays and aborts injected into matching requests (as in a static
+    /// route: `delay: { fixed, percent }`, `abort: { http_status |
+    /// grpc_status, percent }`, `max_active_faults`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<FaultInjection>,
 }
 
 /// A request match: all given conditions must hold.
@@ -554,6 +559,11 @@ impl Mesh {
                 format!("{p}.destinations"),
                 format!("weights are percentages and must sum to 100, not {total}"),
             );
+        }
+        if let Some(f) = &r.fault {
+            for fe in crate::validate::fault_errors(&format!("{p}.fault"), f) {
+                e.push(fe.path, fe.message);
+            }
         }
         if let Some(rw) = &r.rewrite {
             if let Some(pre) = &rw.prefix

@@ -331,6 +331,130 @@ pub struct Route {
     pub request_headers: HeaderMutation,
     #[serde(default, skip_serializing_if = "HeaderMutation::is_empty")]
     pub response_headers: HeaderMutation,
+    /// Delays and aborts injected before the request is routed (Envoy's
+    /// HTTP fault filter, configured per route).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<FaultInjection>,
+}
+
+/// Fault injection: a percentage of requests is delayed, a percentage
+/// aborted (a delayed request may then be aborted too), as Envoy's fault
+/// filter does. Injected delays are flagged `DI`, aborts `FI`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultInjection {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<FaultDelay>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort: Option<FaultAbort>,
+    /// At most this many requests under an injected fault at once (none:
+    /// no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_active_faults: Option<u32>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultDelay {
+    /// How long. Exactly one of `fixed` and `from_header`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed: Option<Dur>,
+    /// The delay is the request's `x-envoy-fault-delay-request`
+    /// (milliseconds); requests without it are not delayed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_header: bool,
+    /// Of the requests the route matches. With `from_header`, a request's
+    /// `x-envoy-fault-delay-request-percentage` may lower it.
+    pub percent: Percent,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultAbort {
+    /// The HTTP status to answer. Exactly one of `http_status`,
+    /// `grpc_status` and `from_header`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    /// Answer as gRPC does: HTTP 200 with this `grpc-status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<u32>,
+    /// The status is the request's `x-envoy-fault-abort-request` (HTTP) or
+    /// `x-envoy-fault-abort-grpc-request` (gRPC); requests without either
+    /// are not aborted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_header: bool,
+    /// Of the requests the route matches. With `from_header`, a request's
+    /// `x-envoy-fault-abort-request-percentage` may lower it.
+    pub percent: Percent,
+    /// The body of the abort response (default `fault filter abort`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+/// A percentage as Envoy keeps it: a numerator over 100, 10,000 or
+/// 1,000,000. Written as a number of percent (`10`, `0.5`, `0.0001`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Percent {
+    pub numerator: u32,
+    pub denominator: u32,
+}
+
+impl Default for Percent {
+    fn default() -> Self {
+        Percent {
+            numerator: 0,
+            denominator: 100,
+        }
+    }
+}
+
+impl Percent {
+    pub const DENOMINATORS: [u32; 3] = [100, 10_000, 1_000_000];
+
+    /// The share of requests, in millionths.
+    pub fn per_million(&self) -> u64 {
+        u64::from(self.numerator) * 1_000_000 / u64::from(self.denominator.max(1))
+    }
+
+    /// `value` percent, with the smallest denominator that holds it exactly
+    /// (to a millionth); `None` outside 0..=100.
+    pub fn from_percent(value: f64) -> Option<Percent> {
+        if !(0.0..=100.0).contains(&value) {
+            return None;
+        }
+        for d in Percent::DENOMINATORS {
+            let n = value * f64::from(d) / 100.0;
+            if (n - n.round()).abs() < 1e-6 {
+                return Some(Percent {
+                    numerator: n.round() as u32,
+                    denominator: d,
+                });
+            }
+        }
+        Some(Percent {
+            numerator: (value * 10_000.0).round() as u32,
+            denominator: 1_000_000,
+        })
+    }
+
+    pub fn as_percent(&self) -> f64 {
+        f64::from(self.numerator) * 100.0 / f64::from(self.denominator.max(1))
+    }
+}
+
+impl Serialize for Percent {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(self.as_percent())
+    }
+}
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = f64::deserialize(d)?;
+        Percent::from_percent(v).ok_or_else(|| {
+            serde::de::Error::custom(format!("invalid percentage {v}: must be between 0 and 100"))
+        })
+    }
 }
 
 /// What a route matches. Exactly one of `prefix`, `path`, `regex`.

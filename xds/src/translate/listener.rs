@@ -498,6 +498,14 @@ fn http_filters_from(p: &str, filters: &[xhcm::HttpFilter]) -> R<()> {
         if is_router(f) {
             return refuse(fp, "the router must be the last HTTP filter");
         }
+        if let Some(xhcm::http_filter::ConfigType::TypedConfig(a)) = &f.config_type
+            && super::fault::is_fault(a)
+        {
+            if !f.disabled {
+                super::fault::filter_from(&fp, a)?;
+            }
+            continue;
+        }
         if !(f.is_optional || f.disabled) {
             let ty = match &f.config_type {
                 Some(xhcm::http_filter::ConfigType::TypedConfig(a)) => a.type_url.as_str(),
@@ -506,7 +514,7 @@ fn http_filters_from(p: &str, filters: &[xhcm::HttpFilter]) -> R<()> {
             return refuse(
                 fp,
                 format!(
-                    "unsupported HTTP filter {:?} ({ty}): Legate has no HTTP filters besides the router yet (mark it is_optional to skip it)",
+                    "unsupported HTTP filter {:?} ({ty}): Legate has the fault filter and the router (mark it is_optional to skip it)",
                     f.name
                 ),
             );
@@ -608,13 +616,23 @@ fn hcm_to(h: &model::HttpConnectionManager, stat_prefix: &str) -> xhcm::HttpConn
     xhcm::HttpConnectionManager {
         stat_prefix: stat_prefix.into(),
         route_specifier: Some(route_specifier),
-        http_filters: vec![xhcm::HttpFilter {
-            name: ROUTER_NAME.into(),
-            config_type: Some(xhcm::http_filter::ConfigType::TypedConfig(to_any(
-                &xrouter::Router::default(),
-            ))),
-            ..Default::default()
-        }],
+        http_filters: vec![
+            // Faults are configured per route; the filter must be there.
+            xhcm::HttpFilter {
+                name: super::fault::FAULT_FILTER.into(),
+                config_type: Some(xhcm::http_filter::ConfigType::TypedConfig(
+                    super::fault::filter_to(),
+                )),
+                ..Default::default()
+            },
+            xhcm::HttpFilter {
+                name: ROUTER_NAME.into(),
+                config_type: Some(xhcm::http_filter::ConfigType::TypedConfig(to_any(
+                    &xrouter::Router::default(),
+                ))),
+                ..Default::default()
+            },
+        ],
         common_http_protocol_options: Some(xcore::HttpProtocolOptions {
             max_headers_count: Some(h.max_request_headers_count),
             ..Default::default()

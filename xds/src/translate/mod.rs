@@ -26,6 +26,7 @@
 //! model -> xDS -> model is exact.
 
 mod cluster;
+mod fault;
 mod listener;
 mod paths;
 mod route;
@@ -33,6 +34,7 @@ mod route;
 mod tests;
 
 pub use cluster::{cluster_from_xds, cluster_to_xds, load_assignment_from_xds};
+pub use fault::FAULT_FILTER;
 pub use listener::{listener_from_xds, listener_to_xds};
 pub use route::{route_config_from_xds, route_config_to_xds};
 

@@ -1,5 +1,6 @@
 //! RouteConfiguration, virtual hosts, routes and header mutations.
 
+use super::fault;
 use super::{
     HEDGING_NOT_YET, MIRRORING_NOT_YET, NO_CORS, NO_SUBSETS, R, RATE_LIMITS_NOT_YET,
     RETRIES_NOT_YET, TLS_NOT_YET, TranslateError, at, at_i, check, dur_to, dynamic_stub, nonzero,
@@ -163,11 +164,6 @@ fn vh_from(p: &str, vh: &xroute::VirtualHost) -> R<model::VirtualHost> {
             RATE_LIMITS_NOT_YET,
         ),
         ("cors", vh.cors.is_some(), NO_CORS),
-        (
-            "typed_per_filter_config",
-            !vh.typed_per_filter_config.is_empty(),
-            NO_FILTER_CONFIG,
-        ),
         ("retry_policy", vh.retry_policy.is_some(), RETRIES_NOT_YET),
         (
             "include_request_attempt_count",
@@ -199,6 +195,7 @@ fn vh_from(p: &str, vh: &xroute::VirtualHost) -> R<model::VirtualHost> {
     if let Some((field, _, message)) = refused.iter().find(|(_, set, _)| *set) {
         return refuse(at(p, field), *message);
     }
+    let vh_fault = fault::per_filter_config_from(p, &vh.typed_per_filter_config)?.flatten();
     Ok(model::VirtualHost {
         name: vh.name.clone(),
         domains: vh.domains.clone(),
@@ -206,7 +203,7 @@ fn vh_from(p: &str, vh: &xroute::VirtualHost) -> R<model::VirtualHost> {
             .routes
             .iter()
             .enumerate()
-            .map(|(i, r)| route_from(&at_i(p, "routes", i), r))
+            .map(|(i, r)| route_from(&at_i(p, "routes", i), r, &vh_fault))
             .collect::<R<_>>()?,
         request_headers: mutation_from(
             p,
@@ -223,11 +220,18 @@ fn vh_from(p: &str, vh: &xroute::VirtualHost) -> R<model::VirtualHost> {
     })
 }
 
-fn route_from(p: &str, r: &xroute::Route) -> R<model::Route> {
+/// A route; `vh_fault` is its virtual host's fault config, taken when the
+/// route has none of its own.
+fn route_from(
+    p: &str,
+    r: &xroute::Route,
+    vh_fault: &Option<model::FaultInjection>,
+) -> R<model::Route> {
     use xroute::route::Action;
-    if !r.typed_per_filter_config.is_empty() {
-        return refuse(at(p, "typed_per_filter_config"), NO_FILTER_CONFIG);
-    }
+    let fault = match fault::per_filter_config_from(p, &r.typed_per_filter_config)? {
+        Some(own) => own,
+        None => vh_fault.clone(),
+    };
     if !r.route_specifiers.is_empty() {
         return refuse(at(p, "route_specifiers"), NO_ROUTE_SPECIFIERS);
     }
@@ -235,6 +239,7 @@ fn route_from(p: &str, r: &xroute::Route) -> R<model::Route> {
         return refuse(at(p, "match"), "must be set");
     };
     let mut route = model::Route {
+        fault,
         name: (!r.name.is_empty()).then(|| r.name.clone()),
         route_match: match_from(&at(p, "match"), m)?,
         request_headers: mutation_from(
@@ -946,6 +951,7 @@ fn route_to(r: &model::Route) -> xroute::Route {
         request_headers_to_remove: r.request_headers.remove.clone(),
         response_headers_to_add: adds_to(&r.response_headers),
         response_headers_to_remove: r.response_headers.remove.clone(),
+        typed_per_filter_config: fault::per_filter_config_to(&r.fault),
         ..Default::default()
     }
 }
