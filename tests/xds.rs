@@ -1301,3 +1301,75 @@ clusters:
         Some("static")
     );
 }
+
+/// Faults and rate limits configured the way Istio writes them: per route
+/// (`typed_per_filter_config`), in Envoy's own messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_route_faults_and_rate_limits_from_xds() {
+    use legate_xds::wire::envoy::extensions::filters::http::fault::v3 as fault;
+    use legate_xds::wire::envoy::extensions::filters::http::local_ratelimit::v3 as lrl;
+    use legate_xds::wire::envoy::r#type::v3 as ty;
+    let up = upstream("up").await;
+    let hundred = || ty::FractionalPercent {
+        numerator: 100,
+        denominator: ty::fractional_percent::DenominatorType::Hundred as i32,
+    };
+    let mut aborting = to_cluster("/abort", "up");
+    aborting.typed_per_filter_config.insert(
+        "envoy.filters.http.fault".into(),
+        ads::wire(&any(&fault::HttpFault {
+            abort: Some(fault::FaultAbort {
+                error_type: Some(fault::fault_abort::ErrorType::HttpStatus(418)),
+                percentage: Some(hundred()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })),
+    );
+    let mut limited = to_cluster("/limited", "up");
+    limited.typed_per_filter_config.insert(
+        "envoy.filters.http.local_ratelimit".into(),
+        ads::wire(&any(&lrl::LocalRateLimit {
+            stat_prefix: "http_local_rate_limiter".into(),
+            token_bucket: Some(ty::TokenBucket {
+                max_tokens: 2,
+                tokens_per_fill: Some(2),
+                fill_interval: Some(prost_types_duration(3600)),
+            }),
+            filter_enabled: Some(core::RuntimeFractionalPercent {
+                default_value: Some(hundred()),
+                runtime_key: "local_rate_limit_enabled".into(),
+            }),
+            filter_enforced: Some(core::RuntimeFractionalPercent {
+                default_value: Some(hundred()),
+                runtime_key: "local_rate_limit_enforced".into(),
+            }),
+            ..Default::default()
+        })),
+    );
+    let ads = AdsServer::start().await;
+    set_all(
+        &ads,
+        "1",
+        vec![aborting, limited, to_cluster("/", "up")],
+        vec![static_cluster("up", &[up.addr])],
+        vec![],
+    );
+    let proxy = dynamic_proxy(&ads, Api::Delta).await;
+    wait_acks(&ads, "1", &[LISTENER, ROUTE, CLUSTER]).await;
+    let web = listener_addr(&proxy, "web").await;
+    assert_eq!(get(web, "x", "/abort", &[]).await.status, 418);
+    let mut s = Vec::new();
+    for _ in 0..3 {
+        s.push(get(web, "x", "/limited", &[]).await.status);
+    }
+    assert_eq!(s, [200, 200, 429]);
+    assert_eq!(get(web, "x", "/other", &[]).await.status, 200);
+}
+
+fn prost_types_duration(secs: i64) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: secs,
+        nanos: 0,
+    }
+}

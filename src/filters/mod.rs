@@ -4,3 +4,4 @@
 //! for routes that configure them (other routes pay nothing).
 
 pub mod fault;
+pub mod ratelimit;

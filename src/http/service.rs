@@ -9,7 +9,8 @@ use super::h1server::OnUpgrade;
 use super::{ConnInfo, HttpChain};
 use crate::cluster::lb::hash_bytes;
 use crate::cluster::pool::{self, UpstreamBody, UpstreamError};
-use crate::filters::fault::FaultLayer;
+use crate::filters::fault::{Fault, FaultLayer};
+use crate::filters::ratelimit::{RateLimit, RateLimitLayer};
 use crate::route::{Action, Forward, HashInput, Redirect, RequestView, Route, VirtualHost};
 use crate::telemetry::class_index;
 use bytes::Bytes;
@@ -20,6 +21,7 @@ use legate_xds::model::{LbPolicy, UpstreamProtocol};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 use tower::{Layer, Service};
@@ -86,23 +88,10 @@ async fn route_request(
         chain.stats.no_route.increment(1);
         return local_reply(StatusCode::NOT_FOUND, "");
     };
-    if let Some(fault) = &route.fault {
-        // The route's filters, composed: fault injection, then the action.
+    if route.rate_limit.is_some() || route.fault.is_some() {
         // Boxed, so routes without filters carry none of their state.
         let filtered: Pin<Box<dyn Future<Output = Response<RespBody>> + Send + '_>> =
-            Box::pin(async move {
-                let act = Act {
-                    chain,
-                    conn,
-                    vh,
-                    route,
-                };
-                let mut svc = FaultLayer::new(fault.clone(), chain.stats.clone()).layer(act);
-                match svc.call(req).await {
-                    Ok(resp) => resp,
-                    Err(never) => match never {},
-                }
-            });
+            Box::pin(with_filters(chain, conn, vh, route, req));
         return filtered.await;
     }
     // Written out here rather than awaited as a function: the nested
@@ -138,6 +127,36 @@ macro_rules! act {
     }};
 }
 use act;
+
+/// The route's HTTP filters, composed in Envoy's usual order: local rate
+/// limit, then fault injection, then the route's action.
+async fn with_filters(
+    chain: &HttpChain,
+    conn: &ConnInfo,
+    vh: &VirtualHost,
+    route: &Route,
+    req: Request<DownBody>,
+) -> Response<RespBody> {
+    let mut act = Act {
+        chain,
+        conn,
+        vh,
+        route,
+    };
+    let stats = &chain.stats;
+    let limit = |l: &Arc<RateLimit>| RateLimitLayer::new(l.clone(), stats.clone());
+    let fault = |f: &Arc<Fault>| FaultLayer::new(f.clone(), stats.clone());
+    let resp = match (&route.rate_limit, &route.fault) {
+        (Some(l), Some(f)) => limit(l).layer(fault(f).layer(act)).call(req).await,
+        (Some(l), None) => limit(l).layer(act).call(req).await,
+        (None, Some(f)) => fault(f).layer(act).call(req).await,
+        (None, None) => act.call(req).await,
+    };
+    match resp {
+        Ok(r) => r,
+        Err(never) => match never {},
+    }
+}
 
 /// The route's action as a service, for the filters to wrap.
 #[derive(Clone, Copy)]

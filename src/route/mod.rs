@@ -65,6 +65,8 @@ pub struct Route {
     pub response_headers: HeaderOps,
     /// Fault injection before the route acts.
     pub fault: Option<Arc<crate::filters::fault::Fault>>,
+    /// The route's token bucket, or its virtual host's.
+    pub rate_limit: Option<Arc<crate::filters::ratelimit::RateLimit>>,
 }
 
 enum PathMatch {
@@ -190,12 +192,23 @@ impl RouteTable {
                     t.exact.entry(d.into()).or_insert(i);
                 }
             }
+            let vh_limit = vh
+                .rate_limit
+                .as_ref()
+                .map(|l| rate_limit(&format!("{vp}.rate_limit"), l))
+                .transpose()?;
             let routes = vh
                 .routes
                 .iter()
                 .enumerate()
-                .map(|(j, r)| compile_route(&format!("{vp}.routes[{j}]"), r, clusters))
-                .collect::<Result<Vec<_>, _>>()?;
+                .map(|(j, r)| {
+                    let mut route = compile_route(&format!("{vp}.routes[{j}]"), r, clusters)?;
+                    if route.rate_limit.is_none() {
+                        route.rate_limit = vh_limit.clone();
+                    }
+                    Ok(route)
+                })
+                .collect::<Result<Vec<_>, CompileError>>()?;
             let index = RouteIndex::build(routes.iter().map(Route::literal));
             t.virtual_hosts.push(VirtualHost {
                 name: vh.name.as_str().into(),
@@ -589,7 +602,19 @@ fn compile_route(
             &r.response_headers,
         )?,
         fault: r.fault.as_ref().map(crate::filters::fault::Fault::compile),
+        rate_limit: r
+            .rate_limit
+            .as_ref()
+            .map(|l| rate_limit(&format!("{p}.rate_limit"), l))
+            .transpose()?,
     })
+}
+
+fn rate_limit(
+    p: &str,
+    l: &model::LocalRateLimit,
+) -> Result<Arc<crate::filters::ratelimit::RateLimit>, CompileError> {
+    crate::filters::ratelimit::RateLimit::compile(l).map_err(|m| err(p, &m))
 }
 
 /// Envoy's substitutions are RE2's: `\N` (one digit) is group N, `\\` is

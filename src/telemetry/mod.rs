@@ -101,6 +101,10 @@ fn describe() {
         "Requests aborted by fault injection (response flag FI)."
     );
     describe_counter!(
+        "legate_http_local_rate_limit_total",
+        "Requests the local rate limit was worked out for, by result: ok (a token was taken) or rate_limited (none left; response flag RL)."
+    );
+    describe_counter!(
         "legate_tcp_sent_bytes_total",
         "Bytes sent to downstream by TCP proxies, by cluster."
     );
@@ -165,6 +169,10 @@ pub struct ListenerStats {
     /// Fault injection: delays (DI) and aborts (FI).
     pub fault_delays: Counter,
     pub fault_aborts: Counter,
+    /// Local rate limit: requests that found a token, and those that did
+    /// not (RL; refused, or let through when not enforced).
+    pub rate_limit_ok: Counter,
+    pub rate_limited: Counter,
 }
 
 impl ListenerStats {
@@ -179,7 +187,9 @@ impl ListenerStats {
             no_route: counter!("legate_http_no_route_total", "listener" => l.clone()),
             no_cluster: counter!("legate_http_no_cluster_total", "listener" => l.clone()),
             fault_delays: counter!("legate_http_fault_delays_injected_total", "listener" => l.clone()),
-            fault_aborts: counter!("legate_http_fault_aborts_injected_total", "listener" => l),
+            fault_aborts: counter!("legate_http_fault_aborts_injected_total", "listener" => l.clone()),
+            rate_limit_ok: counter!("legate_http_local_rate_limit_total", "listener" => l.clone(), "result" => "ok"),
+            rate_limited: counter!("legate_http_local_rate_limit_total", "listener" => l, "result" => "rate_limited"),
         }
     }
 }

@@ -309,6 +309,9 @@ fn validate_route_config(
     let mut domains: HashMap<String, usize> = HashMap::new();
     for (i, vh) in rc.virtual_hosts.iter().enumerate() {
         let vp = format!("{rp}.virtual_hosts[{i}]");
+        if let Some(l) = &vh.rate_limit {
+            validate_rate_limit(e, &format!("{vp}.rate_limit"), l);
+        }
         if vh.domains.is_empty() {
             e.push(
                 format!("{vp}.domains"),
@@ -423,9 +426,41 @@ fn validate_fault(e: &mut Errors, p: &str, f: &FaultInjection) {
     }
 }
 
+fn validate_rate_limit(e: &mut Errors, p: &str, l: &LocalRateLimit) {
+    if l.fill_interval < crate::duration::Dur::from_millis(50) {
+        e.push(format!("{p}.fill_interval"), "must be at least 50ms");
+    }
+    if l.tokens_per_fill == 0 {
+        e.push(format!("{p}.tokens_per_fill"), "must be at least 1");
+    }
+    if !(400..600).contains(&l.status) {
+        e.push(
+            format!("{p}.status"),
+            format!("{} is not between 400 and 599", l.status),
+        );
+    }
+    for (field, list) in [
+        ("response_headers", &l.response_headers),
+        (
+            "request_headers_when_not_enforced",
+            &l.request_headers_when_not_enforced,
+        ),
+    ] {
+        for (i, h) in list.iter().enumerate() {
+            if let Err(msg) = check_header_name(&h.name).and_then(|_| check_header_value(&h.value))
+            {
+                e.push(format!("{p}.{field}[{i}]"), msg);
+            }
+        }
+    }
+}
+
 fn validate_route(e: &mut Errors, p: &str, r: &Route, clusters: Option<&HashSet<&str>>) {
     if let Some(f) = &r.fault {
         validate_fault(e, &format!("{p}.fault"), f);
+    }
+    if let Some(l) = &r.rate_limit {
+        validate_rate_limit(e, &format!("{p}.rate_limit"), l);
     }
     let m = &r.route_match;
     let mp = format!("{p}.match");

@@ -1265,9 +1265,15 @@ fn model_to_xds_writes_what_envoy_needs() {
             .max_concurrent_streams,
         Some(1024)
     );
-    assert_eq!(h.http_filters.len(), 2);
-    assert_eq!(h.http_filters[0].name, "envoy.filters.http.fault");
-    assert_eq!(h.http_filters[1].name, "envoy.filters.http.router");
+    let names: Vec<&str> = h.http_filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "envoy.filters.http.fault",
+            "envoy.filters.http.local_ratelimit",
+            "envoy.filters.http.router"
+        ]
+    );
 
     let c = model::Cluster {
         name: "pay".into(),
@@ -3427,7 +3433,7 @@ fn virtual_host_refusals() {
                 .insert("envoy.filters.http.cors".into(), Default::default());
         },
         ".typed_per_filter_config.envoy.filters.http.cors",
-        "not supported (): Legate configures only the fault filter per route",
+        "not supported (): Legate configures the fault and local rate limit filters per route",
     );
     vh_refused(
         |vh| vh.matcher = Some(legate_xds::wire::xds::r#type::matcher::v3::Matcher {}),
@@ -3564,7 +3570,7 @@ fn route_refusals() {
                 .insert("envoy.filters.http.ext_authz".into(), Default::default());
         },
         ".typed_per_filter_config.envoy.filters.http.ext_authz",
-        "not supported (): Legate configures only the fault filter per route",
+        "not supported (): Legate configures the fault and local rate limit filters per route",
     );
     let mut rc = base_route_config();
     rc.virtual_hosts[0].routes[0].metadata = Some(Default::default());

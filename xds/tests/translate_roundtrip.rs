@@ -312,6 +312,29 @@ fn fault() -> impl Strategy<Value = legate_xds::model::FaultInjection> {
         })
 }
 
+fn rate_limit() -> impl Strategy<Value = LocalRateLimit> {
+    (
+        (0..1000u32, 1..100u32, 50..10_000u64, 400..600u16),
+        (percent(), percent(), any::<bool>()),
+        (mutation(false), mutation(true)),
+    )
+        .prop_map(
+            |((max_tokens, tokens_per_fill, ms, status), (enabled, enforced, x), (resp, req))| {
+                LocalRateLimit {
+                    max_tokens,
+                    tokens_per_fill,
+                    fill_interval: Dur::from_millis(ms),
+                    status,
+                    enabled,
+                    enforced,
+                    x_ratelimit_headers: x,
+                    response_headers: resp.add,
+                    request_headers_when_not_enforced: req.add,
+                }
+            },
+        )
+}
+
 fn route() -> impl Strategy<Value = Route> {
     (
         route_match(),
@@ -320,8 +343,9 @@ fn route() -> impl Strategy<Value = Route> {
         mutation(false),
         0..3u8,
         option::of(fault()),
+        option::of(rate_limit()),
     )
-        .prop_flat_map(|(m, name, req, resp, kind, fault)| {
+        .prop_flat_map(|(m, name, req, resp, kind, fault, rate_limit)| {
             let regex_match = m.regex.is_some();
             let base = Route {
                 name,
@@ -329,6 +353,7 @@ fn route() -> impl Strategy<Value = Route> {
                 request_headers: req,
                 response_headers: resp,
                 fault,
+                rate_limit,
                 ..Default::default()
             };
             match kind {
@@ -364,6 +389,7 @@ fn route_config(name: BoxedStrategy<String>) -> impl Strategy<Value = RouteConfi
                 vec(route(), 1..4),
                 mutation(true),
                 mutation(false),
+                option::of(rate_limit()),
             ),
             1..4,
         ),
@@ -374,7 +400,7 @@ fn route_config(name: BoxedStrategy<String>) -> impl Strategy<Value = RouteConfi
             let virtual_hosts = vhs
                 .into_iter()
                 .enumerate()
-                .map(|(i, (vname, ndomains, routes, req, resp))| {
+                .map(|(i, (vname, ndomains, routes, req, resp, rate_limit))| {
                     // Domains are unique across the table.
                     let mut domains: Vec<String> = (0..ndomains)
                         .map(|k| match k {
@@ -391,6 +417,7 @@ fn route_config(name: BoxedStrategy<String>) -> impl Strategy<Value = RouteConfi
                         routes,
                         request_headers: req,
                         response_headers: resp,
+                        rate_limit,
                     }
                 })
                 .collect();

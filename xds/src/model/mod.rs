@@ -286,6 +286,54 @@ pub struct VirtualHost {
     pub request_headers: HeaderMutation,
     #[serde(default, skip_serializing_if = "HeaderMutation::is_empty")]
     pub response_headers: HeaderMutation,
+    /// One token bucket shared by the routes that have no limit of their
+    /// own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<LocalRateLimit>,
+}
+
+/// Local rate limiting (Envoy's local_ratelimit filter): a token bucket
+/// that starts full and gets `tokens_per_fill` tokens (up to `max_tokens`)
+/// every `fill_interval`; each request takes one, and a request that finds
+/// none is answered `status` (flag `RL`). The bucket is shared by every
+/// connection and worker, and starts over when the route configuration
+/// changes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalRateLimit {
+    pub max_tokens: u32,
+    #[serde(default = "default_tokens_per_fill")]
+    pub tokens_per_fill: u32,
+    pub fill_interval: Dur,
+    /// The status of limited requests (400-599).
+    #[serde(default = "default_rate_limited_status")]
+    pub status: u16,
+    /// Share of requests the limit is worked out for (the others pass
+    /// without taking a token).
+    #[serde(default = "Percent::hundred")]
+    pub enabled: Percent,
+    /// Share of limited requests that are refused; the others pass with
+    /// `request_headers_when_not_enforced` added.
+    #[serde(default = "Percent::hundred")]
+    pub enforced: Percent,
+    /// `x-ratelimit-limit`, `-remaining` and `-reset` on responses
+    /// (draft 03 of the RateLimit header fields, as Envoy writes them).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub x_ratelimit_headers: bool,
+    /// Added to the responses of refused requests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub response_headers: Vec<HeaderValueOption>,
+    /// Added to limited requests that are let through (not enforced).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub request_headers_when_not_enforced: Vec<HeaderValueOption>,
+}
+
+fn default_tokens_per_fill() -> u32 {
+    1
+}
+
+fn default_rate_limited_status() -> u16 {
+    429
 }
 
 /// Headers to add (or set) and remove.
@@ -335,6 +383,9 @@ pub struct Route {
     /// HTTP fault filter, configured per route).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault: Option<FaultInjection>,
+    /// This route's own token bucket (else its virtual host's, if any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<LocalRateLimit>,
 }
 
 /// Fault injection: a percentage of requests is delayed, a percentage
@@ -409,6 +460,13 @@ impl Default for Percent {
 }
 
 impl Percent {
+    pub fn hundred() -> Percent {
+        Percent {
+            numerator: 100,
+            denominator: 100,
+        }
+    }
+
     pub const DENOMINATORS: [u32; 3] = [100, 10_000, 1_000_000];
 
     /// The share of requests, in millionths.

@@ -2,17 +2,16 @@
 //! per-route [`model::FaultInjection`].
 //!
 //! Faults are configured per route or per virtual host through
-//! `typed_per_filter_config` (as Istio does), and the connection manager's
-//! fault filter must be there with an empty config (listener-wide fault
-//! defaults are refused). A route without its own config takes its virtual
-//! host's. An empty per-route config means no faults.
+//! `typed_per_filter_config` (as Istio does; see [`super::filters`]), and
+//! the connection manager's fault filter must have an empty config
+//! (listener-wide fault defaults are refused). An empty per-route config
+//! means no faults.
 
 use super::{R, at, dur_from, dur_to, refuse, type_name, unknown_enum, unpack};
 use crate::model;
 use crate::wire::envoy::extensions::filters::common::fault::v3 as xcommon;
 use crate::wire::envoy::extensions::filters::http::fault::v3 as xfault;
 use crate::wire::envoy::r#type::v3 as xtype;
-use std::collections::HashMap;
 
 /// The filter name Legate writes (Envoy's and Istio's).
 pub const FAULT_FILTER: &str = "envoy.filters.http.fault";
@@ -20,37 +19,6 @@ pub const FAULT_FILTER: &str = "envoy.filters.http.fault";
 /// Whether `any` is an HTTPFault config.
 pub(crate) fn is_fault(any: &prost_types::Any) -> bool {
     type_name(&any.type_url) == <xfault::HttpFault as prost::Name>::full_name()
-}
-
-/// The fault config in a route's or virtual host's
-/// `typed_per_filter_config` (`Some(None)`: an empty config, no faults;
-/// `None`: none given).
-pub(crate) fn per_filter_config_from(
-    p: &str,
-    configs: &HashMap<String, prost_types::Any>,
-) -> R<Option<Option<model::FaultInjection>>> {
-    let mut names: Vec<&String> = configs.keys().collect();
-    names.sort();
-    let mut out = None;
-    for name in names {
-        let fp = at(&at(p, "typed_per_filter_config"), name);
-        let any = &configs[name];
-        if !is_fault(any) {
-            return refuse(
-                fp,
-                format!(
-                    "not supported ({}): Legate configures only the fault filter per route",
-                    any.type_url
-                ),
-            );
-        }
-        if out.is_some() {
-            return refuse(fp, "a second fault filter config");
-        }
-        let f: xfault::HttpFault = unpack(&fp, any)?;
-        out = Some(fault_from(&fp, &f)?);
-    }
-    Ok(out)
 }
 
 /// A fault filter config in the connection manager must be empty: faults
@@ -66,7 +34,7 @@ pub(crate) fn filter_from(p: &str, any: &prost_types::Any) -> R<()> {
     Ok(())
 }
 
-fn percent_from(p: &str, f: &Option<xtype::FractionalPercent>) -> R<model::Percent> {
+pub(crate) fn percent_from(p: &str, f: &Option<xtype::FractionalPercent>) -> R<model::Percent> {
     use xtype::fractional_percent::DenominatorType as D;
     let Some(f) = f else {
         // Unset: proto defaults, 0 out of 100.
@@ -85,7 +53,7 @@ fn percent_from(p: &str, f: &Option<xtype::FractionalPercent>) -> R<model::Perce
     })
 }
 
-fn percent_to(p: model::Percent) -> xtype::FractionalPercent {
+pub(crate) fn percent_to(p: model::Percent) -> xtype::FractionalPercent {
     use xtype::fractional_percent::DenominatorType as D;
     let denominator = match p.denominator {
         100 => D::Hundred,
@@ -186,16 +154,6 @@ pub(crate) fn fault_to(f: &model::FaultInjection) -> xfault::HttpFault {
         max_active_faults: f.max_active_faults,
         ..Default::default()
     }
-}
-
-/// `typed_per_filter_config` carrying a route's fault.
-pub(crate) fn per_filter_config_to(
-    f: &Option<model::FaultInjection>,
-) -> HashMap<String, prost_types::Any> {
-    f.as_ref()
-        .map(|f| (FAULT_FILTER.to_string(), super::to_any(&fault_to(f))))
-        .into_iter()
-        .collect()
 }
 
 /// The connection manager's (empty) fault filter.

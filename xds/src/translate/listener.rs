@@ -499,11 +499,8 @@ fn http_filters_from(p: &str, filters: &[xhcm::HttpFilter]) -> R<()> {
             return refuse(fp, "the router must be the last HTTP filter");
         }
         if let Some(xhcm::http_filter::ConfigType::TypedConfig(a)) = &f.config_type
-            && super::fault::is_fault(a)
+            && (f.disabled || super::filters::http_filter_from(&fp, a)?)
         {
-            if !f.disabled {
-                super::fault::filter_from(&fp, a)?;
-            }
             continue;
         }
         if !(f.is_optional || f.disabled) {
@@ -514,7 +511,7 @@ fn http_filters_from(p: &str, filters: &[xhcm::HttpFilter]) -> R<()> {
             return refuse(
                 fp,
                 format!(
-                    "unsupported HTTP filter {:?} ({ty}): Legate has the fault filter and the router (mark it is_optional to skip it)",
+                    "unsupported HTTP filter {:?} ({ty}): Legate has the fault and local rate limit filters and the router (mark it is_optional to skip it)",
                     f.name
                 ),
             );
@@ -616,23 +613,19 @@ fn hcm_to(h: &model::HttpConnectionManager, stat_prefix: &str) -> xhcm::HttpConn
     xhcm::HttpConnectionManager {
         stat_prefix: stat_prefix.into(),
         route_specifier: Some(route_specifier),
-        http_filters: vec![
-            // Faults are configured per route; the filter must be there.
-            xhcm::HttpFilter {
-                name: super::fault::FAULT_FILTER.into(),
-                config_type: Some(xhcm::http_filter::ConfigType::TypedConfig(
-                    super::fault::filter_to(),
-                )),
-                ..Default::default()
-            },
-            xhcm::HttpFilter {
+        http_filters: {
+            // Faults and rate limits are configured per route; the filters
+            // must be there.
+            let mut f = super::filters::http_filters_to();
+            f.push(xhcm::HttpFilter {
                 name: ROUTER_NAME.into(),
                 config_type: Some(xhcm::http_filter::ConfigType::TypedConfig(to_any(
                     &xrouter::Router::default(),
                 ))),
                 ..Default::default()
-            },
-        ],
+            });
+            f
+        },
         common_http_protocol_options: Some(xcore::HttpProtocolOptions {
             max_headers_count: Some(h.max_request_headers_count),
             ..Default::default()

@@ -27,8 +27,10 @@
 
 mod cluster;
 mod fault;
+mod filters;
 mod listener;
 mod paths;
+mod ratelimit;
 mod route;
 #[cfg(test)]
 mod tests;
@@ -36,6 +38,7 @@ mod tests;
 pub use cluster::{cluster_from_xds, cluster_to_xds, load_assignment_from_xds};
 pub use fault::FAULT_FILTER;
 pub use listener::{listener_from_xds, listener_to_xds};
+pub use ratelimit::RATE_LIMIT_FILTER;
 pub use route::{route_config_from_xds, route_config_to_xds};
 
 use crate::duration::Dur;

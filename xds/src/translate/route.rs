@@ -1,6 +1,6 @@
 //! RouteConfiguration, virtual hosts, routes and header mutations.
 
-use super::fault;
+use super::filters;
 use super::{
     HEDGING_NOT_YET, MIRRORING_NOT_YET, NO_CORS, NO_SUBSETS, R, RATE_LIMITS_NOT_YET,
     RETRIES_NOT_YET, TLS_NOT_YET, TranslateError, at, at_i, check, dur_to, dynamic_stub, nonzero,
@@ -195,7 +195,8 @@ fn vh_from(p: &str, vh: &xroute::VirtualHost) -> R<model::VirtualHost> {
     if let Some((field, _, message)) = refused.iter().find(|(_, set, _)| *set) {
         return refuse(at(p, field), *message);
     }
-    let vh_fault = fault::per_filter_config_from(p, &vh.typed_per_filter_config)?.flatten();
+    let vh_filters = filters::per_filter_config_from(p, &vh.typed_per_filter_config)?;
+    let vh_fault = vh_filters.fault.flatten();
     Ok(model::VirtualHost {
         name: vh.name.clone(),
         domains: vh.domains.clone(),
@@ -205,6 +206,7 @@ fn vh_from(p: &str, vh: &xroute::VirtualHost) -> R<model::VirtualHost> {
             .enumerate()
             .map(|(i, r)| route_from(&at_i(p, "routes", i), r, &vh_fault))
             .collect::<R<_>>()?,
+        rate_limit: vh_filters.rate_limit,
         request_headers: mutation_from(
             p,
             "request",
@@ -228,10 +230,12 @@ fn route_from(
     vh_fault: &Option<model::FaultInjection>,
 ) -> R<model::Route> {
     use xroute::route::Action;
-    let fault = match fault::per_filter_config_from(p, &r.typed_per_filter_config)? {
+    let own = filters::per_filter_config_from(p, &r.typed_per_filter_config)?;
+    let fault = match own.fault {
         Some(own) => own,
         None => vh_fault.clone(),
     };
+    let rate_limit = own.rate_limit;
     if !r.route_specifiers.is_empty() {
         return refuse(at(p, "route_specifiers"), NO_ROUTE_SPECIFIERS);
     }
@@ -240,6 +244,7 @@ fn route_from(
     };
     let mut route = model::Route {
         fault,
+        rate_limit,
         name: (!r.name.is_empty()).then(|| r.name.clone()),
         route_match: match_from(&at(p, "match"), m)?,
         request_headers: mutation_from(
@@ -794,17 +799,17 @@ fn direct_from(p: &str, d: &xroute::DirectResponseAction) -> R<model::DirectResp
 /// (`dir` is `request` or `response`). Names and values are checked here,
 /// with Envoy's paths; an empty value without keep_empty_value is dropped
 /// (as Envoy does).
-fn mutation_from(
+/// Header additions at `p.field[i]` (request ones may not touch `host`).
+pub(crate) fn adds_from(
     p: &str,
-    dir: &str,
+    field: &str,
     add: &[xcore::HeaderValueOption],
-    remove: &[String],
-) -> R<model::HeaderMutation> {
+    request: bool,
+) -> R<Vec<model::HeaderValueOption>> {
     use xcore::header_value_option::HeaderAppendAction as A;
-    let request = dir == "request";
-    let mut out = model::HeaderMutation::default();
+    let mut out = Vec::new();
     for (i, h) in add.iter().enumerate() {
-        let hp = at_i(p, &format!("{dir}_headers_to_add"), i);
+        let hp = at_i(p, field, i);
         let Some(hv) = &h.header else {
             return refuse(at(&hp, "header"), "must be set");
         };
@@ -845,12 +850,26 @@ fn mutation_from(
         if value.is_empty() && !h.keep_empty_value {
             continue;
         }
-        out.add.push(model::HeaderValueOption {
+        out.push(model::HeaderValueOption {
             name: hv.key.clone(),
             value,
             append,
         });
     }
+    Ok(out)
+}
+
+fn mutation_from(
+    p: &str,
+    dir: &str,
+    add: &[xcore::HeaderValueOption],
+    remove: &[String],
+) -> R<model::HeaderMutation> {
+    let request = dir == "request";
+    let mut out = model::HeaderMutation {
+        add: adds_from(p, &format!("{dir}_headers_to_add"), add, request)?,
+        ..Default::default()
+    };
     for (i, n) in remove.iter().enumerate() {
         let np = at_i(p, &format!("{dir}_headers_to_remove"), i);
         check_header_name(n).map_err(|m| refusal(np.clone(), m))?;
@@ -887,14 +906,18 @@ fn vh_to(vh: &model::VirtualHost) -> xroute::VirtualHost {
         request_headers_to_remove: vh.request_headers.remove.clone(),
         response_headers_to_add: adds_to(&vh.response_headers),
         response_headers_to_remove: vh.response_headers.remove.clone(),
+        typed_per_filter_config: filters::per_filter_config_to(&None, &vh.rate_limit),
         ..Default::default()
     }
 }
 
 fn adds_to(m: &model::HeaderMutation) -> Vec<xcore::HeaderValueOption> {
+    adds_to_list(&m.add)
+}
+
+pub(crate) fn adds_to_list(add: &[model::HeaderValueOption]) -> Vec<xcore::HeaderValueOption> {
     use xcore::header_value_option::HeaderAppendAction as A;
-    m.add
-        .iter()
+    add.iter()
         .map(|h| xcore::HeaderValueOption {
             header: Some(xcore::HeaderValue {
                 key: h.name.clone(),
@@ -951,7 +974,7 @@ fn route_to(r: &model::Route) -> xroute::Route {
         request_headers_to_remove: r.request_headers.remove.clone(),
         response_headers_to_add: adds_to(&r.response_headers),
         response_headers_to_remove: r.response_headers.remove.clone(),
-        typed_per_filter_config: fault::per_filter_config_to(&r.fault),
+        typed_per_filter_config: filters::per_filter_config_to(&r.fault, &r.rate_limit),
         ..Default::default()
     }
 }
