@@ -15,6 +15,7 @@ pub mod http;
 pub mod listener;
 pub mod proxy;
 pub mod route;
+pub mod router;
 pub mod tcp;
 pub mod telemetry;
 

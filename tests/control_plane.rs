@@ -49,6 +49,7 @@ fn mesh_yaml(v: &[SocketAddr; 3], split: (u32, u32)) -> String {
         destinations:
           - {{ subset: v1, weight: {} }}
           - {{ subset: v2, weight: {} }}
+        retries: {{ retry_on: [gateway-error, connect-failure], num_retries: 2, per_try_timeout: 2s }}
 "#,
         v[0], v[1], v[2], split.0, split.1
     )

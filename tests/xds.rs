@@ -640,12 +640,14 @@ async fn invalid_updates_are_nacked(api: Api) {
         Some("a")
     );
 
-    // A route with a retry policy (which Legate does not support).
+    // A route with a retry policy Legate does not support (a retry
+    // priority plugin).
     let mut bad = to_cluster("/", "b");
     if let Some(route::route::Action::Route(action)) = &mut bad.action {
         action.retry_policy = Some(route::RetryPolicy {
             retry_on: "5xx".into(),
             num_retries: Some(3),
+            retry_priority: Some(Default::default()),
             ..Default::default()
         });
     }

@@ -78,6 +78,8 @@ pub struct Cluster {
     ring_size: u32,
     rr: AtomicUsize,
     endpoints: ArcSwap<EndpointSet>,
+    /// Requests on retrying routes and retries in flight (the budget).
+    pub retry_budget: crate::router::retry::RetryBudget,
 }
 
 impl Cluster {
@@ -99,6 +101,7 @@ impl Cluster {
             settings,
             ring_size: m.ring_size,
             rr: AtomicUsize::new(0),
+            retry_budget: Default::default(),
             endpoints: ArcSwap::from_pointee(EndpointSet {
                 endpoints: Vec::new(),
                 all: Vec::new(),
@@ -183,6 +186,25 @@ impl Cluster {
     pub fn pick(&self, hash: Option<u64>) -> Option<Arc<Endpoint>> {
         let set = self.endpoints.load();
         lb::pick(self.lb_policy, &set, &self.rr, hash).cloned()
+    }
+
+    /// A pick that avoids `avoid` when it can (a few tries, as Envoy's
+    /// host selection retries): a retry with `retry_previous_hosts`.
+    pub fn pick_avoiding(
+        &self,
+        hash: Option<u64>,
+        avoid: &[Arc<Endpoint>],
+    ) -> Option<Arc<Endpoint>> {
+        let set = self.endpoints.load();
+        let mut last = None;
+        for _ in 0..(set.endpoints.len().clamp(1, 4)) {
+            let ep = lb::pick(self.lb_policy, &set, &self.rr, hash).cloned();
+            match ep {
+                Some(e) if avoid.iter().any(|a| Arc::ptr_eq(a, &e)) => last = Some(e),
+                other => return other,
+            }
+        }
+        last
     }
 
     /// Starts the cluster's tasks: the idle-connection sweep, and for

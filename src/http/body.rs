@@ -133,6 +133,8 @@ pub enum Upload {
 pub enum DownBody {
     H1(#[pin] crate::http::h1server::RequestBody),
     H2(#[pin] Incoming),
+    /// A body read in full beforehand, sent again by retries.
+    Buffered(Option<Bytes>),
 }
 
 /// Why a downstream request body failed.
@@ -155,6 +157,7 @@ impl Body for DownBody {
         match self.project() {
             DownBodyProj::H1(b) => b.poll_frame(cx).map_err(DownBodyError::H1),
             DownBodyProj::H2(b) => b.poll_frame(cx).map_err(DownBodyError::H2),
+            DownBodyProj::Buffered(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
         }
     }
 
@@ -162,6 +165,7 @@ impl Body for DownBody {
         match self {
             DownBody::H1(b) => b.is_end_stream(),
             DownBody::H2(b) => b.is_end_stream(),
+            DownBody::Buffered(b) => b.is_none(),
         }
     }
 
@@ -169,6 +173,7 @@ impl Body for DownBody {
         match self {
             DownBody::H1(b) => b.size_hint(),
             DownBody::H2(b) => b.size_hint(),
+            DownBody::Buffered(b) => SizeHint::with_exact(b.as_ref().map_or(0, |d| d.len() as u64)),
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::cluster::pool::{self, UpstreamBody, UpstreamError};
 use crate::filters::fault::{Fault, FaultLayer};
 use crate::filters::ratelimit::{RateLimit, RateLimitLayer};
 use crate::route::{Action, Forward, HashInput, Redirect, RequestView, Route, VirtualHost};
+use crate::router::retry::{Failure, RetryLayer, Tried, Try, attempt_count};
 use crate::telemetry::class_index;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -29,6 +30,7 @@ use tower::{Layer, Service};
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_ENVOY_ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -88,7 +90,8 @@ async fn route_request(
         chain.stats.no_route.increment(1);
         return local_reply(StatusCode::NOT_FOUND, "");
     };
-    if route.rate_limit.is_some() || route.fault.is_some() {
+    let retries = matches!(&route.action, Action::Forward(f) if f.retry.is_some());
+    if retries || route.rate_limit.is_some() || route.fault.is_some() {
         // Boxed, so routes without filters carry none of their state.
         let filtered: Pin<Box<dyn Future<Output = Response<RespBody>> + Send + '_>> =
             Box::pin(with_filters(chain, conn, vh, route, req));
@@ -179,9 +182,78 @@ impl<'a> Service<Request<DownBody>> for Act<'a> {
     fn call(&mut self, req: Request<DownBody>) -> Self::Future {
         let a = *self;
         Box::pin(async move {
+            if let Action::Forward(fwd) = &a.route.action
+                && let Some(policy) = &fwd.retry
+            {
+                // The router's layers over one try: retries.
+                let one_try = OneTry {
+                    chain: a.chain,
+                    conn: a.conn,
+                    vh: a.vh,
+                    route: a.route,
+                    fwd,
+                };
+                let mut svc = RetryLayer::new(policy, &fwd.target, fwd.timeout).layer(one_try);
+                let mut resp = match svc.call(req).await {
+                    Ok(r) => r,
+                    Err(never) => match never {},
+                };
+                // Legate's own replies get the response header changes
+                // (proxied ones have them already).
+                if resp
+                    .extensions()
+                    .get::<Tried>()
+                    .is_none_or(|t| t.failure.is_some())
+                {
+                    a.route.response_headers.apply(resp.headers_mut());
+                    a.vh.response_headers.apply(resp.headers_mut());
+                }
+                return Ok(resp);
+            }
             let resp: Response<RespBody> =
                 async { act!(a.chain, a.conn, a.vh, a.route, req) }.await;
             Ok(resp)
+        })
+    }
+}
+
+/// One try upstream, as a service for the router's layers.
+#[derive(Clone, Copy)]
+struct OneTry<'a> {
+    chain: &'a HttpChain,
+    conn: &'a ConnInfo,
+    vh: &'a VirtualHost,
+    route: &'a Route,
+    fwd: &'a Forward,
+}
+
+impl<'a> Service<Request<DownBody>> for OneTry<'a> {
+    type Response = Response<RespBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<RespBody>, Infallible>> + Send + 'a>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<DownBody>) -> Self::Future {
+        let t = *self;
+        Box::pin(async move {
+            Ok(
+                match forward(t.chain, t.conn, t.vh, t.route, t.fwd, req).await {
+                    Ok(resp) => resp,
+                    Err(mut local) => {
+                        // Not an upstream failure: never retried.
+                        if local.extensions().get::<Tried>().is_none() {
+                            local.extensions_mut().insert(Tried {
+                                endpoint: None,
+                                failure: Some(Failure::Other),
+                            });
+                        }
+                        local
+                    }
+                },
+            )
         })
     }
 }
@@ -434,12 +506,21 @@ async fn forward(
     fwd: &Forward,
     mut req: Request<DownBody>,
 ) -> Result<Response<RespBody>, Response<RespBody>> {
-    let Some(cluster) = fwd.target.pick() else {
-        // A cluster the route names but the configuration lacks (Envoy's
-        // `cluster_not_found_response_code`, 503 by default; flag NC).
-        chain.stats.no_cluster.increment(1);
-        tracing::debug!("route names a cluster that does not exist");
-        return Err(local_reply(StatusCode::SERVICE_UNAVAILABLE, ""));
+    // One try of a retrying route: its cluster, endpoints to avoid, timeout.
+    let try_ = req.extensions_mut().remove::<Try>();
+    let cluster = match &try_ {
+        Some(t) => &t.cluster,
+        None => match fwd.target.pick() {
+            Some(c) => c,
+            None => {
+                // A cluster the route names but the configuration lacks
+                // (Envoy's `cluster_not_found_response_code`, 503 by
+                // default; flag NC).
+                chain.stats.no_cluster.increment(1);
+                tracing::debug!("route names a cluster that does not exist");
+                return Err(local_reply(StatusCode::SERVICE_UNAVAILABLE, ""));
+            }
+        },
     };
     let upgrade = is_upgrade(&req);
     let use_h2 = match cluster.protocol {
@@ -458,7 +539,11 @@ async fn forward(
     } else {
         None
     };
-    let Some(endpoint) = cluster.pick(hash) else {
+    let picked = match &try_ {
+        Some(t) if !t.avoid.is_empty() => cluster.pick_avoiding(hash, &t.avoid),
+        _ => cluster.pick(hash),
+    };
+    let Some(endpoint) = picked else {
         cluster.stats.none_healthy.increment(1);
         return Err(local_reply(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -510,6 +595,12 @@ async fn forward(
     }
     route.request_headers.apply(headers);
     vh.request_headers.apply(headers);
+    if vh.include_attempt_count {
+        headers.insert(
+            X_ENVOY_ATTEMPT_COUNT.clone(),
+            attempt_count(try_.as_ref().map_or(1, |t| t.number)),
+        );
+    }
 
     // Authority and path.
     let authority: Option<HeaderValue> = match &fwd.host_rewrite {
@@ -617,7 +708,11 @@ async fn forward(
     // slot, waits while the body is being uploaded, restarts when the upload
     // ends, races the response headers, then goes with the response body.
     let mut deadline: Option<RouteTimer> = None;
-    let result = match fwd.timeout {
+    let timeout = match &try_ {
+        Some(t) => t.timeout,
+        None => fwd.timeout,
+    };
+    let result = match timeout {
         Some(t) => {
             let mut upload = upload;
             // HTTP/1 requests (one at a time per connection) time out on the
@@ -664,10 +759,14 @@ async fn forward(
             let Some(r) = r else {
                 cluster.stats.rq_timeout.increment(1);
                 cluster.stats.rq[4].increment(1);
-                return Err(local_reply(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "upstream request timeout",
-                ));
+                let mut resp = local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout");
+                if try_.is_some() {
+                    resp.extensions_mut().insert(Tried {
+                        endpoint: Some(endpoint.clone()),
+                        failure: Some(Failure::Timeout),
+                    });
+                }
+                return Err(resp);
             };
             if upload.is_some() {
                 // The upstream answered before the upload ended; time the
@@ -690,6 +789,14 @@ async fn forward(
             if !matches!(e, UpstreamError::RequestBody(_)) {
                 cluster.stats.rq[4].increment(1);
             }
+            let failure = match &e {
+                UpstreamError::ConnectFailure(_) | UpstreamError::ConnectTimeout => {
+                    Failure::ConnectFailure
+                }
+                UpstreamError::Reset(h) if refused_stream(h) => Failure::RefusedStream,
+                UpstreamError::RequestBody(_) => Failure::Other,
+                _ => Failure::Reset,
+            };
             // Envoy's statuses and bodies: a malformed upstream response is a
             // 502, a failed or broken connection a 503.
             let (status, body) = match e {
@@ -708,7 +815,14 @@ async fn forward(
                     "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
                 ),
             };
-            return Err(local_reply(status, body));
+            let mut resp = local_reply(status, body);
+            if try_.is_some() {
+                resp.extensions_mut().insert(Tried {
+                    endpoint: Some(endpoint.clone()),
+                    failure: Some(failure),
+                });
+            }
+            return Err(resp);
         }
     };
     let status = resp.status();
@@ -746,6 +860,12 @@ async fn forward(
     }
     route.response_headers.apply(&mut parts.headers);
     vh.response_headers.apply(&mut parts.headers);
+    if try_.is_some() {
+        parts.extensions.insert(Tried {
+            endpoint: Some(endpoint.clone()),
+            failure: None,
+        });
+    }
     Ok(Response::from_parts(
         parts,
         RespBody::Upstream {
@@ -754,6 +874,19 @@ async fn forward(
             deadline,
         },
     ))
+}
+
+/// Whether an HTTP/2 upstream refused the stream (REFUSED_STREAM: it was
+/// never processed, so it is always safe to retry).
+fn refused_stream(e: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        source = s.source();
+    }
+    false
 }
 
 #[cfg(test)]

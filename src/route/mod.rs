@@ -52,6 +52,8 @@ pub struct VirtualHost {
     index: Option<RouteIndex>,
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
+    /// Send `x-envoy-attempt-count` upstream.
+    pub include_attempt_count: bool,
 }
 
 pub struct Route {
@@ -117,6 +119,8 @@ pub struct Forward {
     pub host_rewrite: Option<HeaderValue>,
     pub timeout: Option<Duration>,
     pub hash_policy: Vec<HashInput>,
+    /// The route's retry policy, or its virtual host's.
+    pub retry: Option<Arc<crate::router::retry::Retry>>,
 }
 
 /// One consistent-hashing input, with its header name parsed at config time.
@@ -192,6 +196,7 @@ impl RouteTable {
                     t.exact.entry(d.into()).or_insert(i);
                 }
             }
+            let vh_retry = vh.retry.as_ref().map(crate::router::retry::Retry::compile);
             let vh_limit = vh
                 .rate_limit
                 .as_ref()
@@ -205,6 +210,11 @@ impl RouteTable {
                     let mut route = compile_route(&format!("{vp}.routes[{j}]"), r, clusters)?;
                     if route.rate_limit.is_none() {
                         route.rate_limit = vh_limit.clone();
+                    }
+                    if let Action::Forward(f) = &mut route.action
+                        && f.retry.is_none()
+                    {
+                        f.retry = vh_retry.clone();
                     }
                     Ok(route)
                 })
@@ -222,6 +232,7 @@ impl RouteTable {
                     &format!("{vp}.response_headers"),
                     &vh.response_headers,
                 )?,
+                include_attempt_count: vh.include_attempt_count,
             });
         }
         t.suffixes.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
@@ -541,6 +552,7 @@ fn compile_route(
             rewrite,
             host_rewrite,
             timeout: (!a.timeout.is_zero()).then(|| a.timeout.get()),
+            retry: a.retry.as_ref().map(crate::router::retry::Retry::compile),
             hash_policy: a
                 .hash_policy
                 .iter()

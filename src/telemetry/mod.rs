@@ -105,6 +105,22 @@ fn describe() {
         "Requests the local rate limit was worked out for, by result: ok (a token was taken) or rate_limited (none left; response flag RL)."
     );
     describe_counter!(
+        "legate_cluster_upstream_rq_retry_total",
+        "Retries sent to the cluster."
+    );
+    describe_counter!(
+        "legate_cluster_upstream_rq_retry_success_total",
+        "Requests that succeeded on a retry."
+    );
+    describe_counter!(
+        "legate_cluster_upstream_rq_retry_overflow_total",
+        "Retries not sent because the retry budget was spent."
+    );
+    describe_counter!(
+        "legate_cluster_upstream_rq_retry_limit_exceeded_total",
+        "Requests that failed after their last allowed retry (response flag URX)."
+    );
+    describe_counter!(
         "legate_tcp_sent_bytes_total",
         "Bytes sent to downstream by TCP proxies, by cluster."
     );
@@ -135,6 +151,12 @@ pub struct ClusterStats {
     pub membership: Gauge,
     pub tcp_sent: Counter,
     pub tcp_received: Counter,
+    /// Retries sent; requests that succeeded on a retry; retries the
+    /// budget refused (overflow); requests that ran out of retries (URX).
+    pub rq_retry: Counter,
+    pub rq_retry_success: Counter,
+    pub rq_retry_overflow: Counter,
+    pub rq_retry_limit_exceeded: Counter,
 }
 
 impl ClusterStats {
@@ -149,6 +171,10 @@ impl ClusterStats {
             cx_active: gauge!("legate_cluster_upstream_cx_active", "cluster" => c.clone()),
             cx_connect_fail: counter!("legate_cluster_upstream_cx_connect_fail_total", "cluster" => c.clone()),
             rq_timeout: counter!("legate_cluster_upstream_rq_timeout_total", "cluster" => c.clone()),
+            rq_retry: counter!("legate_cluster_upstream_rq_retry_total", "cluster" => c.clone()),
+            rq_retry_success: counter!("legate_cluster_upstream_rq_retry_success_total", "cluster" => c.clone()),
+            rq_retry_overflow: counter!("legate_cluster_upstream_rq_retry_overflow_total", "cluster" => c.clone()),
+            rq_retry_limit_exceeded: counter!("legate_cluster_upstream_rq_retry_limit_exceeded_total", "cluster" => c.clone()),
             rq_reset: counter!("legate_cluster_upstream_rq_reset_total", "cluster" => c.clone()),
             none_healthy: counter!("legate_cluster_upstream_cx_none_healthy_total", "cluster" => c.clone()),
             membership: gauge!("legate_cluster_membership_total", "cluster" => c.clone()),

@@ -312,6 +312,9 @@ fn validate_route_config(
         if let Some(l) = &vh.rate_limit {
             validate_rate_limit(e, &format!("{vp}.rate_limit"), l);
         }
+        if let Some(r) = &vh.retry {
+            validate_retry(e, &format!("{vp}.retry"), r);
+        }
         if vh.domains.is_empty() {
             e.push(
                 format!("{vp}.domains"),
@@ -426,6 +429,55 @@ fn validate_fault(e: &mut Errors, p: &str, f: &FaultInjection) {
     }
 }
 
+/// The problems of a retry policy at `path` (also used by the control
+/// plane's mesh description).
+pub fn retry_errors(path: &str, r: &RetryPolicy) -> Vec<FieldError> {
+    let mut e = Errors(Vec::new());
+    validate_retry(&mut e, path, r);
+    e.0
+}
+
+fn validate_retry(e: &mut Errors, p: &str, r: &RetryPolicy) {
+    if r.retry_on.is_empty() {
+        e.push(
+            format!("{p}.retry_on"),
+            "name at least one condition (5xx, reset, connect-failure, ...)",
+        );
+    }
+    let codes = r.retry_on.contains(&RetryOn::RetriableStatusCodes);
+    if codes && r.retriable_status_codes.is_empty() {
+        e.push(
+            format!("{p}.retriable_status_codes"),
+            "retriable-status-codes needs the codes",
+        );
+    }
+    for (i, c) in r.retriable_status_codes.iter().enumerate() {
+        if !(100..600).contains(c) {
+            e.push(
+                format!("{p}.retriable_status_codes[{i}]"),
+                format!("{c} is not an HTTP status"),
+            );
+        }
+    }
+    if r.backoff_base.is_zero() {
+        e.push(format!("{p}.backoff_base"), "must be more than 0s");
+    }
+    if let Some(max) = r.backoff_max
+        && max < r.backoff_base
+    {
+        e.push(
+            format!("{p}.backoff_max"),
+            "must not be less than backoff_base",
+        );
+    }
+    if r.per_try_timeout.is_some_and(|t| t.is_zero()) {
+        e.push(
+            format!("{p}.per_try_timeout"),
+            "must be more than 0s (leave it out for none)",
+        );
+    }
+}
+
 fn validate_rate_limit(e: &mut Errors, p: &str, l: &LocalRateLimit) {
     if l.fill_interval < crate::duration::Dur::from_millis(50) {
         e.push(format!("{p}.fill_interval"), "must be at least 50ms");
@@ -461,6 +513,9 @@ fn validate_route(e: &mut Errors, p: &str, r: &Route, clusters: Option<&HashSet<
     }
     if let Some(l) = &r.rate_limit {
         validate_rate_limit(e, &format!("{p}.rate_limit"), l);
+    }
+    if let Some(retry) = r.route.as_ref().and_then(|a| a.retry.as_ref()) {
+        validate_retry(e, &format!("{p}.route.retry"), retry);
     }
     let m = &r.route_match;
     let mp = format!("{p}.match");

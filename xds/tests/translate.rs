@@ -3422,10 +3422,33 @@ fn virtual_host_refusals() {
         ".require_tls",
         "TLS is not supported yet",
     );
+    // An empty policy names no condition: refused by the model's check,
+    // reported at Envoy's field.
     vh_refused(
         |vh| vh.retry_policy = Some(Default::default()),
-        ".retry_policy",
-        "not supported yet (retries are a later feature)",
+        ".retry_policy.retry_on",
+        "name at least one condition (5xx, reset, connect-failure, ...)",
+    );
+    vh_refused(
+        |vh| {
+            vh.retry_policy = Some(route::RetryPolicy {
+                retry_on: "5xx,teapot".into(),
+                ..Default::default()
+            })
+        },
+        ".retry_policy.retry_on",
+        "\"teapot\" is not a retry condition Legate supports",
+    );
+    vh_refused(
+        |vh| {
+            vh.retry_policy = Some(route::RetryPolicy {
+                retry_on: "5xx".into(),
+                retry_priority: Some(Default::default()),
+                ..Default::default()
+            })
+        },
+        ".retry_policy.retry_priority",
+        "not supported yet",
     );
     vh_refused(
         |vh| {
@@ -3453,7 +3476,7 @@ fn virtual_host_refusals() {
     vh_refused(
         |vh| vh.retry_policy_typed_config = Some(Default::default()),
         ".retry_policy_typed_config",
-        "not supported yet (retries are a later feature)",
+        "not supported (use retry_policy)",
     );
     vh_refused(
         |vh| vh.hedge_policy = Some(route::HedgePolicy {}),
@@ -3481,9 +3504,9 @@ fn virtual_host_refusals() {
         "not supported (route specifiers)",
     );
     vh_refused(
-        |vh| vh.include_request_attempt_count = true,
-        ".include_request_attempt_count",
-        "not supported yet (x-envoy-attempt-count comes with retries, a later feature)",
+        |vh| vh.include_attempt_count_in_response = true,
+        ".include_attempt_count_in_response",
+        "not supported",
     );
 }
 
@@ -3787,9 +3810,18 @@ fn route_action_refusals() {
         "must not be empty",
     );
     action_refused(
-        |a| a.retry_policy = Some(Default::default()),
-        ".retry_policy",
-        "not supported yet (retries are a later feature)",
+        |a| {
+            a.retry_policy = Some(route::RetryPolicy {
+                retry_on: "reset".into(),
+                retry_host_predicate: vec![route::retry_policy::RetryHostPredicate {
+                    name: "envoy.retry_host_predicates.omit_canary_hosts".into(),
+                    config_type: None,
+                }],
+                ..Default::default()
+            })
+        },
+        ".retry_policy.retry_host_predicate[0].name",
+        "\"envoy.retry_host_predicates.omit_canary_hosts\": only envoy.retry_host_predicates.previous_hosts is supported",
     );
     action_refused(
         |a| a.request_mirror_policies = vec![Default::default()],
@@ -3799,7 +3831,7 @@ fn route_action_refusals() {
     action_refused(
         |a| a.retry_policy_typed_config = Some(Default::default()),
         ".retry_policy_typed_config",
-        "not supported yet (retries are a later feature)",
+        "not supported (use retry_policy)",
     );
     action_refused(
         |a| a.cluster_specifier = Some(ClusterSpecifier::ClusterSpecifierPlugin("p".into())),

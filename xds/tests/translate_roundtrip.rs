@@ -175,6 +175,33 @@ fn hash_policy() -> impl Strategy<Value = HashPolicy> {
 
 /// A route action valid for a match that is (`regex_match`) or is not a
 /// regex match.
+fn retry() -> impl Strategy<Value = RetryPolicy> {
+    (
+        proptest::sample::subsequence(RetryOn::ALL.to_vec(), 1..5),
+        0..5u32,
+        option::of(1..5000u64),
+        vec(400..600u16, 1..3),
+        1..500u64,
+        option::of(0..5000u64),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(on, num_retries, per_try, codes, base, max, previous)| RetryPolicy {
+                retriable_status_codes: if on.contains(&RetryOn::RetriableStatusCodes) {
+                    codes
+                } else {
+                    Vec::new()
+                },
+                retry_on: on,
+                num_retries,
+                per_try_timeout: per_try.map(Dur::from_millis),
+                backoff_base: Dur::from_millis(base),
+                backoff_max: max.map(|m| Dur::from_millis(base + m)),
+                retry_previous_hosts: previous,
+            },
+        )
+}
+
 fn route_action(regex_match: bool) -> impl Strategy<Value = RouteAction> {
     let weighted = vec((ident(), 0..100u32), 1..4).prop_map(|ws| {
         ws.into_iter()
@@ -201,7 +228,7 @@ fn route_action(regex_match: bool) -> impl Strategy<Value = RouteAction> {
             (host(), 1..65535u16).prop_map(|(h, p)| format!("{h}:{p}"))
         ]),
         dur(),
-        vec(hash_policy(), 0..3),
+        (vec(hash_policy(), 0..3), option::of(retry())),
     )
         .prop_map(
             move |(
@@ -212,12 +239,13 @@ fn route_action(regex_match: bool) -> impl Strategy<Value = RouteAction> {
                 (pattern, subst),
                 host_rewrite,
                 timeout,
-                hash_policy,
+                (hash_policy, retry),
             )| {
                 let mut a = RouteAction {
                     host_rewrite,
                     timeout,
                     hash_policy,
+                    retry,
                     ..Default::default()
                 };
                 match cluster {
@@ -390,6 +418,7 @@ fn route_config(name: BoxedStrategy<String>) -> impl Strategy<Value = RouteConfi
                 mutation(true),
                 mutation(false),
                 option::of(rate_limit()),
+                (option::of(retry()), any::<bool>()),
             ),
             1..4,
         ),
@@ -400,26 +429,30 @@ fn route_config(name: BoxedStrategy<String>) -> impl Strategy<Value = RouteConfi
             let virtual_hosts = vhs
                 .into_iter()
                 .enumerate()
-                .map(|(i, (vname, ndomains, routes, req, resp, rate_limit))| {
-                    // Domains are unique across the table.
-                    let mut domains: Vec<String> = (0..ndomains)
-                        .map(|k| match k {
-                            0 => format!("h{i}.example.com"),
-                            _ => format!("*.h{i}-{k}.example.org"),
-                        })
-                        .collect();
-                    if catch_all && i == n - 1 {
-                        domains.push("*".into());
-                    }
-                    VirtualHost {
-                        name: vname,
-                        domains,
-                        routes,
-                        request_headers: req,
-                        response_headers: resp,
-                        rate_limit,
-                    }
-                })
+                .map(
+                    |(i, (vname, ndomains, routes, req, resp, rate_limit, (retry, attempts)))| {
+                        // Domains are unique across the table.
+                        let mut domains: Vec<String> = (0..ndomains)
+                            .map(|k| match k {
+                                0 => format!("h{i}.example.com"),
+                                _ => format!("*.h{i}-{k}.example.org"),
+                            })
+                            .collect();
+                        if catch_all && i == n - 1 {
+                            domains.push("*".into());
+                        }
+                        VirtualHost {
+                            name: vname,
+                            domains,
+                            routes,
+                            request_headers: req,
+                            response_headers: resp,
+                            rate_limit,
+                            retry,
+                            include_attempt_count: attempts,
+                        }
+                    },
+                )
                 .collect();
             RouteConfiguration {
                 name,

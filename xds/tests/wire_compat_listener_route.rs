@@ -1049,6 +1049,10 @@ fn retry_policy(v: usize) -> route::RetryPolicy {
         }),
         retriable_headers: vec![header_matcher(v), header_matcher(v + 3)],
         retriable_request_headers: vec![header_matcher(v + 5)],
+        retry_priority: Some(route::retry_policy::RetryPriority {}),
+        rate_limited_retry_back_off: Some(route::retry_policy::RateLimitedRetryBackOff {}),
+        retry_options_predicates: vec![Default::default()],
+        refresh_cluster_on_retry: true,
     }
 }
 
@@ -1087,6 +1091,10 @@ fn ck_retry_policy(e: &eroute::RetryPolicy, o: &route::RetryPolicy) {
         &o.retriable_request_headers,
         ck_header_matcher,
     );
+    // The placeholders are seen as set.
+    assert!(e.retry_priority.is_some() && e.rate_limited_retry_back_off.is_some());
+    assert_eq!(e.retry_options_predicates.len(), 1);
+    assert_eq!(e.refresh_cluster_on_retry, o.refresh_cluster_on_retry);
 }
 
 fn hash_policy(v: usize) -> route::route_action::HashPolicy {

@@ -516,6 +516,7 @@ fn destination_cluster(mesh: &Mesh, s: &Service, port: u16, d: &Destination) -> 
 fn route_action(mesh: &Mesh, s: &Service, port: u16, r: &HttpRoute) -> RouteAction {
     let mut a = RouteAction {
         timeout: r.timeout.unwrap_or(Dur::from_secs(15)),
+        retry: r.retries.clone(),
         ..Default::default()
     };
     match r.destinations.as_slice() {

@@ -13,7 +13,7 @@ mod lines;
 pub mod source;
 
 use crate::duration::Dur;
-use crate::model::{FaultInjection, HeaderMutation, LbPolicy};
+use crate::model::{FaultInjection, HeaderMutation, LbPolicy, RetryPolicy};
 use crate::validate::{check_header_name, check_header_value};
 use lines::Lines;
 use serde::{Deserialize, Serialize};
@@ -196,6 +196,10 @@ pub struct HttpRoute {
     /// grpc_status, percent }`, `max_active_faults`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault: Option<FaultInjection>,
+    /// Retries (as in a static route: `retry_on`, `num_retries`,
+    /// `per_try_timeout`, back-off, `retry_previous_hosts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<RetryPolicy>,
 }
 
 /// A request match: all given conditions must hold.
@@ -562,6 +566,11 @@ impl Mesh {
         }
         if let Some(f) = &r.fault {
             for fe in crate::validate::fault_errors(&format!("{p}.fault"), f) {
+                e.push(fe.path, fe.message);
+            }
+        }
+        if let Some(retry) = &r.retries {
+            for fe in crate::validate::retry_errors(&format!("{p}.retries"), retry) {
                 e.push(fe.path, fe.message);
             }
         }

@@ -290,6 +290,13 @@ pub struct VirtualHost {
     /// own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<LocalRateLimit>,
+    /// The retry policy of routes that have none of their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    /// Send `x-envoy-attempt-count` (1 for the first try) upstream (Envoy's
+    /// `include_request_attempt_count`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub include_attempt_count: bool,
 }
 
 /// Local rate limiting (Envoy's local_ratelimit filter): a token bucket
@@ -591,6 +598,118 @@ pub struct RouteAction {
     /// Hash inputs for `ring_hash` clusters; the first that yields a value wins.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hash_policy: Vec<HashPolicy>,
+    /// Retries (else the virtual host's policy, if any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+}
+
+/// When and how a failed request is tried again (Envoy's retry policy).
+/// The route timeout covers every try. Only requests without a body, or
+/// with a `content-length` body of at most 64 KiB, are retried; others are
+/// sent once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Envoy's conditions: `5xx`, `gateway-error`, `reset`,
+    /// `connect-failure`, `retriable-4xx`, `refused-stream`,
+    /// `retriable-status-codes`, and for gRPC (by `grpc-status` in the
+    /// response headers) `cancelled`, `deadline-exceeded`, `internal`,
+    /// `resource-exhausted`, `unavailable`.
+    pub retry_on: Vec<RetryOn>,
+    #[serde(default = "default_num_retries")]
+    pub num_retries: u32,
+    /// Time allowed for each try (none: only the route timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_try_timeout: Option<Dur>,
+    /// For `retriable-status-codes`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retriable_status_codes: Vec<u16>,
+    /// Full-jitter exponential back-off: the n-th retry waits a random
+    /// time up to `base × (2^n − 1)`, at most `max` (default 10 × base).
+    #[serde(default = "default_backoff_base")]
+    pub backoff_base: Dur,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_max: Option<Dur>,
+    /// A retry avoids the endpoints already tried (Envoy's
+    /// `previous_hosts` predicate).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retry_previous_hosts: bool,
+}
+
+fn default_num_retries() -> u32 {
+    1
+}
+
+fn default_backoff_base() -> Dur {
+    Dur::from_millis(25)
+}
+
+/// A retry condition, by Envoy's name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RetryOn {
+    #[serde(rename = "5xx")]
+    FiveXx,
+    #[serde(rename = "gateway-error")]
+    GatewayError,
+    #[serde(rename = "reset")]
+    Reset,
+    #[serde(rename = "connect-failure")]
+    ConnectFailure,
+    #[serde(rename = "retriable-4xx")]
+    Retriable4xx,
+    #[serde(rename = "refused-stream")]
+    RefusedStream,
+    #[serde(rename = "retriable-status-codes")]
+    RetriableStatusCodes,
+    #[serde(rename = "cancelled")]
+    Cancelled,
+    #[serde(rename = "deadline-exceeded")]
+    DeadlineExceeded,
+    #[serde(rename = "internal")]
+    Internal,
+    #[serde(rename = "resource-exhausted")]
+    ResourceExhausted,
+    #[serde(rename = "unavailable")]
+    Unavailable,
+}
+
+impl RetryOn {
+    pub const ALL: [RetryOn; 12] = [
+        RetryOn::FiveXx,
+        RetryOn::GatewayError,
+        RetryOn::Reset,
+        RetryOn::ConnectFailure,
+        RetryOn::Retriable4xx,
+        RetryOn::RefusedStream,
+        RetryOn::RetriableStatusCodes,
+        RetryOn::Cancelled,
+        RetryOn::DeadlineExceeded,
+        RetryOn::Internal,
+        RetryOn::ResourceExhausted,
+        RetryOn::Unavailable,
+    ];
+
+    /// Envoy's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            RetryOn::FiveXx => "5xx",
+            RetryOn::GatewayError => "gateway-error",
+            RetryOn::Reset => "reset",
+            RetryOn::ConnectFailure => "connect-failure",
+            RetryOn::Retriable4xx => "retriable-4xx",
+            RetryOn::RefusedStream => "refused-stream",
+            RetryOn::RetriableStatusCodes => "retriable-status-codes",
+            RetryOn::Cancelled => "cancelled",
+            RetryOn::DeadlineExceeded => "deadline-exceeded",
+            RetryOn::Internal => "internal",
+            RetryOn::ResourceExhausted => "resource-exhausted",
+            RetryOn::Unavailable => "unavailable",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<RetryOn> {
+        RetryOn::ALL.into_iter().find(|r| r.name() == name)
+    }
 }
 
 fn default_route_timeout() -> Dur {

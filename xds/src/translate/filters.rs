@@ -93,7 +93,7 @@ pub(crate) fn http_filter_from(p: &str, any: &prost_types::Any) -> R<bool> {
 }
 
 /// The connection manager's filters before the router: each with no
-/// config of its own (routes configure them).
+/// config of its own (routes configure them), marked optional.
 pub(crate) fn http_filters_to() -> Vec<xhcm::HttpFilter> {
     [
         (super::fault::FAULT_FILTER, super::fault::filter_to()),
@@ -106,6 +106,9 @@ pub(crate) fn http_filters_to() -> Vec<xhcm::HttpFilter> {
     .map(|(name, any)| xhcm::HttpFilter {
         name: name.into(),
         config_type: Some(xhcm::http_filter::ConfigType::TypedConfig(any)),
+        // Clients without the filter may skip it (proxyless gRPC has no
+        // local rate limit); Envoy and Legate have both.
+        is_optional: true,
         ..Default::default()
     })
     .collect()

@@ -31,6 +31,7 @@ mod filters;
 mod listener;
 mod paths;
 mod ratelimit;
+mod retry;
 mod route;
 #[cfg(test)]
 mod tests;
@@ -283,7 +284,6 @@ fn top_level_fields(mut b: &[u8]) -> Vec<u32> {
 // Refusals inside a resource.
 
 pub(crate) const TLS_NOT_YET: &str = "TLS is not supported yet";
-pub(crate) const RETRIES_NOT_YET: &str = "not supported yet (retries are a later feature)";
 pub(crate) const MIRRORING_NOT_YET: &str =
     "not supported yet (request mirroring is a later feature)";
 pub(crate) const RATE_LIMITS_NOT_YET: &str = "not supported yet (rate limits are a later feature)";

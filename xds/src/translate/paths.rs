@@ -113,8 +113,43 @@ fn route_config_in(s: &[Seg], out: &mut Out) {
     }
 }
 
+fn retry(s: &[Seg], out: &mut Out) {
+    out.push("retry_policy");
+    match s {
+        [f, rest @ ..] if f.name == "backoff_base" => {
+            out.push("retry_back_off.base_interval");
+            out.pass(rest);
+        }
+        [f, rest @ ..] if f.name == "backoff_max" => {
+            out.push("retry_back_off.max_interval");
+            out.pass(rest);
+        }
+        _ => out.pass(s),
+    }
+}
+
+fn per_filter(filter: &str, s: &[Seg], out: &mut Out) {
+    out.push(format!("typed_per_filter_config.{filter}"));
+    match s {
+        [d, f, rest @ ..] if d.name == "delay" && f.name == "fixed" => {
+            out.push("delay.fixed_delay");
+            out.pass(rest);
+        }
+        [f, rest @ ..] if matches!(f.name, "max_tokens" | "tokens_per_fill" | "fill_interval") => {
+            out.push("token_bucket");
+            out.push(f.raw);
+            out.pass(rest);
+        }
+        _ => out.pass(s),
+    }
+}
+
 fn virtual_host(s: &[Seg], out: &mut Out) {
     match s {
+        [r, rest @ ..] if r.name == "retry" => retry(rest, out),
+        [r, rest @ ..] if r.name == "rate_limit" => {
+            per_filter(super::ratelimit::RATE_LIMIT_FILTER, rest, out)
+        }
         [m, rest @ ..] if m.name == "request_headers" => mutation("request", rest, out),
         [m, rest @ ..] if m.name == "response_headers" => mutation("response", rest, out),
         [r, rest @ ..] if r.name == "routes" => {
@@ -185,12 +220,17 @@ fn route(s: &[Seg], out: &mut Out) {
         }
         [m, rest @ ..] if m.name == "request_headers" => mutation("request", rest, out),
         [m, rest @ ..] if m.name == "response_headers" => mutation("response", rest, out),
+        [f, rest @ ..] if f.name == "fault" => per_filter(super::fault::FAULT_FILTER, rest, out),
+        [r, rest @ ..] if r.name == "rate_limit" => {
+            per_filter(super::ratelimit::RATE_LIMIT_FILTER, rest, out)
+        }
         _ => out.pass(s),
     }
 }
 
 fn route_action(s: &[Seg], out: &mut Out) {
     match s {
+        [r, rest @ ..] if r.name == "retry" => retry(rest, out),
         [w, rest @ ..] if w.name == "weighted_clusters" => {
             out.push("weighted_clusters");
             if w.index.is_some() {

@@ -2,9 +2,9 @@
 
 use super::filters;
 use super::{
-    HEDGING_NOT_YET, MIRRORING_NOT_YET, NO_CORS, NO_SUBSETS, R, RATE_LIMITS_NOT_YET,
-    RETRIES_NOT_YET, TLS_NOT_YET, TranslateError, at, at_i, check, dur_to, dynamic_stub, nonzero,
-    opt_dur, paths, refusal, refuse, unknown_enum,
+    HEDGING_NOT_YET, MIRRORING_NOT_YET, NO_CORS, NO_SUBSETS, R, RATE_LIMITS_NOT_YET, TLS_NOT_YET,
+    TranslateError, at, at_i, check, dur_to, dynamic_stub, nonzero, opt_dur, paths, refusal,
+    refuse, unknown_enum,
 };
 use crate::duration::Dur;
 use crate::model;
@@ -164,16 +164,10 @@ fn vh_from(p: &str, vh: &xroute::VirtualHost) -> R<model::VirtualHost> {
             RATE_LIMITS_NOT_YET,
         ),
         ("cors", vh.cors.is_some(), NO_CORS),
-        ("retry_policy", vh.retry_policy.is_some(), RETRIES_NOT_YET),
-        (
-            "include_request_attempt_count",
-            vh.include_request_attempt_count,
-            "not supported yet (x-envoy-attempt-count comes with retries, a later feature)",
-        ),
         (
             "retry_policy_typed_config",
             vh.retry_policy_typed_config.is_some(),
-            RETRIES_NOT_YET,
+            "not supported (use retry_policy)",
         ),
         (
             "include_attempt_count_in_response",
@@ -207,6 +201,12 @@ fn vh_from(p: &str, vh: &xroute::VirtualHost) -> R<model::VirtualHost> {
             .map(|(i, r)| route_from(&at_i(p, "routes", i), r, &vh_fault))
             .collect::<R<_>>()?,
         rate_limit: vh_filters.rate_limit,
+        retry: vh
+            .retry_policy
+            .as_ref()
+            .map(|r| super::retry::retry_from(&at(p, "retry_policy"), r))
+            .transpose()?,
+        include_attempt_count: vh.include_request_attempt_count,
         request_headers: mutation_from(
             p,
             "request",
@@ -464,11 +464,10 @@ fn action_from(p: &str, a: &xroute::RouteAction) -> R<model::RouteAction> {
             nonzero(&a.flush_timeout),
             "not supported yet",
         ),
-        ("retry_policy", a.retry_policy.is_some(), RETRIES_NOT_YET),
         (
             "retry_policy_typed_config",
             a.retry_policy_typed_config.is_some(),
-            RETRIES_NOT_YET,
+            "not supported (use retry_policy)",
         ),
         (
             "request_mirror_policies",
@@ -590,6 +589,11 @@ fn action_from(p: &str, a: &xroute::RouteAction) -> R<model::RouteAction> {
         .enumerate()
         .map(|(i, h)| hash_policy_from(&at_i(p, "hash_policy", i), h))
         .collect::<R<_>>()?;
+    out.retry = a
+        .retry_policy
+        .as_ref()
+        .map(|r| super::retry::retry_from(&at(p, "retry_policy"), r))
+        .transpose()?;
     Ok(out)
 }
 
@@ -907,6 +911,8 @@ fn vh_to(vh: &model::VirtualHost) -> xroute::VirtualHost {
         response_headers_to_add: adds_to(&vh.response_headers),
         response_headers_to_remove: vh.response_headers.remove.clone(),
         typed_per_filter_config: filters::per_filter_config_to(&None, &vh.rate_limit),
+        retry_policy: vh.retry.as_ref().map(super::retry::retry_to),
+        include_request_attempt_count: vh.include_attempt_count,
         ..Default::default()
     }
 }
@@ -1101,6 +1107,7 @@ fn action_to(a: &model::RouteAction) -> xroute::RouteAction {
             .map(|h| HostRewriteSpecifier::HostRewriteLiteral(h.clone())),
         timeout: Some(dur_to(a.timeout)),
         hash_policy,
+        retry_policy: a.retry.as_ref().map(super::retry::retry_to),
         ..Default::default()
     }
 }

@@ -1,0 +1,486 @@
+//! Retries (Envoy's retry policy) as a `tower::Layer` over the service that
+//! makes one try upstream.
+//!
+//! A request is replayable when it has no body, or a `content-length` body
+//! of at most [`MAX_BUFFERED`] (read in full first); others, and upgrades,
+//! are sent once. The route timeout covers every try; `per_try_timeout`
+//! bounds each. Between tries: full-jitter exponential back-off. A retry
+//! needs the cluster's budget: retries in flight may be at most 20 % of
+//! the requests in flight on retrying routes to that cluster, and at least
+//! 3 are always allowed.
+
+use crate::cluster::{Cluster, Endpoint};
+use crate::http::body::{DownBody, RespBody};
+use crate::http::service::local_reply;
+use crate::route::Target;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use legate_xds::model::{self, RetryOn};
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::Instant;
+use tower::{Layer, Service};
+
+/// Largest request body kept for replay.
+pub const MAX_BUFFERED: u64 = 64 * 1024;
+
+/// Share of in-flight requests that may be retries, and the floor.
+const BUDGET_PERCENT: u32 = 20;
+const BUDGET_MIN: u32 = 3;
+
+/// A route's retry policy, compiled.
+pub struct Retry {
+    on: u16,
+    num_retries: u32,
+    per_try: Option<Duration>,
+    codes: Vec<u16>,
+    base: Duration,
+    max: Duration,
+    previous_hosts: bool,
+}
+
+fn bit(c: RetryOn) -> u16 {
+    1 << (RetryOn::ALL.iter().position(|x| *x == c).unwrap_or(0) as u16)
+}
+
+impl Retry {
+    pub fn compile(m: &model::RetryPolicy) -> Arc<Retry> {
+        let base = m.backoff_base.get();
+        Arc::new(Retry {
+            on: m.retry_on.iter().fold(0, |acc, c| acc | bit(*c)),
+            num_retries: m.num_retries,
+            per_try: m.per_try_timeout.map(|d| d.get()),
+            codes: m.retriable_status_codes.clone(),
+            base,
+            max: m.backoff_max.map_or(base * 10, |d| d.get()),
+            previous_hosts: m.retry_previous_hosts,
+        })
+    }
+
+    fn has(&self, c: RetryOn) -> bool {
+        self.on & bit(c) != 0
+    }
+
+    /// Whether a try's outcome is one to retry.
+    fn retriable(&self, resp: &Response<RespBody>) -> bool {
+        if let Some(t) = resp.extensions().get::<Tried>()
+            && let Some(f) = t.failure
+        {
+            return match f {
+                Failure::ConnectFailure => {
+                    self.has(RetryOn::ConnectFailure)
+                        || self.has(RetryOn::FiveXx)
+                        || self.has(RetryOn::GatewayError)
+                }
+                Failure::RefusedStream => {
+                    self.has(RetryOn::RefusedStream)
+                        || self.has(RetryOn::Reset)
+                        || self.has(RetryOn::FiveXx)
+                        || self.has(RetryOn::GatewayError)
+                }
+                Failure::Reset => {
+                    self.has(RetryOn::Reset)
+                        || self.has(RetryOn::FiveXx)
+                        || self.has(RetryOn::GatewayError)
+                }
+                // A per-try timeout is a 504.
+                Failure::Timeout => self.has(RetryOn::FiveXx) || self.has(RetryOn::GatewayError),
+                Failure::Other => false,
+            };
+        }
+        let status = resp.status().as_u16();
+        if self.has(RetryOn::FiveXx) && (500..600).contains(&status) {
+            return true;
+        }
+        if self.has(RetryOn::GatewayError) && matches!(status, 502..=504) {
+            return true;
+        }
+        if self.has(RetryOn::Retriable4xx) && status == 409 {
+            return true;
+        }
+        if self.has(RetryOn::RetriableStatusCodes) && self.codes.contains(&status) {
+            return true;
+        }
+        // gRPC: trailers-only responses carry grpc-status in the headers.
+        if let Some(code) = resp
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u32>().ok())
+        {
+            let c = match code {
+                1 => RetryOn::Cancelled,
+                4 => RetryOn::DeadlineExceeded,
+                8 => RetryOn::ResourceExhausted,
+                13 => RetryOn::Internal,
+                14 => RetryOn::Unavailable,
+                _ => return false,
+            };
+            return self.has(c);
+        }
+        false
+    }
+
+    /// Envoy's full-jitter back-off before retry `n` (1-based): a random
+    /// time up to `base × (2^n − 1)`, capped at `max`.
+    fn backoff(&self, n: u32) -> Duration {
+        let factor = (1u64 << n.min(20)) - 1;
+        let ceiling = self
+            .base
+            .saturating_mul(u32::try_from(factor).unwrap_or(u32::MAX))
+            .min(self.max);
+        let nanos = ceiling.as_nanos().min(u128::from(u64::MAX)) as u64;
+        Duration::from_nanos(if nanos == 0 {
+            0
+        } else {
+            fastrand::u64(0..=nanos)
+        })
+    }
+}
+
+/// A cluster's retry budget: requests in flight on retrying routes, and
+/// retries in flight.
+#[derive(Default)]
+pub struct RetryBudget {
+    active: AtomicU32,
+    retries: AtomicU32,
+}
+
+struct Active<'a>(&'a AtomicU32);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl RetryBudget {
+    fn request(&self) -> Active<'_> {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        Active(&self.active)
+    }
+
+    /// A retry slot, if the budget has one.
+    fn retry(&self) -> Option<Active<'_>> {
+        let active = self.active.load(Ordering::Acquire);
+        let allowed = (active * BUDGET_PERCENT / 100).max(BUDGET_MIN);
+        let mut cur = self.retries.load(Ordering::Acquire);
+        loop {
+            if cur >= allowed {
+                return None;
+            }
+            match self.retries.compare_exchange_weak(
+                cur,
+                cur + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(Active(&self.retries)),
+                Err(now) => cur = now,
+            }
+        }
+    }
+}
+
+/// Set on each try's request: the cluster chosen once for the whole
+/// request, the endpoints to avoid, the try's timeout and its number.
+#[derive(Clone)]
+pub struct Try {
+    pub cluster: Arc<Cluster>,
+    pub avoid: Vec<Arc<Endpoint>>,
+    pub timeout: Option<Duration>,
+    pub number: u32,
+}
+
+/// Set on a try's response: the endpoint it went to and, when Legate
+/// answered itself, why.
+#[derive(Clone)]
+pub struct Tried {
+    pub endpoint: Option<Arc<Endpoint>>,
+    pub failure: Option<Failure>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    ConnectFailure,
+    Reset,
+    RefusedStream,
+    Timeout,
+    /// Not an upstream failure (no healthy endpoint, a bad request, ...).
+    Other,
+}
+
+/// The attempt header's value for try `n`.
+pub fn attempt_count(n: u32) -> HeaderValue {
+    HeaderValue::from(n)
+}
+
+/// Retries as a layer over the service that makes one try.
+pub struct RetryLayer<'a> {
+    policy: &'a Retry,
+    target: &'a Target,
+    /// The route timeout, covering every try.
+    timeout: Option<Duration>,
+}
+
+impl<'a> RetryLayer<'a> {
+    pub fn new(policy: &'a Retry, target: &'a Target, timeout: Option<Duration>) -> Self {
+        RetryLayer {
+            policy,
+            target,
+            timeout,
+        }
+    }
+}
+
+impl<'a, S> Layer<S> for RetryLayer<'a> {
+    type Service = RetryService<'a, S>;
+
+    fn layer(&self, inner: S) -> RetryService<'a, S> {
+        RetryService {
+            policy: self.policy,
+            target: self.target,
+            timeout: self.timeout,
+            inner,
+        }
+    }
+}
+
+pub struct RetryService<'a, S> {
+    policy: &'a Retry,
+    target: &'a Target,
+    timeout: Option<Duration>,
+    inner: S,
+}
+
+type Resp = Response<RespBody>;
+
+/// The parts of a request a retry sends again.
+struct Replay {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+    body: Option<Bytes>,
+}
+
+impl Replay {
+    fn request(&self) -> Request<DownBody> {
+        let mut r = Request::new(DownBody::Buffered(self.body.clone()));
+        *r.method_mut() = self.method.clone();
+        *r.uri_mut() = self.uri.clone();
+        *r.version_mut() = self.version;
+        *r.headers_mut() = self.headers.clone();
+        r
+    }
+}
+
+/// The request with its body read, if it can be replayed; else as it was.
+async fn buffer(req: Request<DownBody>) -> Result<Result<Replay, Request<DownBody>>, Resp> {
+    if crate::http::service::is_upgrade(&req) {
+        return Ok(Err(req));
+    }
+    let empty = http_body::Body::is_end_stream(req.body());
+    let length = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if !empty && length.is_none_or(|l| l > MAX_BUFFERED) {
+        return Ok(Err(req));
+    }
+    let (parts, body) = req.into_parts();
+    let body = if empty {
+        None
+    } else {
+        match body.collect().await {
+            Ok(b) => Some(b.to_bytes()),
+            Err(_) => return Err(local_reply(StatusCode::BAD_REQUEST, "bad request body")),
+        }
+    };
+    Ok(Ok(Replay {
+        method: parts.method,
+        uri: parts.uri,
+        version: parts.version,
+        headers: parts.headers,
+        body,
+    }))
+}
+
+impl<'a, S> Service<Request<DownBody>> for RetryService<'a, S>
+where
+    S: Service<Request<DownBody>, Response = Resp, Error = Infallible> + Clone + Send + 'a,
+    S::Future: Send + 'a,
+{
+    type Response = Resp;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Resp, Infallible>> + Send + 'a>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<DownBody>) -> Self::Future {
+        let (policy, target, timeout) = (self.policy, self.target, self.timeout);
+        let mut inner = self.inner.clone();
+        Box::pin(async move {
+            let replay = match buffer(req).await {
+                Ok(Ok(r)) => r,
+                // Not replayable: one try, as a route without retries.
+                Ok(Err(req)) => return inner.call(req).await,
+                Err(resp) => return Ok(resp),
+            };
+            let Some(cluster) = target.pick().cloned() else {
+                // No such cluster: the try answers it (503, NC).
+                return inner.call(replay.request()).await;
+            };
+            let deadline = timeout.map(|t| Instant::now() + t);
+            let tries = tries(policy, &cluster, &replay, &mut inner, deadline);
+            let resp = match deadline {
+                None => tries.await,
+                Some(d) => match tokio::time::timeout_at(d, tries).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        cluster.stats.rq_timeout.increment(1);
+                        cluster.stats.rq[4].increment(1);
+                        local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout")
+                    }
+                },
+            };
+            Ok(resp)
+        })
+    }
+}
+
+/// Tries until one is not retriable, the retries run out, or the budget
+/// says no; returns the last try's response.
+async fn tries<S>(
+    policy: &Retry,
+    cluster: &Arc<Cluster>,
+    replay: &Replay,
+    inner: &mut S,
+    deadline: Option<Instant>,
+) -> Resp
+where
+    S: Service<Request<DownBody>, Response = Resp, Error = Infallible>,
+{
+    let _active = cluster.retry_budget.request();
+    let mut avoid: Vec<Arc<Endpoint>> = Vec::new();
+    let mut _retry_slot = None;
+    let mut n = 0;
+    loop {
+        n += 1;
+        let mut req = replay.request();
+        let per_try = match (policy.per_try, deadline) {
+            (Some(p), Some(d)) => Some(p.min(d.saturating_duration_since(Instant::now()))),
+            (Some(p), None) => Some(p),
+            // The route timeout is enforced around all tries.
+            (None, _) => None,
+        };
+        req.extensions_mut().insert(Try {
+            cluster: cluster.clone(),
+            avoid: if policy.previous_hosts {
+                avoid.clone()
+            } else {
+                Vec::new()
+            },
+            timeout: per_try,
+            number: n,
+        });
+        let resp = match inner.call(req).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        };
+        if !policy.retriable(&resp) {
+            if n > 1 {
+                cluster.stats.rq_retry_success.increment(1);
+            }
+            return resp;
+        }
+        if n > policy.num_retries {
+            cluster.stats.rq_retry_limit_exceeded.increment(1);
+            return resp;
+        }
+        let Some(slot) = cluster.retry_budget.retry() else {
+            cluster.stats.rq_retry_overflow.increment(1);
+            return resp;
+        };
+        _retry_slot = Some(slot);
+        if let Some(ep) = resp
+            .extensions()
+            .get::<Tried>()
+            .and_then(|t| t.endpoint.clone())
+        {
+            avoid.push(ep);
+        }
+        // The failed try's response (and its connection) goes now.
+        drop(resp);
+        cluster.stats.rq_retry.increment(1);
+        tokio::time::sleep(policy.backoff(n)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(on: &[RetryOn]) -> Retry {
+        Retry {
+            on: on.iter().fold(0, |a, c| a | bit(*c)),
+            num_retries: 1,
+            per_try: None,
+            codes: vec![418],
+            base: Duration::from_millis(25),
+            max: Duration::from_millis(250),
+            previous_hosts: false,
+        }
+    }
+
+    fn resp(status: u16, grpc: Option<&str>) -> Resp {
+        let mut r = local_reply(StatusCode::from_u16(status).unwrap(), "");
+        if let Some(g) = grpc {
+            r.headers_mut()
+                .insert("grpc-status", HeaderValue::from_str(g).unwrap());
+        }
+        r
+    }
+
+    #[test]
+    fn conditions_follow_envoys_names() {
+        let p = policy(&[RetryOn::GatewayError]);
+        assert!(p.retriable(&resp(503, None)));
+        assert!(!p.retriable(&resp(500, None)));
+        let p = policy(&[RetryOn::FiveXx]);
+        assert!(p.retriable(&resp(500, None)) && !p.retriable(&resp(404, None)));
+        let p = policy(&[RetryOn::Retriable4xx, RetryOn::RetriableStatusCodes]);
+        assert!(p.retriable(&resp(409, None)) && p.retriable(&resp(418, None)));
+        assert!(!p.retriable(&resp(400, None)));
+        let p = policy(&[RetryOn::Unavailable]);
+        assert!(p.retriable(&resp(200, Some("14"))) && !p.retriable(&resp(200, Some("13"))));
+        let mut failed = resp(503, None);
+        failed.extensions_mut().insert(Tried {
+            endpoint: None,
+            failure: Some(Failure::ConnectFailure),
+        });
+        assert!(policy(&[RetryOn::ConnectFailure]).retriable(&failed));
+        assert!(!policy(&[RetryOn::Reset]).retriable(&failed));
+    }
+
+    #[test]
+    fn backoff_is_full_jitter_capped() {
+        let p = policy(&[]);
+        for n in 1..8 {
+            for _ in 0..200 {
+                let ceiling =
+                    (Duration::from_millis(25) * ((1 << n) - 1)).min(Duration::from_millis(250));
+                assert!(p.backoff(n) <= ceiling);
+            }
+        }
+    }
+}
