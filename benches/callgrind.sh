@@ -5,6 +5,7 @@
 #   benches/callgrind.sh                 # legate, envoy, nginx; HTTP/1.1
 #   TARGETS="legate" benches/callgrind.sh
 #   N1=2000 N2=12000 CONNS=16 benches/callgrind.sh
+#   POLICIES=1 TARGETS=legate benches/callgrind.sh   # with retries and a rate limit
 #
 # Each proxy runs under callgrind twice, forwarding N1 and then N2 requests
 # (h2load --h1, CONNS keep-alive connections) to one nginx upstream; the
@@ -29,6 +30,8 @@ ENVOY=$(find_envoy 2>/dev/null || true)
 TMP=$(mktemp -d)
 PIDS=()
 cleanup() {
+	# KEEP_OUT=DIR keeps the callgrind profiles (callgrind_annotate them).
+	if [[ -n ${KEEP_OUT:-} ]]; then mkdir -p "$KEEP_OUT" && cp "$TMP"/cg.* "$KEEP_OUT"/ 2>/dev/null || true; fi
 	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
 	rm -rf "$TMP"
@@ -48,6 +51,13 @@ NGX
 nginx -c "$TMP/up.conf" -p "$TMP" &
 PIDS+=($!)
 
+# POLICIES=1: Legate's route also retries and rate-limits (limits never
+# hit), to count what the resilience layers cost a request.
+RETRY= RATE_LIMIT=
+if [[ ${POLICIES:-0} == 1 ]]; then
+	RETRY=", retry: { retry_on: [5xx, reset, connect-failure], num_retries: 2 }"
+	RATE_LIMIT="                rate_limit: { max_tokens: 1000000000, tokens_per_fill: 1000000000, fill_interval: 1s }"
+fi
 cat >"$TMP/legate.yaml" <<YAML
 admin: { address: "127.0.0.1:$ADMIN" }
 listeners:
@@ -60,7 +70,8 @@ listeners:
             domains: ["*"]
             routes:
               - match: { prefix: "/" }
-                route: { cluster: up }
+                route: { cluster: up$RETRY }
+$RATE_LIMIT
 clusters:
   - name: up
     endpoints: [{ address: "127.0.0.1:$UP" }]

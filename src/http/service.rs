@@ -12,7 +12,7 @@ use crate::cluster::pool::{self, UpstreamBody, UpstreamError};
 use crate::filters::fault::{Fault, FaultLayer};
 use crate::filters::ratelimit::{RateLimit, RateLimitLayer};
 use crate::route::{Action, Forward, HashInput, Redirect, RequestView, Route, VirtualHost};
-use crate::router::retry::{Failure, RetryLayer, Tried, Try, attempt_count};
+use crate::router::retry::{Failure, LocalReply, RetryLayer, Try, attempt_count};
 use crate::telemetry::class_index;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -119,7 +119,7 @@ macro_rules! act {
                 resp
             }
             Action::Redirect(rd) => redirect(rd, &req),
-            Action::Forward(fwd) => match forward(chain, conn, vh, route, fwd, req).await {
+            Action::Forward(fwd) => match forward(chain, conn, vh, route, fwd, req, None).await {
                 Ok(proxied) => return proxied,
                 Err(local) => local,
             },
@@ -200,11 +200,7 @@ impl<'a> Service<Request<DownBody>> for Act<'a> {
                 };
                 // Legate's own replies get the response header changes
                 // (proxied ones have them already).
-                if resp
-                    .extensions()
-                    .get::<Tried>()
-                    .is_none_or(|t| t.failure.is_some())
-                {
+                if resp.extensions().get::<LocalReply>().is_some() {
                     a.route.response_headers.apply(resp.headers_mut());
                     a.vh.response_headers.apply(resp.headers_mut());
                 }
@@ -227,33 +223,32 @@ struct OneTry<'a> {
     fwd: &'a Forward,
 }
 
-impl<'a> Service<Request<DownBody>> for OneTry<'a> {
-    type Response = Response<RespBody>;
+impl<'a> Service<(Request<DownBody>, Option<Try>)> for OneTry<'a> {
+    type Response = (Response<RespBody>, Option<Try>);
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<RespBody>, Infallible>> + Send + 'a>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send + 'a>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<DownBody>) -> Self::Future {
+    fn call(&mut self, (req, mut try_): (Request<DownBody>, Option<Try>)) -> Self::Future {
         let t = *self;
         Box::pin(async move {
-            Ok(
-                match forward(t.chain, t.conn, t.vh, t.route, t.fwd, req).await {
+            let resp =
+                match forward(t.chain, t.conn, t.vh, t.route, t.fwd, req, try_.as_mut()).await {
                     Ok(resp) => resp,
-                    Err(mut local) => {
-                        // Not an upstream failure: never retried.
-                        if local.extensions().get::<Tried>().is_none() {
-                            local.extensions_mut().insert(Tried {
-                                endpoint: None,
-                                failure: Some(Failure::Other),
-                            });
+                    Err(local) => {
+                        match try_.as_mut() {
+                            // Not an upstream failure: never retried.
+                            Some(t) if t.failure.is_none() => t.failure = Some(Failure::Other),
+                            Some(_) => {}
+                            None => return Ok((crate::router::retry::mark_local(local), None)),
                         }
                         local
                     }
-                },
-            )
+                };
+            Ok((resp, try_))
         })
     }
 }
@@ -505,11 +500,12 @@ async fn forward(
     route: &Route,
     fwd: &Forward,
     mut req: Request<DownBody>,
+    mut try_: Option<&mut Try>,
 ) -> Result<Response<RespBody>, Response<RespBody>> {
     // One try of a retrying route: its cluster, endpoints to avoid, timeout.
-    let try_ = req.extensions_mut().remove::<Try>();
-    let cluster = match &try_ {
-        Some(t) => &t.cluster,
+    let try_cluster = try_.as_ref().map(|t| t.cluster.clone());
+    let cluster = match &try_cluster {
+        Some(c) => c,
         None => match fwd.target.pick() {
             Some(c) => c,
             None => {
@@ -543,6 +539,9 @@ async fn forward(
         Some(t) if !t.avoid.is_empty() => cluster.pick_avoiding(hash, &t.avoid),
         _ => cluster.pick(hash),
     };
+    if let (Some(t), Some(ep)) = (try_.as_deref_mut(), &picked) {
+        t.used = Some(ep.clone());
+    }
     let Some(endpoint) = picked else {
         cluster.stats.none_healthy.increment(1);
         return Err(local_reply(
@@ -759,14 +758,13 @@ async fn forward(
             let Some(r) = r else {
                 cluster.stats.rq_timeout.increment(1);
                 cluster.stats.rq[4].increment(1);
-                let mut resp = local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout");
-                if try_.is_some() {
-                    resp.extensions_mut().insert(Tried {
-                        endpoint: Some(endpoint.clone()),
-                        failure: Some(Failure::Timeout),
-                    });
+                if let Some(t) = try_.as_deref_mut() {
+                    t.failure = Some(Failure::Timeout);
                 }
-                return Err(resp);
+                return Err(local_reply(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream request timeout",
+                ));
             };
             if upload.is_some() {
                 // The upstream answered before the upload ended; time the
@@ -815,14 +813,10 @@ async fn forward(
                     "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
                 ),
             };
-            let mut resp = local_reply(status, body);
-            if try_.is_some() {
-                resp.extensions_mut().insert(Tried {
-                    endpoint: Some(endpoint.clone()),
-                    failure: Some(failure),
-                });
+            if let Some(t) = try_ {
+                t.failure = Some(failure);
             }
-            return Err(resp);
+            return Err(local_reply(status, body));
         }
     };
     let status = resp.status();
@@ -860,12 +854,6 @@ async fn forward(
     }
     route.response_headers.apply(&mut parts.headers);
     vh.response_headers.apply(&mut parts.headers);
-    if try_.is_some() {
-        parts.extensions.insert(Tried {
-            endpoint: Some(endpoint.clone()),
-            failure: None,
-        });
-    }
     Ok(Response::from_parts(
         parts,
         RespBody::Upstream {

@@ -68,10 +68,8 @@ impl Retry {
     }
 
     /// Whether a try's outcome is one to retry.
-    fn retriable(&self, resp: &Response<RespBody>) -> bool {
-        if let Some(t) = resp.extensions().get::<Tried>()
-            && let Some(f) = t.failure
-        {
+    fn retriable(&self, resp: &Response<RespBody>, failure: Option<Failure>) -> bool {
+        if let Some(f) = failure {
             return match f {
                 Failure::ConnectFailure => {
                     self.has(RetryOn::ConnectFailure)
@@ -188,23 +186,23 @@ impl RetryBudget {
     }
 }
 
-/// Set on each try's request: the cluster chosen once for the whole
-/// request, the endpoints to avoid, the try's timeout and its number.
-#[derive(Clone)]
+/// One try of a retrying request, passed down with it: the cluster chosen
+/// once for the whole request, the endpoints to avoid, the try's timeout
+/// and number; and passed back: the endpoint it went to and, when Legate
+/// answered itself, why.
 pub struct Try {
     pub cluster: Arc<Cluster>,
     pub avoid: Vec<Arc<Endpoint>>,
     pub timeout: Option<Duration>,
     pub number: u32,
-}
-
-/// Set on a try's response: the endpoint it went to and, when Legate
-/// answered itself, why.
-#[derive(Clone)]
-pub struct Tried {
-    pub endpoint: Option<Arc<Endpoint>>,
+    pub used: Option<Arc<Endpoint>>,
     pub failure: Option<Failure>,
 }
+
+/// Marks a response Legate made itself on a retrying route (so the route's
+/// response header changes still apply to it).
+#[derive(Clone, Copy)]
+pub struct LocalReply;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Failure {
@@ -313,9 +311,25 @@ async fn buffer(req: Request<DownBody>) -> Result<Result<Replay, Request<DownBod
     }))
 }
 
+/// Marks `resp` as Legate's own.
+pub fn mark_local(resp: Resp) -> Resp {
+    local(resp)
+}
+
+fn local(mut resp: Resp) -> Resp {
+    resp.extensions_mut().insert(LocalReply);
+    resp
+}
+
 impl<'a, S> Service<Request<DownBody>> for RetryService<'a, S>
 where
-    S: Service<Request<DownBody>, Response = Resp, Error = Infallible> + Clone + Send + 'a,
+    S: Service<
+            (Request<DownBody>, Option<Try>),
+            Response = (Resp, Option<Try>),
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'a,
     S::Future: Send + 'a,
 {
     type Response = Resp;
@@ -333,33 +347,45 @@ where
             let replay = match buffer(req).await {
                 Ok(Ok(r)) => r,
                 // Not replayable: one try, as a route without retries.
-                Ok(Err(req)) => return inner.call(req).await,
-                Err(resp) => return Ok(resp),
+                Ok(Err(req)) => return Ok(once(&mut inner, req).await),
+                Err(resp) => return Ok(local(resp)),
             };
             let Some(cluster) = target.pick().cloned() else {
                 // No such cluster: the try answers it (503, NC).
-                return inner.call(replay.request()).await;
+                return Ok(once(&mut inner, replay.request()).await);
             };
             let deadline = timeout.map(|t| Instant::now() + t);
-            let tries = tries(policy, &cluster, &replay, &mut inner, deadline);
-            let resp = match deadline {
-                None => tries.await,
-                Some(d) => match tokio::time::timeout_at(d, tries).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        cluster.stats.rq_timeout.increment(1);
-                        cluster.stats.rq[4].increment(1);
-                        local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout")
-                    }
-                },
-            };
-            Ok(resp)
+            Ok(tries(policy, &cluster, &replay, &mut inner, deadline).await)
         })
     }
 }
 
-/// Tries until one is not retriable, the retries run out, or the budget
-/// says no; returns the last try's response.
+/// One try without retries.
+async fn once<S>(inner: &mut S, req: Request<DownBody>) -> Resp
+where
+    S: Service<
+            (Request<DownBody>, Option<Try>),
+            Response = (Resp, Option<Try>),
+            Error = Infallible,
+        >,
+{
+    match inner.call((req, None)).await {
+        Ok((resp, _)) => resp,
+        Err(never) => match never {},
+    }
+}
+
+fn timed_out(cluster: &Cluster) -> Resp {
+    cluster.stats.rq_timeout.increment(1);
+    cluster.stats.rq[4].increment(1);
+    local(local_reply(
+        StatusCode::GATEWAY_TIMEOUT,
+        "upstream request timeout",
+    ))
+}
+
+/// Tries until one is not retriable, the retries run out, the budget says
+/// no or the route timeout passes; returns the last try's response.
 async fn tries<S>(
     policy: &Retry,
     cluster: &Arc<Cluster>,
@@ -368,7 +394,11 @@ async fn tries<S>(
     deadline: Option<Instant>,
 ) -> Resp
 where
-    S: Service<Request<DownBody>, Response = Resp, Error = Infallible>,
+    S: Service<
+            (Request<DownBody>, Option<Try>),
+            Response = (Resp, Option<Try>),
+            Error = Infallible,
+        >,
 {
     let _active = cluster.retry_budget.request();
     let mut avoid: Vec<Arc<Endpoint>> = Vec::new();
@@ -376,53 +406,72 @@ where
     let mut n = 0;
     loop {
         n += 1;
-        let mut req = replay.request();
-        let per_try = match (policy.per_try, deadline) {
-            (Some(p), Some(d)) => Some(p.min(d.saturating_duration_since(Instant::now()))),
-            (Some(p), None) => Some(p),
-            // The route timeout is enforced around all tries.
-            (None, _) => None,
+        // Each try gets the per-try timeout, cut to what is left of the
+        // route timeout (the try's own timer enforces both).
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if left.is_some_and(|l| l.is_zero()) {
+            return timed_out(cluster);
+        }
+        let timeout = match (policy.per_try, left) {
+            (Some(p), Some(l)) => Some(p.min(l)),
+            (p, l) => p.or(l),
         };
-        req.extensions_mut().insert(Try {
+        let t = Try {
             cluster: cluster.clone(),
             avoid: if policy.previous_hosts {
-                avoid.clone()
+                std::mem::take(&mut avoid)
             } else {
                 Vec::new()
             },
-            timeout: per_try,
+            timeout,
             number: n,
-        });
-        let resp = match inner.call(req).await {
-            Ok(r) => r,
+            used: None,
+            failure: None,
+        };
+        let (resp, t) = match inner.call((replay.request(), Some(t))).await {
+            Ok((resp, Some(t))) => (resp, t),
+            Ok((resp, None)) => return resp,
             Err(never) => match never {},
         };
-        if !policy.retriable(&resp) {
+        avoid = t.avoid;
+        let mark = |resp: Resp| {
+            if t.failure.is_some() {
+                local(resp)
+            } else {
+                resp
+            }
+        };
+        if t.failure == Some(Failure::Timeout) && deadline.is_some_and(|d| Instant::now() >= d) {
+            // The route timeout, not the per-try one: no more tries.
+            return mark(resp);
+        }
+        if !policy.retriable(&resp, t.failure) {
             if n > 1 {
                 cluster.stats.rq_retry_success.increment(1);
             }
-            return resp;
+            return mark(resp);
         }
         if n > policy.num_retries {
             cluster.stats.rq_retry_limit_exceeded.increment(1);
-            return resp;
+            return mark(resp);
         }
         let Some(slot) = cluster.retry_budget.retry() else {
             cluster.stats.rq_retry_overflow.increment(1);
-            return resp;
+            return mark(resp);
         };
         _retry_slot = Some(slot);
-        if let Some(ep) = resp
-            .extensions()
-            .get::<Tried>()
-            .and_then(|t| t.endpoint.clone())
-        {
+        if let Some(ep) = t.used {
             avoid.push(ep);
         }
         // The failed try's response (and its connection) goes now.
         drop(resp);
         cluster.stats.rq_retry.increment(1);
-        tokio::time::sleep(policy.backoff(n)).await;
+        let pause = policy.backoff(n);
+        if deadline.is_some_and(|d| Instant::now() + pause >= d) {
+            tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)).await;
+            return timed_out(cluster);
+        }
+        tokio::time::sleep(pause).await;
     }
 }
 
@@ -454,22 +503,22 @@ mod tests {
     #[test]
     fn conditions_follow_envoys_names() {
         let p = policy(&[RetryOn::GatewayError]);
-        assert!(p.retriable(&resp(503, None)));
-        assert!(!p.retriable(&resp(500, None)));
+        assert!(p.retriable(&resp(503, None), None));
+        assert!(!p.retriable(&resp(500, None), None));
         let p = policy(&[RetryOn::FiveXx]);
-        assert!(p.retriable(&resp(500, None)) && !p.retriable(&resp(404, None)));
+        assert!(p.retriable(&resp(500, None), None) && !p.retriable(&resp(404, None), None));
         let p = policy(&[RetryOn::Retriable4xx, RetryOn::RetriableStatusCodes]);
-        assert!(p.retriable(&resp(409, None)) && p.retriable(&resp(418, None)));
-        assert!(!p.retriable(&resp(400, None)));
+        assert!(p.retriable(&resp(409, None), None) && p.retriable(&resp(418, None), None));
+        assert!(!p.retriable(&resp(400, None), None));
         let p = policy(&[RetryOn::Unavailable]);
-        assert!(p.retriable(&resp(200, Some("14"))) && !p.retriable(&resp(200, Some("13"))));
-        let mut failed = resp(503, None);
-        failed.extensions_mut().insert(Tried {
-            endpoint: None,
-            failure: Some(Failure::ConnectFailure),
-        });
-        assert!(policy(&[RetryOn::ConnectFailure]).retriable(&failed));
-        assert!(!policy(&[RetryOn::Reset]).retriable(&failed));
+        assert!(p.retriable(&resp(200, Some("14")), None));
+        assert!(!p.retriable(&resp(200, Some("13")), None));
+        let failed = resp(503, None);
+        let connect = Some(Failure::ConnectFailure);
+        assert!(policy(&[RetryOn::ConnectFailure]).retriable(&failed, connect));
+        assert!(!policy(&[RetryOn::Reset]).retriable(&failed, connect));
+        // Not an upstream failure: never, whatever the status.
+        assert!(!policy(&[RetryOn::FiveXx]).retriable(&failed, Some(Failure::Other)));
     }
 
     #[test]
