@@ -15,28 +15,15 @@ async fn proxy_with_fault(
     fault: &str,
     up: SocketAddr,
 ) -> (legate::RunningProxy, SocketAddr) {
-    let yaml = format!(
-        r#"
-listeners:
-  - name: {listener}
-    address: "127.0.0.1:0"
-    http:
-      route_config:
-        virtual_hosts:
-          - name: all
-            domains: ["*"]
-            routes:
-              - match: {{ prefix: / }}
-                route: {{ cluster: up }}
-                fault: {fault}
-clusters:
-  - name: up
-    endpoints: [{{ address: "{up}" }}]
-"#
-    );
-    let p = proxy(&yaml, &[]).await;
-    let addr = p.listener_addr(listener).unwrap();
-    (p, addr)
+    one_vhost(
+        listener,
+        "",
+        &format!(
+            "              - {{ match: {{ prefix: / }}, route: {{ cluster: up }}, fault: {fault} }}"
+        ),
+        &format!("  - {{ name: up, endpoints: [{{ address: \"{up}\" }}] }}"),
+    )
+    .await
 }
 
 async fn statuses(
@@ -265,13 +252,9 @@ fn fault_configs_are_checked() {
         ),
     ];
     for (fault, want) in cases {
-        let yaml = format!(
-            "listeners:\n  - name: l\n    address: \"127.0.0.1:0\"\n    http:\n      route_config:\n        virtual_hosts:\n          - name: all\n            domains: [\"*\"]\n            routes:\n              - match: {{ prefix: / }}\n                direct_response: {{ status: 200 }}\n                fault: {fault}\n"
-        );
-        let err = legate_xds::parse_str(&yaml)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let err = route_errors(&format!(
+            "direct_response: {{ status: 200 }}, fault: {fault}"
+        ));
         assert!(err.contains(want), "{fault}: wanted {want:?}, got {err:?}");
     }
 }

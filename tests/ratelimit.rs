@@ -13,27 +13,8 @@ async fn limited_proxy(
     routes: &str,
     up: SocketAddr,
 ) -> (legate::RunningProxy, SocketAddr) {
-    let yaml = format!(
-        r#"
-listeners:
-  - name: {listener}
-    address: "127.0.0.1:0"
-    http:
-      route_config:
-        virtual_hosts:
-          - name: all
-            domains: ["*"]
-            {vhost_extra}
-            routes:
-{routes}
-clusters:
-  - name: up
-    endpoints: [{{ address: "{up}" }}]
-"#
-    );
-    let p = proxy(&yaml, &[]).await;
-    let addr = p.listener_addr(listener).unwrap();
-    (p, addr)
+    let clusters = format!("  - {{ name: up, endpoints: [{{ address: \"{up}\" }}] }}");
+    one_vhost(listener, vhost_extra, routes, &clusters).await
 }
 
 fn one_route(limit: &str) -> String {
@@ -210,13 +191,9 @@ fn rate_limit_configs_are_checked() {
         ("{ fill_interval: 1s }", "missing field `max_tokens`"),
     ];
     for (limit, want) in cases {
-        let yaml = format!(
-            "listeners:\n  - name: l\n    address: \"127.0.0.1:0\"\n    http:\n      route_config:\n        virtual_hosts:\n          - name: all\n            domains: [\"*\"]\n            routes:\n              - match: {{ prefix: / }}\n                direct_response: {{ status: 200 }}\n                rate_limit: {limit}\n"
-        );
-        let err = legate_xds::parse_str(&yaml)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let err = route_errors(&format!(
+            "direct_response: {{ status: 200 }}, rate_limit: {limit}"
+        ));
         assert!(err.contains(want), "{limit}: wanted {want:?}, got {err:?}");
     }
 }

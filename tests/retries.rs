@@ -99,30 +99,13 @@ async fn retrying_proxy(
         .iter()
         .map(|a| format!("{{ address: \"{a}\" }}"))
         .collect();
-    let yaml = format!(
-        r#"
-listeners:
-  - name: {listener}
-    address: "127.0.0.1:0"
-    http:
-      route_config:
-        virtual_hosts:
-          - name: all
-            domains: ["*"]
-            include_attempt_count: true
-            routes:
-              - match: {{ prefix: / }}
-                route: {{ cluster: {listener}, retry: {retry} {extra} }}
-clusters:
-  - name: {listener}
-    connect_timeout: 1s
-    endpoints: [{}]
-"#,
-        eps.join(", ")
-    );
-    let p = proxy(&yaml, &[]).await;
-    let addr = p.listener_addr(listener).unwrap();
-    (p, addr)
+    one_vhost(
+        listener,
+        "include_attempt_count: true",
+        &format!("              - {{ match: {{ prefix: / }}, route: {{ cluster: {listener}, retry: {retry} {extra} }} }}"),
+        &format!("  - {{ name: {listener}, connect_timeout: 1s, endpoints: [{}] }}", eps.join(", ")),
+    )
+    .await
 }
 
 async fn stat(p: &legate::RunningProxy, cluster: &str, name: &str) -> f64 {
@@ -342,13 +325,7 @@ fn retry_configs_are_checked() {
         ),
     ];
     for (retry, want) in cases {
-        let yaml = format!(
-            "listeners:\n  - name: l\n    address: \"127.0.0.1:0\"\n    http:\n      route_config:\n        virtual_hosts:\n          - name: all\n            domains: [\"*\"]\n            routes:\n              - match: {{ prefix: / }}\n                route: {{ cluster: c, retry: {retry} }}\nclusters:\n  - name: c\n    endpoints: [{{ address: \"127.0.0.1:1\" }}]\n"
-        );
-        let err = legate_xds::parse_str(&yaml)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let err = route_errors(&format!("route: {{ cluster: c, retry: {retry} }}"));
         assert!(err.contains(want), "{retry}: wanted {want:?}, got {err:?}");
     }
 }

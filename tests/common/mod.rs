@@ -397,3 +397,48 @@ impl Load {
         )
     }
 }
+
+/// A proxy with one listener `listener` on a free port, one virtual host
+/// for every domain (`vhost_extra`: more of its fields, one YAML line), the
+/// `routes` (YAML list items, indented 14 spaces) and `clusters` (YAML list
+/// items, indented 2); returns it and the listener's address.
+pub async fn one_vhost(
+    listener: &str,
+    vhost_extra: &str,
+    routes: &str,
+    clusters: &str,
+) -> (RunningProxy, SocketAddr) {
+    let yaml = format!(
+        r#"
+listeners:
+  - name: {listener}
+    address: "127.0.0.1:0"
+    http:
+      route_config:
+        virtual_hosts:
+          - name: all
+            domains: ["*"]
+            {vhost_extra}
+            routes:
+{routes}
+clusters:
+{clusters}
+"#
+    );
+    let p = proxy(&yaml, &[]).await;
+    let addr = p.listener_addr(listener).unwrap();
+    (p, addr)
+}
+
+/// The error message of a configuration whose one route is
+/// `{ match: { prefix: / }, <route_fields> }` (one flow-style line; a
+/// cluster `c` exists); empty when it is valid.
+pub fn route_errors(route_fields: &str) -> String {
+    let yaml = format!(
+        "listeners:\n  - name: l\n    address: \"127.0.0.1:0\"\n    http:\n      route_config:\n        virtual_hosts:\n          - name: all\n            domains: [\"*\"]\n            routes:\n              - {{ match: {{ prefix: / }}, {route_fields} }}\nclusters:\n  - {{ name: c, endpoints: [{{ address: \"127.0.0.1:1\" }}] }}\n"
+    );
+    legate_xds::parse_str(&yaml)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default()
+}

@@ -8,6 +8,7 @@
 pub mod client;
 pub mod control_plane;
 pub mod duration;
+pub mod logging;
 pub mod mesh;
 pub mod model;
 pub mod registry;

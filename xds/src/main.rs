@@ -60,15 +60,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = std::env::var("LEGATE_LOG").unwrap_or_else(|_| cli.log_level.clone());
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&filter)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    legate_xds::logging::init(&cli.log_level);
     match cli.command {
         Command::Validate { files } => validate(&files),
         Command::Serve {

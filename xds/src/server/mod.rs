@@ -31,6 +31,7 @@ use crate::wire::envoy::service::discovery::v3::{
 use prost_types::Any;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -450,7 +451,7 @@ impl AggregatedDiscoveryService for AdsServer {
             types: BTreeMap::new(),
         };
         let inbound = request.into_inner();
-        tokio::spawn(async move { stream.run(inbound).await });
+        tokio::spawn(async move { run(&mut stream, inbound).await });
         Ok(tonic::Response::new(RxStream(rx)))
     }
 
@@ -465,7 +466,7 @@ impl AggregatedDiscoveryService for AdsServer {
             types: BTreeMap::new(),
         };
         let inbound = request.into_inner();
-        tokio::spawn(async move { stream.run(inbound).await });
+        tokio::spawn(async move { run(&mut stream, inbound).await });
         Ok(tonic::Response::new(RxStream(rx)))
     }
 }
@@ -535,6 +536,48 @@ fn is_wildcard(names: &BTreeSet<String>) -> bool {
     names.is_empty() || names.contains("*")
 }
 
+/// What the two stream kinds do with a request and with a push.
+trait AdsStream {
+    type Request: Send + 'static;
+    fn base(&mut self) -> &mut StreamBase;
+    fn type_urls(&self) -> Vec<String>;
+    /// Handles a request; false once the stream is gone.
+    fn on_request(&mut self, req: Self::Request) -> impl Future<Output = bool> + Send;
+    /// Pushes the type if the client needs it; false once the stream is
+    /// gone.
+    fn respond_if_needed(&mut self, type_url: &str) -> impl Future<Output = bool> + Send;
+}
+
+/// Serves one stream: its requests, and every change of its snapshot,
+/// until the client leaves or the server closes the streams.
+async fn run<S: AdsStream>(stream: &mut S, mut inbound: Streaming<S::Request>)
+where
+    Streaming<S::Request>: Send,
+{
+    let (mut changes, mut epoch) = {
+        let inner = &stream.base().inner;
+        (inner.source.changes(), inner.epoch.subscribe())
+    };
+    loop {
+        match next_wake(&mut inbound, &mut changes, &mut epoch).await {
+            Wake::Request(req) => {
+                if !stream.on_request(req).await {
+                    return;
+                }
+            }
+            Wake::Changed => {
+                stream.base().refresh();
+                for url in stream.type_urls() {
+                    if !stream.respond_if_needed(&url).await {
+                        return;
+                    }
+                }
+            }
+            Wake::End => return,
+        }
+    }
+}
+
 /// One state-of-the-world stream's view of one type.
 #[derive(Default)]
 struct SotwType {
@@ -554,29 +597,15 @@ struct SotwStream {
     types: BTreeMap<String, SotwType>,
 }
 
-impl SotwStream {
-    async fn run(&mut self, mut inbound: Streaming<DiscoveryRequest>) {
-        let mut changes = self.base.inner.source.changes();
-        let mut epoch = self.base.inner.epoch.subscribe();
-        loop {
-            match next_wake(&mut inbound, &mut changes, &mut epoch).await {
-                Wake::Request(req) => {
-                    if !self.on_request(req).await {
-                        return;
-                    }
-                }
-                Wake::Changed => {
-                    self.base.refresh();
-                    let urls: Vec<String> = self.types.keys().cloned().collect();
-                    for url in urls {
-                        if !self.respond_if_needed(&url).await {
-                            return;
-                        }
-                    }
-                }
-                Wake::End => return,
-            }
-        }
+impl AdsStream for SotwStream {
+    type Request = DiscoveryRequest;
+
+    fn base(&mut self) -> &mut StreamBase {
+        &mut self.base
+    }
+
+    fn type_urls(&self) -> Vec<String> {
+        self.types.keys().cloned().collect()
     }
 
     async fn on_request(&mut self, req: DiscoveryRequest) -> bool {
@@ -681,29 +710,15 @@ struct DeltaStream {
     types: BTreeMap<String, DeltaType>,
 }
 
-impl DeltaStream {
-    async fn run(&mut self, mut inbound: Streaming<DeltaDiscoveryRequest>) {
-        let mut changes = self.base.inner.source.changes();
-        let mut epoch = self.base.inner.epoch.subscribe();
-        loop {
-            match next_wake(&mut inbound, &mut changes, &mut epoch).await {
-                Wake::Request(req) => {
-                    if !self.on_request(req).await {
-                        return;
-                    }
-                }
-                Wake::Changed => {
-                    self.base.refresh();
-                    let urls: Vec<String> = self.types.keys().cloned().collect();
-                    for url in urls {
-                        if !self.respond_if_needed(&url).await {
-                            return;
-                        }
-                    }
-                }
-                Wake::End => return,
-            }
-        }
+impl AdsStream for DeltaStream {
+    type Request = DeltaDiscoveryRequest;
+
+    fn base(&mut self) -> &mut StreamBase {
+        &mut self.base
+    }
+
+    fn type_urls(&self) -> Vec<String> {
+        self.types.keys().cloned().collect()
     }
 
     async fn on_request(&mut self, req: DeltaDiscoveryRequest) -> bool {
