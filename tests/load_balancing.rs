@@ -92,7 +92,36 @@ async fn least_request_avoids_the_busy_endpoint() {
     } else {
         "b"
     };
-    let counts = tally(addr, 20, "/", &[]).await;
+    // A quick request's endpoint is released just after its response is
+    // out, so the client can ask again a moment before: wait for only the
+    // slow request to be in flight before each quick one.
+    let in_flight = |p: &legate::RunningProxy| {
+        let p = p.admin_addr;
+        async move {
+            let req = http::Request::get(format!("http://{p}/clusters"))
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap();
+            send(&h1_client(), req)
+                .await
+                .text()
+                .lines()
+                .filter_map(|l| l.split("::rq_active::").nth(1))
+                .filter_map(|n| n.trim().parse::<u64>().ok())
+                .sum::<u64>()
+        }
+    };
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for _ in 0..20 {
+        eventually("only the slow request in flight", || async {
+            in_flight(&p).await == 1
+        })
+        .await;
+        let r = get(addr, "svc", "/", &[]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        *counts
+            .entry(r.header("x-upstream").unwrap().to_string())
+            .or_default() += 1;
+    }
     assert_eq!(
         counts.get(busy),
         None,
