@@ -12,7 +12,7 @@ use crate::cluster::pool::{self, UpstreamBody, UpstreamError};
 use crate::filters::fault::{Fault, FaultLayer};
 use crate::filters::ratelimit::{RateLimit, RateLimitLayer};
 use crate::route::{Action, Forward, HashInput, Redirect, RequestView, Route, VirtualHost};
-use crate::router::retry::{Failure, LocalReply, RetryLayer, Try, attempt_count};
+use crate::router::retry::{Failure, LocalReply, RetryLayer, Try};
 use crate::telemetry::class_index;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -90,8 +90,7 @@ async fn route_request(
         chain.stats.no_route.increment(1);
         return local_reply(StatusCode::NOT_FOUND, "");
     };
-    let retries = matches!(&route.action, Action::Forward(f) if f.retry.is_some());
-    if retries || route.rate_limit.is_some() || route.fault.is_some() {
+    if route.layered {
         // Boxed, so routes without filters carry none of their state.
         let filtered: Pin<Box<dyn Future<Output = Response<RespBody>> + Send + '_>> =
             Box::pin(with_filters(chain, conn, vh, route, req));
@@ -597,7 +596,7 @@ async fn forward(
     if vh.include_attempt_count {
         headers.insert(
             X_ENVOY_ATTEMPT_COUNT.clone(),
-            attempt_count(try_.as_ref().map_or(1, |t| t.number)),
+            HeaderValue::from(try_.as_ref().map_or(1, |t| t.number)),
         );
     }
 

@@ -69,6 +69,9 @@ pub struct Route {
     pub fault: Option<Arc<crate::filters::fault::Fault>>,
     /// The route's token bucket, or its virtual host's.
     pub rate_limit: Option<Arc<crate::filters::ratelimit::RateLimit>>,
+    /// Whether any filter or router layer (rate limit, fault, retries)
+    /// applies: worked out once, so other requests pay one check.
+    pub layered: bool,
 }
 
 enum PathMatch {
@@ -216,6 +219,8 @@ impl RouteTable {
                     {
                         f.retry = vh_retry.clone();
                     }
+                    let retries = matches!(&route.action, Action::Forward(f) if f.retry.is_some());
+                    route.layered = retries || route.rate_limit.is_some() || route.fault.is_some();
                     Ok(route)
                 })
                 .collect::<Result<Vec<_>, CompileError>>()?;
@@ -619,6 +624,8 @@ fn compile_route(
             .as_ref()
             .map(|l| rate_limit(&format!("{p}.rate_limit"), l))
             .transpose()?,
+        // Set with the virtual host's fallbacks, in `RouteTable::compile`.
+        layered: false,
     })
 }
 

@@ -14,7 +14,7 @@ use crate::http::body::{DownBody, RespBody};
 use crate::http::service::local_reply;
 use crate::route::Target;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use legate_xds::model::{self, RetryOn};
 use std::convert::Infallible;
@@ -212,11 +212,6 @@ pub enum Failure {
     Timeout,
     /// Not an upstream failure (no healthy endpoint, a bad request, ...).
     Other,
-}
-
-/// The attempt header's value for try `n`.
-pub fn attempt_count(n: u32) -> HeaderValue {
-    HeaderValue::from(n)
 }
 
 /// Retries as a layer over the service that makes one try.
@@ -478,6 +473,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     fn policy(on: &[RetryOn]) -> Retry {
         Retry {

@@ -123,19 +123,15 @@ impl ControlPlane {
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
         let (stop, stopped) = oneshot::channel::<()>();
         let mut tasks = vec![sync];
-        let grpc = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .add_service(server.service())
+        let router = server
+            .router()
             .add_service(RegistryService::new(registry.clone(), source.clone()));
         let ads = server.clone();
         let grpc = tokio::spawn(async move {
-            let shutdown = async move {
+            let stopped = async move {
                 let _ = stopped.await;
-                ads.close_streams();
             };
-            let incoming = tonic::transport::server::TcpIncoming::from(listener);
-            if let Err(e) = grpc.serve_with_incoming_shutdown(incoming, shutdown).await {
+            if let Err(e) = ads.serve_router(router, listener, stopped).await {
                 tracing::error!("gRPC server failed: {e}");
             }
         });

@@ -135,10 +135,6 @@ impl Snapshot {
     pub fn get(&self, type_url: &str) -> Option<&TypeResources> {
         self.types.get(type_url)
     }
-
-    pub fn types(&self) -> impl Iterator<Item = (&String, &TypeResources)> {
-        self.types.iter()
-    }
 }
 
 /// Where the server gets each proxy's resources.
@@ -345,10 +341,30 @@ impl AdsServer {
             .max_encoding_message_size(usize::MAX)
     }
 
-    /// Serves on `listener` until `shutdown` completes; then ends every
-    /// stream (clients reconnect elsewhere or later) and returns.
+    /// A gRPC server carrying the ADS service; more services may be added
+    /// (the control plane adds registration).
+    pub fn router(&self) -> tonic::transport::server::Router {
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .add_service(self.service())
+    }
+
+    /// Serves ADS alone on `listener` until `shutdown` completes.
     pub async fn serve(
         &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
+        self.serve_router(self.router(), listener, shutdown).await
+    }
+
+    /// Serves `router` (from [`AdsServer::router`]) on `listener` until
+    /// `shutdown` completes; then ends every stream (clients reconnect
+    /// elsewhere or later) and returns.
+    pub async fn serve_router(
+        &self,
+        router: tonic::transport::server::Router,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
@@ -357,10 +373,7 @@ impl AdsServer {
             shutdown.await;
             this.close_streams();
         };
-        tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-            .add_service(self.service())
+        router
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(listener),
                 shutdown,
@@ -866,12 +879,6 @@ impl Default for StaticSource {
 }
 
 impl StaticSource {
-    /// Serves `snapshot` from now on (and pushes what changed).
-    pub fn set(&self, snapshot: Snapshot) {
-        *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
-        self.changes.send_modify(|g| *g += 1);
-    }
-
     /// Changes one type of the snapshot.
     pub fn update(&self, f: impl FnOnce(&mut Snapshot)) {
         let mut guard = self.snapshot.lock().unwrap_or_else(|p| p.into_inner());
