@@ -2,6 +2,7 @@
 //! runtime, so rendering metrics or dumping config never runs on (or
 //! stalls) the proxy's worker threads.
 
+use crate::cluster::{Endpoint, flag};
 use crate::proxy::Snapshot;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -220,14 +221,30 @@ fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
     }
 }
 
-/// Envoy's `/clusters` health flags for an EDS health status.
-fn health_flags(h: HealthStatus) -> &'static str {
-    match h {
-        HealthStatus::Unknown | HealthStatus::Healthy => "healthy",
-        HealthStatus::Unhealthy | HealthStatus::Timeout => "/failed_eds_health",
-        HealthStatus::Draining => "/eds_status_draining",
-        HealthStatus::Degraded => "/degraded_eds_health",
+/// Envoy's `/clusters` health flags: the EDS status, active health
+/// checking and outlier detection (`healthy` when none applies).
+fn health_flags(e: &Endpoint) -> String {
+    let mut out = String::new();
+    match e.health {
+        HealthStatus::Unknown | HealthStatus::Healthy => {}
+        HealthStatus::Unhealthy | HealthStatus::Timeout => out.push_str("/failed_eds_health"),
+        HealthStatus::Draining => out.push_str("/eds_status_draining"),
+        HealthStatus::Degraded => out.push_str("/degraded_eds_health"),
     }
+    let f = e.flags();
+    if f & flag::FAILED_ACTIVE_HC != 0 {
+        out.push_str("/failed_active_hc");
+    }
+    if f & flag::PENDING_ACTIVE_HC != 0 {
+        out.push_str("/pending_active_hc");
+    }
+    if f & flag::FAILED_OUTLIER_CHECK != 0 {
+        out.push_str("/failed_outlier_check");
+    }
+    if out.is_empty() {
+        out.push_str("healthy");
+    }
+    out
 }
 
 fn clusters(state: &AdminState, as_json: bool) -> Response<Full<Bytes>> {
@@ -253,10 +270,11 @@ fn clusters(state: &AdminState, as_json: bool) -> Response<Full<Bytes>> {
                             "http2_connected": h2,
                             "priority": e.priority,
                             "health": e.health,
+                            "health_flags": health_flags(e),
                         })
                     })
                     .collect();
-                json!({"name": n, "lb_policy": c.lb_policy, "protocol": c.protocol, "endpoints": eps})
+                json!({"name": n, "lb_policy": c.lb_policy, "protocol": c.protocol, "panic": c.endpoints().panic, "endpoints": eps})
             })
             .collect();
         return reply(
@@ -280,7 +298,7 @@ fn clusters(state: &AdminState, as_json: bool) -> Response<Full<Bytes>> {
             let _ = writeln!(out, "{n}::{a}::cx_idle::{idle}");
             let _ = writeln!(out, "{n}::{a}::http2_connected::{h2}");
             let _ = writeln!(out, "{n}::{a}::priority::{}", e.priority);
-            let _ = writeln!(out, "{n}::{a}::health_flags::{}", health_flags(e.health));
+            let _ = writeln!(out, "{n}::{a}::health_flags::{}", health_flags(e));
         }
     }
     reply(StatusCode::OK, "text/plain", out)

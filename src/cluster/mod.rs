@@ -10,9 +10,23 @@ use arc_swap::ArcSwap;
 use legate_xds::model::{self, DiscoveryType, HealthStatus, LbPolicy, UpstreamProtocol};
 use pool::{Pool, PoolSettings};
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+
+/// Why an endpoint is out of load balancing, besides its EDS health status
+/// (bits of [`Endpoint::flags`], named as Envoy's `/clusters` shows them).
+pub mod flag {
+    /// Active health checking found it unhealthy (or has not yet found it
+    /// healthy: a new endpoint of a health-checked cluster starts so).
+    pub const FAILED_ACTIVE_HC: u8 = 1;
+    /// Not health-checked yet.
+    pub const PENDING_ACTIVE_HC: u8 = 2;
+    /// Ejected by outlier detection.
+    pub const FAILED_OUTLIER_CHECK: u8 = 4;
+    /// The bits that take an endpoint out of load balancing.
+    pub const UNHEALTHY: u8 = FAILED_ACTIVE_HC | FAILED_OUTLIER_CHECK;
+}
 
 /// One upstream endpoint and its connection pool.
 pub struct Endpoint {
@@ -20,6 +34,9 @@ pub struct Endpoint {
     pub weight: u32,
     pub priority: u32,
     pub health: HealthStatus,
+    /// Health-check and outlier state: bits of [`flag`]. Changed only
+    /// through [`Cluster::set_flags`], which rebuilds the balancer's set.
+    pub flags: AtomicU8,
     /// Requests in flight (least-request balancing, `/clusters`).
     pub active: AtomicUsize,
     pub pool: Pool,
@@ -28,6 +45,16 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    pub fn flags(&self) -> u8 {
+        self.flags.load(Ordering::Acquire)
+    }
+
+    /// Whether the endpoint may take requests: available by its EDS status
+    /// and neither failing health checks nor ejected.
+    pub fn is_healthy(&self) -> bool {
+        self.health.is_available() && self.flags() & flag::UNHEALTHY == 0
+    }
+
     /// What the endpoint was created from.
     pub fn spec(&self) -> EndpointSpec {
         EndpointSpec {
@@ -61,12 +88,27 @@ impl EndpointSpec {
 
 /// An immutable set of endpoints plus the load-balancer tables built for it.
 pub struct EndpointSet {
-    /// The endpoints that take new requests: the available ones (by health
-    /// status) of the lowest priority that has any.
+    /// The endpoints that take new requests: the healthy ones of the
+    /// lowest priority that has any; or, when under the cluster's panic
+    /// threshold of them are healthy, all of that priority's (Envoy's
+    /// panic mode: better to try them all than to overload a few).
     pub endpoints: Vec<Arc<Endpoint>>,
     /// Every endpoint the cluster knows, in the order given.
     pub all: Vec<Arc<Endpoint>>,
     pub lb: lb::LbTables,
+    /// Balancing in panic mode.
+    pub panic: bool,
+}
+
+impl EndpointSet {
+    fn empty() -> Self {
+        EndpointSet {
+            endpoints: Vec::new(),
+            all: Vec::new(),
+            lb: lb::LbTables::default(),
+            panic: false,
+        }
+    }
 }
 
 pub struct Cluster {
@@ -76,8 +118,16 @@ pub struct Cluster {
     pub stats: Arc<ClusterStats>,
     settings: Arc<PoolSettings>,
     ring_size: u32,
+    /// Percentage of healthy endpoints under which balancing panics.
+    panic_threshold: f64,
+    /// Flags a new endpoint starts with (pending its first health check
+    /// when the cluster has health checks).
+    pub initial_flags: u8,
     rr: AtomicUsize,
     endpoints: ArcSwap<EndpointSet>,
+    /// Serialises rebuilds of the endpoint set (endpoint updates, health
+    /// and outlier changes); never held across an `.await`.
+    rebuild: Mutex<()>,
     /// Requests on retrying routes and retries in flight (the budget).
     pub retry_budget: crate::router::retry::RetryBudget,
 }
@@ -100,13 +150,12 @@ impl Cluster {
             stats,
             settings,
             ring_size: m.ring_size,
+            panic_threshold: m.healthy_panic_threshold,
+            initial_flags: 0,
             rr: AtomicUsize::new(0),
             retry_budget: Default::default(),
-            endpoints: ArcSwap::from_pointee(EndpointSet {
-                endpoints: Vec::new(),
-                all: Vec::new(),
-                lb: lb::LbTables::default(),
-            }),
+            endpoints: ArcSwap::from_pointee(EndpointSet::empty()),
+            rebuild: Mutex::new(()),
         });
         if m.discovery != DiscoveryType::StrictDns {
             cluster.set_endpoints(&Cluster::specs(m));
@@ -129,9 +178,11 @@ impl Cluster {
             .collect()
     }
 
-    /// Replaces the endpoint set, keeping the pools of endpoints that stay
-    /// (same address, weight, priority and health status).
+    /// Replaces the endpoint set, keeping the endpoints that stay (same
+    /// address, weight, priority and health status) with their pools and
+    /// health state.
     pub fn set_endpoints(&self, specs: &[EndpointSpec]) {
+        let _serial = self.rebuild.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.endpoints.load();
         let all: Vec<Arc<Endpoint>> = specs
             .iter()
@@ -147,6 +198,7 @@ impl Cluster {
                             weight: s.weight,
                             priority: s.priority,
                             health: s.health,
+                            flags: AtomicU8::new(self.initial_flags),
                             active: AtomicUsize::new(0),
                             pool: Pool::new(&self.settings),
                             settings: self.settings.clone(),
@@ -155,20 +207,54 @@ impl Cluster {
                     })
             })
             .collect();
-        let level = all
-            .iter()
-            .filter(|e| e.health.is_available())
-            .map(|e| e.priority)
-            .min();
-        let endpoints: Vec<Arc<Endpoint>> = all
-            .iter()
-            .filter(|e| e.health.is_available() && Some(e.priority) == level)
+        self.stats.membership.set(all.len() as f64);
+        self.store(all);
+    }
+
+    /// Sets the `on` bits and clears the `off` bits of `ep`'s flags;
+    /// rebuilds the balancer's set when that changes whether it is
+    /// healthy. Returns whether the flags changed.
+    pub fn set_flags(&self, ep: &Endpoint, on: u8, off: u8) -> bool {
+        let _serial = self.rebuild.lock().unwrap_or_else(|p| p.into_inner());
+        let was = ep.flags.load(Ordering::Acquire);
+        let now = (was | on) & !off;
+        if now == was {
+            return false;
+        }
+        ep.flags.store(now, Ordering::Release);
+        if (was & flag::UNHEALTHY == 0) != (now & flag::UNHEALTHY == 0) {
+            let all = self.endpoints.load().all.clone();
+            self.store(all);
+        }
+        true
+    }
+
+    /// Builds the balancer's set for `all` and swaps it in (the caller
+    /// holds `rebuild`). The lowest priority with a healthy endpoint
+    /// serves; below the panic threshold, all of its endpoints do.
+    fn store(&self, all: Vec<Arc<Endpoint>>) {
+        let healthy_level = all.iter().filter(|e| e.is_healthy()).map(|e| e.priority).min();
+        // Nothing healthy anywhere: the lowest priority panics.
+        let level = healthy_level.or_else(|| all.iter().map(|e| e.priority).min());
+        let in_level = all.iter().filter(|e| Some(e.priority) == level);
+        let total = in_level.clone().count();
+        let healthy = in_level.clone().filter(|e| e.is_healthy()).count();
+        let panic = total > 0 && (healthy as f64) * 100.0 < self.panic_threshold * total as f64;
+        let endpoints: Vec<Arc<Endpoint>> = in_level
+            .filter(|e| panic || e.is_healthy())
             .cloned()
             .collect();
+        if panic {
+            tracing::warn!(cluster = %self.name, healthy, total, threshold = self.panic_threshold, "under the healthy panic threshold: balancing across all endpoints");
+        }
+        self.stats.healthy.set(healthy as f64);
         let lb = lb::LbTables::build(self.lb_policy, &endpoints, self.ring_size);
-        self.stats.membership.set(all.len() as f64);
-        self.endpoints
-            .store(Arc::new(EndpointSet { endpoints, all, lb }));
+        self.endpoints.store(Arc::new(EndpointSet {
+            endpoints,
+            all,
+            lb,
+            panic,
+        }));
     }
 
     /// Whether `specs` are this cluster's endpoints exactly (so an update
@@ -185,6 +271,9 @@ impl Cluster {
     /// Picks an endpoint; `hash` feeds ring hash (random without one).
     pub fn pick(&self, hash: Option<u64>) -> Option<Arc<Endpoint>> {
         let set = self.endpoints.load();
+        if set.panic {
+            self.stats.lb_healthy_panic.increment(1);
+        }
         lb::pick(self.lb_policy, &set, &self.rr, hash).cloned()
     }
 
@@ -196,6 +285,9 @@ impl Cluster {
         avoid: &[Arc<Endpoint>],
     ) -> Option<Arc<Endpoint>> {
         let set = self.endpoints.load();
+        if set.panic {
+            self.stats.lb_healthy_panic.increment(1);
+        }
         let mut last = None;
         for _ in 0..(set.endpoints.len().clamp(1, 4)) {
             let ep = lb::pick(self.lb_policy, &set, &self.rr, hash).cloned();

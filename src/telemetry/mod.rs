@@ -72,6 +72,14 @@ fn describe() {
         "legate_cluster_membership_total",
         "Endpoints currently in the cluster."
     );
+    describe_gauge!(
+        "legate_cluster_membership_healthy",
+        "Healthy endpoints (by EDS status, health checks and outlier detection) in the priority serving the cluster."
+    );
+    describe_counter!(
+        "legate_cluster_lb_healthy_panic_total",
+        "Endpoint picks made in panic mode (under the healthy panic threshold, across all endpoints)."
+    );
     describe_counter!(
         "legate_listener_downstream_cx_total",
         "Downstream connections accepted."
@@ -149,6 +157,9 @@ pub struct ClusterStats {
     pub rq_reset: Counter,
     pub none_healthy: Counter,
     pub membership: Gauge,
+    /// Endpoints healthy in the priority serving; picks made in panic mode.
+    pub healthy: Gauge,
+    pub lb_healthy_panic: Counter,
     pub tcp_sent: Counter,
     pub tcp_received: Counter,
     /// Retries sent; requests that succeeded on a retry; retries the
@@ -178,6 +189,8 @@ impl ClusterStats {
             rq_reset: counter!("legate_cluster_upstream_rq_reset_total", "cluster" => c.clone()),
             none_healthy: counter!("legate_cluster_upstream_cx_none_healthy_total", "cluster" => c.clone()),
             membership: gauge!("legate_cluster_membership_total", "cluster" => c.clone()),
+            healthy: gauge!("legate_cluster_membership_healthy", "cluster" => c.clone()),
+            lb_healthy_panic: counter!("legate_cluster_lb_healthy_panic_total", "cluster" => c.clone()),
             tcp_sent: counter!("legate_tcp_sent_bytes_total", "cluster" => c.clone()),
             tcp_received: counter!("legate_tcp_received_bytes_total", "cluster" => c),
         }

@@ -210,6 +210,70 @@ fn validate_cluster(e: &mut Errors, p: &str, c: &Cluster, dynamic: bool) {
     if !(1..=8_388_608).contains(&c.ring_size) {
         e.push(format!("{p}.ring_size"), "must be between 1 and 8388608");
     }
+    if !(0.0..=100.0).contains(&c.healthy_panic_threshold) {
+        e.push(
+            format!("{p}.healthy_panic_threshold"),
+            "must be a percentage between 0 and 100",
+        );
+    }
+    for prio in crate::model::RoutingPriority::ALL {
+        let t = c.circuit_breakers.get(prio);
+        let tp = format!("{p}.circuit_breakers.{}", prio.as_str());
+        if t.max_retries.is_some() && t.retry_budget.is_some() {
+            e.push(
+                format!("{tp}.retry_budget"),
+                "set either max_retries or retry_budget, not both",
+            );
+        }
+        if let Some(b) = &t.retry_budget
+            && !(0.0..=100.0).contains(&b.budget_percent)
+        {
+            e.push(
+                format!("{tp}.retry_budget.budget_percent"),
+                "must be a percentage between 0 and 100",
+            );
+        }
+    }
+    if let Some(o) = &c.outlier_detection {
+        let op = format!("{p}.outlier_detection");
+        if o.interval.is_zero() {
+            e.push(format!("{op}.interval"), "must be greater than 0");
+        }
+        if o.base_ejection_time.is_zero() {
+            e.push(format!("{op}.base_ejection_time"), "must be greater than 0");
+        }
+        let percents = [
+            ("max_ejection_percent", o.max_ejection_percent),
+            ("enforcing_consecutive_5xx", o.enforcing_consecutive_5xx),
+            (
+                "enforcing_consecutive_gateway_failure",
+                o.enforcing_consecutive_gateway_failure,
+            ),
+            (
+                "enforcing_consecutive_local_origin_failure",
+                o.enforcing_consecutive_local_origin_failure,
+            ),
+            ("enforcing_success_rate", o.enforcing_success_rate),
+            (
+                "enforcing_local_origin_success_rate",
+                o.enforcing_local_origin_success_rate,
+            ),
+            ("enforcing_failure_percentage", o.enforcing_failure_percentage),
+            (
+                "enforcing_failure_percentage_local_origin",
+                o.enforcing_failure_percentage_local_origin,
+            ),
+            ("failure_percentage_threshold", o.failure_percentage_threshold),
+        ];
+        for (name, v) in percents {
+            if v > 100 {
+                e.push(
+                    format!("{op}.{name}"),
+                    "must be a percentage between 0 and 100",
+                );
+            }
+        }
+    }
     for (j, ep) in c.endpoints.iter().enumerate() {
         let ap = format!("{p}.endpoints[{j}].address");
         match c.discovery {

@@ -1011,7 +1011,46 @@ fn realistic_clusters() {
         dns_refresh_rate: esecs(10),
         dns_lookup_family: ecluster::cluster::DnsLookupFamily::V4Only as i32,
         per_connection_buffer_limit_bytes: u32v(65536),
-        common_lb_config: Some(ecluster::cluster::CommonLbConfig::default()),
+        common_lb_config: Some(ecluster::cluster::CommonLbConfig {
+            healthy_panic_threshold: Some(envoy_types::pb::envoy::r#type::v3::Percent {
+                value: 30.0,
+            }),
+            ..Default::default()
+        }),
+        circuit_breakers: Some(ecluster::CircuitBreakers {
+            thresholds: vec![
+                ecluster::circuit_breakers::Thresholds {
+                    max_connections: u32v(10),
+                    max_pending_requests: u32v(5),
+                    max_retries: u32v(2),
+                    track_remaining: true,
+                    ..Default::default()
+                },
+                ecluster::circuit_breakers::Thresholds {
+                    priority: ecore::RoutingPriority::High as i32,
+                    max_requests: u32v(2000),
+                    retry_budget: Some(ecluster::circuit_breakers::thresholds::RetryBudget {
+                        budget_percent: Some(envoy_types::pb::envoy::r#type::v3::Percent {
+                            value: 10.0,
+                        }),
+                        min_retry_concurrency: None,
+                        ..Default::default()
+                    }),
+                    // Overridden by the budget, as in Envoy.
+                    max_retries: u32v(7),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }),
+        outlier_detection: Some(ecluster::OutlierDetection {
+            consecutive_5xx: u32v(3),
+            interval: esecs(1),
+            base_ejection_time: esecs(600),
+            max_ejection_percent: u32v(50),
+            enforcing_consecutive_gateway_failure: u32v(100),
+            ..Default::default()
+        }),
         load_assignment: Some(eendpoint::ClusterLoadAssignment {
             cluster_name: "backend".into(),
             endpoints: vec![
@@ -1085,6 +1124,34 @@ fn realistic_clusters() {
             http2_max_concurrent_streams: 50,
             max_idle_connections_per_endpoint: 16,
             ring_size: 1024,
+            circuit_breakers: model::CircuitBreakers {
+                default: model::Thresholds {
+                    max_connections: 10,
+                    max_pending_requests: 5,
+                    max_requests: 1024,
+                    max_retries: Some(2),
+                    retry_budget: None,
+                },
+                high: model::Thresholds {
+                    max_requests: 2000,
+                    retry_budget: Some(model::RetryBudget {
+                        budget_percent: 10.0,
+                        min_retry_concurrency: 3,
+                    }),
+                    ..Default::default()
+                },
+            },
+            outlier_detection: Some(model::OutlierDetection {
+                consecutive_5xx: 3,
+                interval: secs(1),
+                base_ejection_time: secs(600),
+                // Envoy: 300 s, or base_ejection_time when larger.
+                max_ejection_time: secs(600),
+                max_ejection_percent: 50,
+                enforcing_consecutive_gateway_failure: 100,
+                ..Default::default()
+            }),
+            healthy_panic_threshold: 30.0,
         })
     );
 
@@ -1126,6 +1193,7 @@ fn realistic_clusters() {
             http2_max_concurrent_streams: 100,
             max_idle_connections_per_endpoint: 64,
             ring_size: 4096,
+            ..Default::default()
         })
     );
 }
@@ -4519,14 +4587,34 @@ fn cluster_refusals() {
         "not supported yet (active health checking is a later feature)",
     );
     cluster_refused(
-        |c| c.circuit_breakers = Some(Default::default()),
-        "circuit_breakers",
-        "not supported yet",
+        |c| {
+            c.circuit_breakers = Some(cluster::CircuitBreakers {
+                per_host_thresholds: vec![Default::default()],
+                ..Default::default()
+            })
+        },
+        "circuit_breakers.per_host_thresholds",
+        "not supported (limits apply across the cluster)",
     );
     cluster_refused(
-        |c| c.outlier_detection = Some(Default::default()),
-        "outlier_detection",
-        "not supported yet",
+        |c| {
+            c.circuit_breakers = Some(cluster::CircuitBreakers {
+                thresholds: vec![Default::default(), Default::default()],
+                ..Default::default()
+            })
+        },
+        "circuit_breakers.thresholds[1].priority",
+        "DEFAULT appears twice",
+    );
+    cluster_refused(
+        |c| {
+            c.outlier_detection = Some(cluster::OutlierDetection {
+                max_ejection_percent: Some(101),
+                ..Default::default()
+            })
+        },
+        "outlier_detection.max_ejection_percent",
+        "must be a percentage between 0 and 100",
     );
     cluster_refused(
         |c| c.transport_socket = Some(Default::default()),

@@ -175,6 +175,81 @@ fn hash_policy() -> impl Strategy<Value = HashPolicy> {
 
 /// A route action valid for a match that is (`regex_match`) or is not a
 /// regex match.
+fn thresholds() -> impl Strategy<Value = Thresholds> {
+    (
+        0..5000u32,
+        0..5000u32,
+        0..5000u32,
+        0..3u8,
+        0..20u32,
+        select(vec![0.0, 12.5, 20.0, 100.0]),
+    )
+        .prop_map(|(c, p, r, retries, n, pct)| Thresholds {
+            max_connections: c,
+            max_pending_requests: p,
+            max_requests: r,
+            max_retries: (retries == 1).then_some(n),
+            retry_budget: (retries == 2).then_some(RetryBudget {
+                budget_percent: pct,
+                min_retry_concurrency: n,
+            }),
+        })
+}
+
+fn circuit_breakers() -> impl Strategy<Value = CircuitBreakers> {
+    prop_oneof![
+        Just(CircuitBreakers::default()),
+        (thresholds(), option::of(thresholds())).prop_map(|(default, high)| CircuitBreakers {
+            default,
+            high: high.unwrap_or_default(),
+        }),
+    ]
+}
+
+fn outlier_detection() -> impl Strategy<Value = OutlierDetection> {
+    (
+        (1..20u32, 1..20u32, 1..20u32, any::<bool>()),
+        (positive_dur(), positive_dur(), positive_dur(), dur()),
+        (0..=100u32, 0..=100u32, 0..=100u32, 0..=100u32),
+        (0..=100u32, 0..=100u32, 0..=100u32, 0..=100u32),
+        (1..10u32, 1..500u32, 1..5000u32, 0..=100u32),
+        (1..10u32, 1..500u32),
+    )
+        .prop_map(
+            |(
+                (c5, cg, cl, split),
+                (interval, base, max, jitter),
+                (max_pct, e5, eg, el),
+                (esr, elsr, efp, efpl),
+                (srh, srv, srf, fpt),
+                (fph, fpv),
+            )| OutlierDetection {
+                consecutive_5xx: c5,
+                consecutive_gateway_failure: cg,
+                consecutive_local_origin_failure: cl,
+                split_external_local_origin_errors: split,
+                interval,
+                base_ejection_time: base,
+                max_ejection_time: max,
+                max_ejection_time_jitter: jitter,
+                max_ejection_percent: max_pct,
+                enforcing_consecutive_5xx: e5,
+                enforcing_consecutive_gateway_failure: eg,
+                enforcing_consecutive_local_origin_failure: el,
+                enforcing_success_rate: esr,
+                enforcing_local_origin_success_rate: elsr,
+                enforcing_failure_percentage: efp,
+                enforcing_failure_percentage_local_origin: efpl,
+                success_rate_minimum_hosts: srh,
+                success_rate_request_volume: srv,
+                success_rate_stdev_factor: srf,
+                failure_percentage_threshold: fpt,
+                failure_percentage_minimum_hosts: fph,
+                failure_percentage_request_volume: fpv,
+            },
+        )
+}
+
 fn retry() -> impl Strategy<Value = RetryPolicy> {
     (
         proptest::sample::subsequence(RetryOn::ALL.to_vec(), 1..5),
@@ -228,7 +303,11 @@ fn route_action(regex_match: bool) -> impl Strategy<Value = RouteAction> {
             (host(), 1..65535u16).prop_map(|(h, p)| format!("{h}:{p}"))
         ]),
         dur(),
-        (vec(hash_policy(), 0..3), option::of(retry())),
+        (
+            vec(hash_policy(), 0..3),
+            option::of(retry()),
+            select(vec![RoutingPriority::Default, RoutingPriority::High]),
+        ),
     )
         .prop_map(
             move |(
@@ -239,13 +318,14 @@ fn route_action(regex_match: bool) -> impl Strategy<Value = RouteAction> {
                 (pattern, subst),
                 host_rewrite,
                 timeout,
-                (hash_policy, retry),
+                (hash_policy, retry, priority),
             )| {
                 let mut a = RouteAction {
                     host_rewrite,
                     timeout,
                     hash_policy,
                     retry,
+                    priority,
                     ..Default::default()
                 };
                 match cluster {
@@ -646,6 +726,11 @@ fn cluster() -> impl Strategy<Value = Cluster> {
             ]),
             1..10_000u32,
             (positive_dur(), dur(), positive_dur(), 0..100_000u32),
+            (
+                circuit_breakers(),
+                option::of(outlier_detection()),
+                select(vec![0.0, 25.5, 50.0, 100.0]),
+            ),
         )
             .prop_map(
                 move |(
@@ -657,6 +742,7 @@ fn cluster() -> impl Strategy<Value = Cluster> {
                     protocol,
                     streams,
                     (connect_timeout, idle_timeout, dns_refresh_rate, max_idle),
+                    (circuit_breakers, outlier_detection, healthy_panic_threshold),
                 )| Cluster {
                     name,
                     discovery,
@@ -683,6 +769,9 @@ fn cluster() -> impl Strategy<Value = Cluster> {
                     } else {
                         1024
                     },
+                    circuit_breakers,
+                    outlier_detection,
+                    healthy_panic_threshold,
                 },
             )
     })

@@ -8,6 +8,9 @@
 use crate::duration::Dur;
 use serde::{Deserialize, Serialize};
 
+mod upstream;
+pub use upstream::{CircuitBreakers, OutlierDetection, RetryBudget, RoutingPriority, Thresholds};
+
 /// The whole configuration of one proxy.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -601,6 +604,9 @@ pub struct RouteAction {
     /// Retries (else the virtual host's policy, if any).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
+    /// Which circuit-breaker thresholds the request counts against.
+    #[serde(default, skip_serializing_if = "is_default_priority")]
+    pub priority: RoutingPriority,
 }
 
 /// When and how a failed request is tried again (Envoy's retry policy).
@@ -634,6 +640,10 @@ pub struct RetryPolicy {
     /// `previous_hosts` predicate).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub retry_previous_hosts: bool,
+}
+
+fn is_default_priority(p: &RoutingPriority) -> bool {
+    *p == RoutingPriority::Default
 }
 
 fn default_num_retries() -> u32 {
@@ -814,6 +824,17 @@ pub struct Cluster {
     /// Ring size for `ring_hash` (Envoy's default minimum 1024).
     #[serde(default = "default_ring_size")]
     pub ring_size: u32,
+    /// Limits on connections, pending requests, requests and retries.
+    #[serde(default, skip_serializing_if = "CircuitBreakers::is_default")]
+    pub circuit_breakers: CircuitBreakers,
+    /// Ejection of endpoints that keep failing (off when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetection>,
+    /// Below this percentage of healthy endpoints (in the priority
+    /// serving), the load balancer uses all of them, healthy or not, as
+    /// Envoy's panic mode does; 0 turns it off.
+    #[serde(default = "default_panic_threshold")]
+    pub healthy_panic_threshold: f64,
 }
 
 fn default_connect_timeout() -> Dur {
@@ -831,6 +852,9 @@ fn default_max_idle() -> u32 {
 fn default_ring_size() -> u32 {
     1024
 }
+fn default_panic_threshold() -> f64 {
+    50.0
+}
 
 impl Default for Cluster {
     fn default() -> Self {
@@ -847,6 +871,9 @@ impl Default for Cluster {
             http2_max_concurrent_streams: default_h2_upstream_streams(),
             max_idle_connections_per_endpoint: default_max_idle(),
             ring_size: default_ring_size(),
+            circuit_breakers: CircuitBreakers::default(),
+            outlier_detection: None,
+            healthy_panic_threshold: default_panic_threshold(),
         }
     }
 }

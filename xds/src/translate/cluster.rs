@@ -1,5 +1,6 @@
 //! Cluster and ClusterLoadAssignment.
 
+use super::upstream;
 use super::{
     LoadAssignment, NO_BUFFER_TIMEOUT, R, TLS_NOT_YET, TranslateError, address_from, address_to,
     ads_config_source, at, at_i, check, config_source_from, dur_to, dynamic_stub, nonzero, opt_dur,
@@ -47,12 +48,6 @@ fn cluster_from(c: &xcluster::Cluster) -> R<(model::Cluster, Vec<String>)> {
             "health_checks",
             "not supported yet (active health checking is a later feature)",
         );
-    }
-    if c.circuit_breakers.is_some() {
-        return refuse("circuit_breakers", "not supported yet");
-    }
-    if c.outlier_detection.is_some() {
-        return refuse("outlier_detection", "not supported yet");
     }
     if c.transport_socket.is_some() {
         return refuse("transport_socket", TLS_NOT_YET);
@@ -193,6 +188,16 @@ fn cluster_from(c: &xcluster::Cluster) -> R<(model::Cluster, Vec<String>)> {
         }
         // Envoy ignores the settings of another policy.
         Some(LbConfig::LeastRequestLbConfig(_) | LbConfig::RoundRobinLbConfig(_)) | None => {}
+    }
+
+    if let Some(cb) = &c.circuit_breakers {
+        m.circuit_breakers = upstream::circuit_breakers_from("circuit_breakers", cb)?;
+    }
+    if let Some(o) = &c.outlier_detection {
+        m.outlier_detection = Some(upstream::outlier_from("outlier_detection", o)?);
+    }
+    if let Some(lb) = &c.common_lb_config {
+        m.healthy_panic_threshold = upstream::common_lb_from("common_lb_config", lb)?;
     }
 
     let mut origins = Vec::new();
@@ -493,6 +498,9 @@ pub fn cluster_to_xds(
             })
         }),
         dns_refresh_rate: Some(dur_to(c.dns_refresh_rate)),
+        circuit_breakers: upstream::circuit_breakers_to(&c.circuit_breakers),
+        outlier_detection: c.outlier_detection.as_ref().map(upstream::outlier_to),
+        common_lb_config: Some(upstream::common_lb_to(c.healthy_panic_threshold)),
         typed_extension_protocol_options: HashMap::from([(
             HTTP_OPTIONS_KEY.to_string(),
             to_any(&options),

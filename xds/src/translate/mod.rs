@@ -33,6 +33,7 @@ mod paths;
 mod ratelimit;
 mod retry;
 mod route;
+mod upstream;
 #[cfg(test)]
 mod tests;
 

@@ -594,6 +594,7 @@ fn action_from(p: &str, a: &xroute::RouteAction) -> R<model::RouteAction> {
         .as_ref()
         .map(|r| super::retry::retry_from(&at(p, "retry_policy"), r))
         .transpose()?;
+    out.priority = super::upstream::priority_from(&at(p, "priority"), a.priority)?;
     Ok(out)
 }
 
@@ -1108,6 +1109,7 @@ fn action_to(a: &model::RouteAction) -> xroute::RouteAction {
         timeout: Some(dur_to(a.timeout)),
         hash_policy,
         retry_policy: a.retry.as_ref().map(super::retry::retry_to),
+        priority: super::upstream::priority_to(a.priority),
         ..Default::default()
     }
 }
