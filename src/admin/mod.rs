@@ -179,7 +179,14 @@ fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
             }
         }
         (&Method::GET, "/stats/prometheus") => match &state.prometheus {
-            Some(p) => reply(StatusCode::OK, "text/plain; version=0.0.4", p.render()),
+            Some(p) => {
+                // Gauges read from the data path's counters, set here so
+                // requests never pay for them.
+                for c in state.snapshot().clusters.values() {
+                    c.breakers.publish();
+                }
+                reply(StatusCode::OK, "text/plain; version=0.0.4", p.render())
+            }
             None => reply(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "text/plain",

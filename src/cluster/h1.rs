@@ -64,6 +64,8 @@ pub struct H1Conn {
     /// The request head (and chunk framing) being written.
     wbuf: Vec<u8>,
     active: metrics::Gauge,
+    /// Its place under the cluster's connection limit (upstream ones).
+    pub(crate) slot: Option<super::breaker::CxSlot>,
 }
 
 impl H1Conn {
@@ -74,6 +76,7 @@ impl H1Conn {
             rbuf: BytesMut::with_capacity(READ_HEAD),
             wbuf: Vec::with_capacity(1024),
             active,
+            slot: None,
         })
     }
 

@@ -1,6 +1,7 @@
 //! Clusters: endpoint sets (static or DNS-resolved), load balancing and
 //! per-endpoint connection pools.
 
+pub mod breaker;
 pub mod h1;
 pub mod lb;
 pub mod pool;
@@ -42,6 +43,7 @@ pub struct Endpoint {
     pub pool: Pool,
     pub settings: Arc<PoolSettings>,
     pub stats: Arc<ClusterStats>,
+    pub breakers: Arc<breaker::Breakers>,
 }
 
 impl Endpoint {
@@ -128,8 +130,8 @@ pub struct Cluster {
     /// Serialises rebuilds of the endpoint set (endpoint updates, health
     /// and outlier changes); never held across an `.await`.
     rebuild: Mutex<()>,
-    /// Requests on retrying routes and retries in flight (the budget).
-    pub retry_budget: crate::router::retry::RetryBudget,
+    /// Limits on connections, pending requests, requests and retries.
+    pub breakers: Arc<breaker::Breakers>,
 }
 
 impl Cluster {
@@ -153,7 +155,7 @@ impl Cluster {
             panic_threshold: m.healthy_panic_threshold,
             initial_flags: 0,
             rr: AtomicUsize::new(0),
-            retry_budget: Default::default(),
+            breakers: breaker::Breakers::new(&m.name, &m.circuit_breakers),
             endpoints: ArcSwap::from_pointee(EndpointSet::empty()),
             rebuild: Mutex::new(()),
         });
@@ -203,6 +205,7 @@ impl Cluster {
                             pool: Pool::new(&self.settings),
                             settings: self.settings.clone(),
                             stats: self.stats.clone(),
+                            breakers: self.breakers.clone(),
                         })
                     })
             })
@@ -233,7 +236,11 @@ impl Cluster {
     /// holds `rebuild`). The lowest priority with a healthy endpoint
     /// serves; below the panic threshold, all of its endpoints do.
     fn store(&self, all: Vec<Arc<Endpoint>>) {
-        let healthy_level = all.iter().filter(|e| e.is_healthy()).map(|e| e.priority).min();
+        let healthy_level = all
+            .iter()
+            .filter(|e| e.is_healthy())
+            .map(|e| e.priority)
+            .min();
         // Nothing healthy anywhere: the lowest priority panics.
         let level = healthy_level.or_else(|| all.iter().map(|e| e.priority).min());
         let in_level = all.iter().filter(|e| Some(e.priority) == level);

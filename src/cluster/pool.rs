@@ -7,6 +7,7 @@
 //! single-flight gate so a burst of requests opens one connection, not many.
 
 use super::Endpoint;
+use super::breaker::{CxSlot, Resource};
 use super::h1::{Exchange, H1Body, H1Conn, H1Error};
 use crate::http::body::ReqBody;
 use bytes::Bytes;
@@ -15,16 +16,17 @@ use hyper::body::Incoming;
 use hyper::client::conn::http2;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use legate_xds::model::RoutingPriority;
 use pin_project::pin_project;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// Why an upstream request failed before a response arrived.
 #[derive(Debug, thiserror::Error)]
@@ -42,19 +44,12 @@ pub enum UpstreamError {
     /// The downstream request body failed (malformed, or the client left).
     #[error("request {0}")]
     RequestBody(H1Error),
+    /// A circuit breaker's limit was reached.
+    #[error("overflow: the cluster's {} limit is reached", .0.as_str())]
+    Overflow(Resource),
 }
 
 impl UpstreamError {
-    /// Envoy's response flag for this failure.
-    pub fn flag(&self) -> &'static str {
-        match self {
-            UpstreamError::ConnectFailure(_) | UpstreamError::ConnectTimeout => "UF",
-            UpstreamError::Reset(_) | UpstreamError::Disconnected(_) => "UC",
-            UpstreamError::Protocol(_) => "UPE",
-            UpstreamError::RequestBody(_) => "DPE",
-        }
-    }
-
     /// The connection failed after it was established.
     pub fn is_reset(&self) -> bool {
         matches!(
@@ -91,6 +86,12 @@ pub struct Pool {
     /// each trying (and waiting) again.
     h2_gate: tokio::sync::Mutex<Option<Instant>>,
     h2_streams: Arc<Semaphore>,
+    /// Connections open to the endpoint (for the circuit breaker).
+    pub(crate) open: Arc<AtomicU32>,
+    /// Requests waiting for a connection to come back to the pool (at
+    /// the cluster's connection limit), and the signal that one did.
+    waiters: AtomicU32,
+    released: Notify,
 }
 
 impl Pool {
@@ -100,6 +101,9 @@ impl Pool {
             h2: Mutex::new(None),
             h2_gate: tokio::sync::Mutex::new(None),
             h2_streams: Arc::new(Semaphore::new(settings.h2_max_streams)),
+            open: Arc::new(AtomicU32::new(0)),
+            waiters: AtomicU32::new(0),
+            released: Notify::new(),
         }
     }
 
@@ -161,6 +165,9 @@ impl Pool {
             Err(_) => return,
         };
         drop(evicted);
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.released.notify_one();
+        }
     }
 }
 
@@ -183,21 +190,84 @@ async fn connect(ep: &Endpoint) -> Result<TcpStream, UpstreamError> {
     }
 }
 
-async fn connect_h1(ep: &Arc<Endpoint>) -> Result<Box<H1Conn>, UpstreamError> {
+async fn connect_h1(ep: &Arc<Endpoint>, slot: CxSlot) -> Result<Box<H1Conn>, UpstreamError> {
     let stream = connect(ep).await?;
-    Ok(H1Conn::new(stream, ep.stats.cx_active.clone()))
+    let mut conn = H1Conn::new(stream, ep.stats.cx_active.clone());
+    conn.slot = Some(slot);
+    Ok(conn)
 }
 
-async fn h2_sender(ep: &Arc<Endpoint>) -> Result<http2::SendRequest<ReqBody>, UpstreamError> {
-    if let Some(s) = cached_h2(ep) {
-        return Ok(s);
+/// An HTTP/1 connection for a request that found none idle: a new one
+/// when the circuit breaker allows, else the next one given back to the
+/// pool (or a new one once a connection closes in the cluster). The
+/// request is pending meanwhile, within the pending-request limit.
+async fn acquire_h1(
+    ep: &Arc<Endpoint>,
+    priority: RoutingPriority,
+) -> Result<(Box<H1Conn>, bool), UpstreamError> {
+    let _pending = ep
+        .breakers
+        .pending(priority)
+        .ok_or(UpstreamError::Overflow(Resource::Pending))?;
+    let pool = &ep.pool;
+    loop {
+        // Register for both wake-ups first, then look: a connection given
+        // back or closed after the look still wakes this request.
+        let _watching = ep.breakers.watch_freed();
+        let freed = ep.breakers.freed();
+        let mut freed = std::pin::pin!(freed);
+        freed.as_mut().enable();
+        pool.waiters.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&pool.waiters);
+        let released = pool.released.notified();
+        let mut released = std::pin::pin!(released);
+        released.as_mut().enable();
+        if let Some(slot) = ep.breakers.try_connection(priority, &pool.open, false) {
+            return Ok((connect_h1(ep, slot).await?, false));
+        }
+        if let Some(conn) = pool.pop_idle(ep.settings.idle_timeout) {
+            return Ok((conn, true));
+        }
+        tokio::select! {
+            _ = released => {}
+            _ = freed => {}
+        }
     }
-    // The connect path is rare and its future large: keep it off the
-    // per-request future (boxed), so every request carries and moves less.
-    Box::pin(h2_connect(ep)).await
 }
 
-async fn h2_connect(ep: &Arc<Endpoint>) -> Result<http2::SendRequest<ReqBody>, UpstreamError> {
+struct Waiting<'a>(&'a AtomicU32);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A stream slot and a connection for an HTTP/2 request that found no
+/// slot free or no connection open (boxed by the caller: rare, and its
+/// future is large).
+async fn pending_h2(
+    ep: &Arc<Endpoint>,
+    priority: RoutingPriority,
+    guard: &mut UpstreamGuard,
+) -> Result<http2::SendRequest<ReqBody>, UpstreamError> {
+    let _pending = ep
+        .breakers
+        .pending(priority)
+        .ok_or(UpstreamError::Overflow(Resource::Pending))?;
+    if guard._permit.is_none() {
+        guard._permit = ep.pool.h2_streams.clone().acquire_owned().await.ok();
+    }
+    match cached_h2(ep) {
+        Some(s) => Ok(s),
+        None => h2_connect(ep, priority).await,
+    }
+}
+
+async fn h2_connect(
+    ep: &Arc<Endpoint>,
+    priority: RoutingPriority,
+) -> Result<http2::SendRequest<ReqBody>, UpstreamError> {
     // Single flight: one task connects, the others wait and reuse it.
     let waited_since = Instant::now();
     let mut gate = ep.pool.h2_gate.lock().await;
@@ -211,6 +281,12 @@ async fn h2_connect(ep: &Arc<Endpoint>) -> Result<http2::SendRequest<ReqBody>, U
             "the connection attempt this request waited for failed",
         )));
     }
+    // One connection per endpoint: always within the breaker's rule that
+    // an endpoint without a connection may open one.
+    let slot = ep
+        .breakers
+        .try_connection(priority, &ep.pool.open, false)
+        .ok_or(UpstreamError::Overflow(Resource::Connections))?;
     let stream = match connect(ep).await {
         Ok(s) => s,
         Err(e) => {
@@ -231,6 +307,7 @@ async fn h2_connect(ep: &Arc<Endpoint>) -> Result<http2::SendRequest<ReqBody>, U
     let gauge = ep.stats.cx_active.clone();
     gauge.increment(1.0);
     tokio::spawn(async move {
+        let _slot = slot;
         let _ = conn.await;
         gauge.decrement(1.0);
     });
@@ -299,10 +376,13 @@ pub struct SendFlags {
     /// The response head may be forwarded raw (see `h1::RawHead`): the
     /// downstream is HTTP/1 and no response header changes apply.
     pub raw_head: bool,
+    /// Whose circuit-breaker limits the request counts against.
+    pub priority: RoutingPriority,
 }
 
-/// Sends `req` to `ep` over a pooled connection. The returned guard must
-/// live as long as the response body.
+/// Sends `req` to `ep` over a pooled connection, holding `guard` (see
+/// [`UpstreamGuard::acquire`]), which is returned with the response and
+/// must live as long as its body.
 ///
 /// Not an `async fn`: its request argument would stay in the future next
 /// to the path's own copy. Each path is its own future and the request's
@@ -312,10 +392,10 @@ pub fn send(
     req: Request<ReqBody>,
     use_h2: bool,
     flags: SendFlags,
+    guard: UpstreamGuard,
 ) -> impl Future<Output = Result<(Response<UpstreamBody>, UpstreamGuard), UpstreamError>> + '_ {
-    let guard = UpstreamGuard::new(ep);
     if use_h2 {
-        Either::H2(send_h2(ep, req, guard))
+        Either::H2(send_h2(ep, req, flags.priority, guard))
     } else {
         Either::H1(send_h1(ep, req, flags, guard))
     }
@@ -340,10 +420,22 @@ impl<T, A: Future<Output = T>, B: Future<Output = T>> Future for Either<A, B> {
 pub(crate) async fn send_h2(
     ep: &Arc<Endpoint>,
     req: Request<ReqBody>,
+    priority: RoutingPriority,
     mut guard: UpstreamGuard,
 ) -> Result<(Response<UpstreamBody>, UpstreamGuard), UpstreamError> {
-    guard._permit = ep.pool.h2_streams.clone().acquire_owned().await.ok();
-    let mut sender = h2_sender(ep).await?;
+    let ready = match ep.pool.h2_streams.clone().try_acquire_owned() {
+        Ok(permit) => cached_h2(ep).map(|sender| (permit, sender)),
+        Err(_) => None,
+    };
+    let mut sender = match ready {
+        Some((permit, sender)) => {
+            guard._permit = Some(permit);
+            sender
+        }
+        // No stream slot free, or no connection yet: the request is
+        // pending (within the limit) until it has both.
+        None => Box::pin(pending_h2(ep, priority, &mut guard)).await?,
+    };
     sender.ready().await.map_err(UpstreamError::Reset)?;
     let resp = sender
         .send_request(req)
@@ -363,8 +455,8 @@ pub(crate) async fn send_h1(
         // New connections are the rare path; boxed to keep this future small.
         None => {
             Box::pin(async move {
-                let conn = connect_h1(ep).await?;
-                Ok::<_, UpstreamError>(start_h1(conn, false, req, flags))
+                let (conn, reused) = acquire_h1(ep, flags.priority).await?;
+                Ok::<_, UpstreamError>(start_h1(conn, reused, req, flags))
             })
             .await?
         }
@@ -376,7 +468,11 @@ pub(crate) async fn send_h1(
             // once more on a new one, when that is safe.
             Err(e) if exchange.retryable(&e) => {
                 tracing::debug!(endpoint = %ep.addr, error = %e, "pooled connection failed; retrying on a new one");
-                exchange.retry_on(Box::pin(connect_h1(ep)).await?);
+                // It replaces a connection: within the limit by definition.
+                let slot = ep
+                    .breakers
+                    .replace_connection(flags.priority, &ep.pool.open);
+                exchange.retry_on(Box::pin(connect_h1(ep, slot)).await?);
             }
             Err(e) => return Err(e.into()),
         }
@@ -398,16 +494,23 @@ fn start_h1(conn: Box<H1Conn>, reused: bool, req: Request<ReqBody>, flags: SendF
 pub struct UpstreamGuard {
     endpoint: Arc<Endpoint>,
     _permit: Option<OwnedSemaphorePermit>,
+    priority: RoutingPriority,
 }
 
 impl UpstreamGuard {
-    /// Counts a request in flight on `ep` until dropped.
-    pub fn new(ep: &Arc<Endpoint>) -> Self {
+    /// Counts a request in flight on `ep` until dropped, if the cluster's
+    /// circuit breaker allows another request of `priority`.
+    #[inline]
+    pub fn acquire(ep: &Arc<Endpoint>, priority: RoutingPriority) -> Result<Self, UpstreamError> {
+        if !ep.breakers.try_request(priority) {
+            return Err(UpstreamError::Overflow(Resource::Requests));
+        }
         ep.active.fetch_add(1, Ordering::Relaxed);
-        UpstreamGuard {
+        Ok(UpstreamGuard {
             endpoint: ep.clone(),
             _permit: None,
-        }
+            priority,
+        })
     }
 
     /// The response body has ended: an HTTP/1 connection that can serve
@@ -429,5 +532,6 @@ impl UpstreamGuard {
 impl Drop for UpstreamGuard {
     fn drop(&mut self) {
         self.endpoint.active.fetch_sub(1, Ordering::Relaxed);
+        self.endpoint.breakers.end_request(self.priority);
     }
 }

@@ -7,6 +7,7 @@
 use crate::http::body::{DownBody, RespBody};
 use crate::http::service::local_reply;
 use crate::telemetry::ListenerStats;
+use crate::telemetry::flags::ResponseFlags;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
@@ -145,20 +146,23 @@ impl Fault {
             );
             r
         };
-        match with {
-            AbortWith::Http(s) => Some(http(*s)),
-            AbortWith::Grpc(code) => Some(grpc(*code)),
+        let mut resp = match with {
+            AbortWith::Http(s) => http(*s),
+            AbortWith::Grpc(code) => grpc(*code),
             AbortWith::FromHeader => {
                 if let Some(code) = header_u64(headers, &ABORT_GRPC_HEADER) {
-                    return Some(grpc(u32::try_from(code).ok()?));
+                    grpc(u32::try_from(code).ok()?)
+                } else {
+                    let status = header_u64(headers, &ABORT_HEADER)?;
+                    let status = u16::try_from(status)
+                        .ok()
+                        .filter(|s| (200..600).contains(s))?;
+                    http(StatusCode::from_u16(status).ok()?)
                 }
-                let status = header_u64(headers, &ABORT_HEADER)?;
-                let status = u16::try_from(status)
-                    .ok()
-                    .filter(|s| (200..600).contains(s))?;
-                Some(http(StatusCode::from_u16(status).ok()?))
             }
-        }
+        };
+        ResponseFlags::mark(&mut resp, ResponseFlags::FI);
+        Some(resp)
     }
 
     /// Draws this request's faults.
@@ -259,12 +263,14 @@ where
             return FaultFuture::Inner {
                 call: self.inner.call(req),
                 _active: None,
+                delayed: false,
             };
         }
         let Some(active) = self.fault.admit() else {
             return FaultFuture::Inner {
                 call: self.inner.call(req),
                 _active: None,
+                delayed: false,
             };
         };
         if let Some(d) = plan.delay {
@@ -291,6 +297,8 @@ pub enum FaultFuture<S: Service<Request<DownBody>>> {
         #[pin]
         call: S::Future,
         _active: Option<ActiveFault>,
+        /// The request was delayed (flag DI on its response).
+        delayed: bool,
     },
     /// Boxed: only delayed requests pay for holding the request here.
     Delay(Pin<Box<Delayed<S>>>),
@@ -319,7 +327,13 @@ where
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
             let next = match self.as_mut().project() {
-                FaultProj::Inner { call, .. } => return call.poll(cx),
+                FaultProj::Inner { call, delayed, .. } => {
+                    let mut resp = ready!(call.poll(cx));
+                    if *delayed && let Ok(r) = &mut resp {
+                        ResponseFlags::mark(r, ResponseFlags::DI);
+                    }
+                    return Poll::Ready(resp);
+                }
                 FaultProj::Abort(resp) => {
                     return Poll::Ready(Ok(resp.take().map_or_else(
                         || local_reply(StatusCode::INTERNAL_SERVER_ERROR, ""),
@@ -331,8 +345,9 @@ where
                     ready!(d.sleep.poll(cx));
                     let (req, abort, inner, stats, active) =
                         (d.req, d.abort, d.inner, d.stats, d.active);
-                    if let Some(resp) = abort.take() {
+                    if let Some(mut resp) = abort.take() {
                         stats.fault_aborts.increment(1);
+                        ResponseFlags::mark(&mut resp, ResponseFlags::DI);
                         FaultFuture::Abort(Some(Box::new(resp)))
                     } else {
                         let Some(req) = req.take() else {
@@ -344,6 +359,7 @@ where
                         FaultFuture::Inner {
                             call: inner.call(req),
                             _active: active.take(),
+                            delayed: true,
                         }
                     }
                 }

@@ -6,6 +6,7 @@ use crate::http::body::{DownBody, RespBody};
 use crate::http::service::local_reply;
 use crate::route::headers::HeaderOps;
 use crate::telemetry::ListenerStats;
+use crate::telemetry::flags::ResponseFlags;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
@@ -224,6 +225,7 @@ where
             *resp.body_mut() = RespBody::text(Bytes::from_static(b"local_rate_limited"));
             l.response_headers.apply(resp.headers_mut());
             l.x_headers(&taken, resp.headers_mut());
+            ResponseFlags::mark(&mut resp, ResponseFlags::RL);
             return RateLimitFuture::Limited(Some(Box::new(resp)));
         } else {
             // Limited but not enforced: let through, marked.

@@ -14,6 +14,7 @@ use crate::filters::ratelimit::{RateLimit, RateLimitLayer};
 use crate::route::{Action, Forward, HashInput, Redirect, RequestView, Route, VirtualHost};
 use crate::router::retry::{Failure, LocalReply, RetryLayer, Try};
 use crate::telemetry::class_index;
+use crate::telemetry::flags::ResponseFlags;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
@@ -31,6 +32,7 @@ static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_ENVOY_ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
+static X_ENVOY_OVERLOADED: HeaderName = HeaderName::from_static("x-envoy-overloaded");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -42,6 +44,25 @@ pub async fn handle(
 ) -> Response<RespBody> {
     let resp = route_request(chain, conn, req).await;
     chain.stats.rq[class_index(resp.status().as_u16())].increment(1);
+    let flags = ResponseFlags::of(&resp);
+    if !flags.is_empty() {
+        count_flags(chain, flags);
+    }
+    resp
+}
+
+/// Counts a response's flags (the rare path: handles made on use).
+#[cold]
+fn count_flags(chain: &HttpChain, flags: ResponseFlags) {
+    for flag in flags.names() {
+        metrics::counter!("legate_http_response_flags_total", "listener" => chain.stats.name.clone(), "flag" => flag)
+            .increment(1);
+    }
+}
+
+/// A local reply carrying response flags.
+fn flagged(mut resp: Response<RespBody>, flags: ResponseFlags) -> Response<RespBody> {
+    ResponseFlags::mark(&mut resp, flags);
     resp
 }
 
@@ -88,7 +109,7 @@ async fn route_request(
     };
     let Some((vh, route)) = matched else {
         chain.stats.no_route.increment(1);
-        return local_reply(StatusCode::NOT_FOUND, "");
+        return flagged(local_reply(StatusCode::NOT_FOUND, ""), ResponseFlags::NR);
     };
     if route.layered {
         // Boxed, so routes without filters carry none of their state.
@@ -192,7 +213,8 @@ impl<'a> Service<Request<DownBody>> for Act<'a> {
                     route: a.route,
                     fwd,
                 };
-                let mut svc = RetryLayer::new(policy, &fwd.target, fwd.timeout).layer(one_try);
+                let mut svc =
+                    RetryLayer::new(policy, &fwd.target, fwd.timeout, fwd.priority).layer(one_try);
                 let mut resp = match svc.call(req).await {
                     Ok(r) => r,
                     Err(never) => match never {},
@@ -513,7 +535,10 @@ async fn forward(
                 // default; flag NC).
                 chain.stats.no_cluster.increment(1);
                 tracing::debug!("route names a cluster that does not exist");
-                return Err(local_reply(StatusCode::SERVICE_UNAVAILABLE, ""));
+                return Err(flagged(
+                    local_reply(StatusCode::SERVICE_UNAVAILABLE, ""),
+                    ResponseFlags::NC,
+                ));
             }
         },
     };
@@ -543,10 +568,15 @@ async fn forward(
     }
     let Some(endpoint) = picked else {
         cluster.stats.none_healthy.increment(1);
-        return Err(local_reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no healthy upstream",
+        return Err(flagged(
+            local_reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"),
+            ResponseFlags::UH,
         ));
+    };
+    // The circuit breaker's request limit: over it, fail fast.
+    let guard = match pool::UpstreamGuard::acquire(&endpoint, fwd.priority) {
+        Ok(g) => g,
+        Err(e) => return Err(overflow(cluster, &endpoint, &e)),
     };
 
     // Only Legate's HTTP/1 server offers upgrades (HTTP/2 has no Upgrade).
@@ -699,8 +729,9 @@ async fn forward(
         raw_head: !downstream_h2
             && route.response_headers.is_empty()
             && vh.response_headers.is_empty(),
+        priority: fwd.priority,
     };
-    let call = pool::send(&endpoint, upstream_req, use_h2, flags);
+    let call = pool::send(&endpoint, upstream_req, use_h2, flags, guard);
     // One timer serves the whole exchange, as Envoy's route timeout: it runs
     // from routing while the request waits for a connection or a stream
     // slot, waits while the body is being uploaded, restarts when the upload
@@ -760,9 +791,9 @@ async fn forward(
                 if let Some(t) = try_.as_deref_mut() {
                     t.failure = Some(Failure::Timeout);
                 }
-                return Err(local_reply(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "upstream request timeout",
+                return Err(flagged(
+                    local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout"),
+                    ResponseFlags::UT,
                 ));
             };
             if upload.is_some() {
@@ -777,8 +808,14 @@ async fn forward(
     };
     let (resp, guard) = match result {
         Ok(r) => r,
+        Err(UpstreamError::Overflow(r)) => {
+            if let Some(t) = try_ {
+                t.failure = Some(Failure::Other);
+            }
+            return Err(overflow(cluster, &endpoint, &UpstreamError::Overflow(r)));
+        }
         Err(e) => {
-            tracing::debug!(cluster = %cluster.name, endpoint = %endpoint.addr, error = %e, flag = e.flag(), "upstream request failed");
+            tracing::debug!(cluster = %cluster.name, endpoint = %endpoint.addr, error = %e, flag = %upstream_flag(&e), "upstream request failed");
             if e.is_reset() {
                 cluster.stats.rq_reset.increment(1);
             }
@@ -815,7 +852,7 @@ async fn forward(
             if let Some(t) = try_ {
                 t.failure = Some(failure);
             }
-            return Err(local_reply(status, body));
+            return Err(flagged(local_reply(status, body), upstream_flag(&e)));
         }
     };
     let status = resp.status();
@@ -861,6 +898,49 @@ async fn forward(
             deadline,
         },
     ))
+}
+
+/// Envoy's answer to a request over a circuit-breaker limit: 503 at once,
+/// `x-envoy-overloaded: true`, flag UO (never retried).
+#[cold]
+fn overflow(
+    cluster: &crate::cluster::Cluster,
+    endpoint: &crate::cluster::Endpoint,
+    e: &UpstreamError,
+) -> Response<RespBody> {
+    tracing::debug!(cluster = %cluster.name, endpoint = %endpoint.addr, error = %e, "circuit breaker: request failed fast");
+    let mut resp = local_reply(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+    );
+    resp.headers_mut()
+        .insert(X_ENVOY_OVERLOADED.clone(), HeaderValue::from_static("true"));
+    flagged(resp, ResponseFlags::UO)
+}
+
+/// The response flag for an upstream failure.
+fn upstream_flag(e: &UpstreamError) -> ResponseFlags {
+    match e {
+        UpstreamError::ConnectFailure(_) | UpstreamError::ConnectTimeout => ResponseFlags::UF,
+        UpstreamError::Reset(h) if remote_reset(h) => ResponseFlags::UR,
+        UpstreamError::Reset(_) | UpstreamError::Disconnected(_) => ResponseFlags::UC,
+        UpstreamError::Protocol(_) => ResponseFlags::UPE,
+        UpstreamError::RequestBody(_) => ResponseFlags::DPE,
+        UpstreamError::Overflow(_) => ResponseFlags::UO,
+    }
+}
+
+/// Whether the upstream reset the stream (HTTP/2 RST_STREAM), rather
+/// than the connection failing.
+fn remote_reset(e: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return h2.is_reset() && h2.is_remote();
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Whether an HTTP/2 upstream refused the stream (REFUSED_STREAM: it was
@@ -920,9 +1000,9 @@ mod tests {
                         // One request per future measured: the whole send,
                         // then its HTTP/1 and HTTP/2 halves.
                         let bytes = match nth.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
-                            0 => size(&pool::send(&ep, r, false, pool::SendFlags::default())),
-                            1 => size(&pool::send_h1(&ep, r, pool::SendFlags::default(), pool::UpstreamGuard::new(&ep))),
-                            _ => size(&pool::send_h2(&ep, r, pool::UpstreamGuard::new(&ep))),
+                            0 => size(&pool::send(&ep, r, false, pool::SendFlags::default(), pool::UpstreamGuard::acquire(&ep, Default::default()).unwrap())),
+                            1 => size(&pool::send_h1(&ep, r, pool::SendFlags::default(), pool::UpstreamGuard::acquire(&ep, Default::default()).unwrap())),
+                            _ => size(&pool::send_h2(&ep, r, Default::default(), pool::UpstreamGuard::acquire(&ep, Default::default()).unwrap())),
                         };
                         let _ = size_tx.send(bytes);
                         Ok::<_, std::convert::Infallible>(Response::new(RespBody::empty()))

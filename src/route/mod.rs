@@ -124,6 +124,8 @@ pub struct Forward {
     pub hash_policy: Vec<HashInput>,
     /// The route's retry policy, or its virtual host's.
     pub retry: Option<Arc<crate::router::retry::Retry>>,
+    /// Whose circuit-breaker limits its requests count against.
+    pub priority: legate_xds::model::RoutingPriority,
 }
 
 /// One consistent-hashing input, with its header name parsed at config time.
@@ -558,6 +560,7 @@ fn compile_route(
             host_rewrite,
             timeout: (!a.timeout.is_zero()).then(|| a.timeout.get()),
             retry: a.retry.as_ref().map(crate::router::retry::Retry::compile),
+            priority: a.priority,
             hash_policy: a
                 .hash_policy
                 .iter()

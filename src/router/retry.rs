@@ -5,23 +5,24 @@
 //! of at most [`MAX_BUFFERED`] (read in full first); others, and upgrades,
 //! are sent once. The route timeout covers every try; `per_try_timeout`
 //! bounds each. Between tries: full-jitter exponential back-off. A retry
-//! needs the cluster's budget: retries in flight may be at most 20 % of
-//! the requests in flight on retrying routes to that cluster, and at least
-//! 3 are always allowed.
+//! needs a slot under the cluster's circuit breaker for retries (by
+//! default a budget: 20 % of the requests in flight and pending, at least
+//! 3; see [`crate::cluster::breaker`]). A request whose retries run out
+//! gets flag URX; one whose retry the breaker refuses gets UO.
 
 use crate::cluster::{Cluster, Endpoint};
 use crate::http::body::{DownBody, RespBody};
 use crate::http::service::local_reply;
 use crate::route::Target;
+use crate::telemetry::flags::ResponseFlags;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
-use legate_xds::model::{self, RetryOn};
+use legate_xds::model::{self, RetryOn, RoutingPriority};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -29,10 +30,6 @@ use tower::{Layer, Service};
 
 /// Largest request body kept for replay.
 pub const MAX_BUFFERED: u64 = 64 * 1024;
-
-/// Share of in-flight requests that may be retries, and the floor.
-const BUDGET_PERCENT: u32 = 20;
-const BUDGET_MIN: u32 = 3;
 
 /// A route's retry policy, compiled.
 pub struct Retry {
@@ -142,50 +139,6 @@ impl Retry {
     }
 }
 
-/// A cluster's retry budget: requests in flight on retrying routes, and
-/// retries in flight.
-#[derive(Default)]
-pub struct RetryBudget {
-    active: AtomicU32,
-    retries: AtomicU32,
-}
-
-struct Active<'a>(&'a AtomicU32);
-
-impl Drop for Active<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-impl RetryBudget {
-    fn request(&self) -> Active<'_> {
-        self.active.fetch_add(1, Ordering::AcqRel);
-        Active(&self.active)
-    }
-
-    /// A retry slot, if the budget has one.
-    fn retry(&self) -> Option<Active<'_>> {
-        let active = self.active.load(Ordering::Acquire);
-        let allowed = (active * BUDGET_PERCENT / 100).max(BUDGET_MIN);
-        let mut cur = self.retries.load(Ordering::Acquire);
-        loop {
-            if cur >= allowed {
-                return None;
-            }
-            match self.retries.compare_exchange_weak(
-                cur,
-                cur + 1,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return Some(Active(&self.retries)),
-                Err(now) => cur = now,
-            }
-        }
-    }
-}
-
 /// One try of a retrying request, passed down with it: the cluster chosen
 /// once for the whole request, the endpoints to avoid, the try's timeout
 /// and number; and passed back: the endpoint it went to and, when Legate
@@ -220,14 +173,22 @@ pub struct RetryLayer<'a> {
     target: &'a Target,
     /// The route timeout, covering every try.
     timeout: Option<Duration>,
+    /// Whose retry limit the retries count against.
+    priority: RoutingPriority,
 }
 
 impl<'a> RetryLayer<'a> {
-    pub fn new(policy: &'a Retry, target: &'a Target, timeout: Option<Duration>) -> Self {
+    pub fn new(
+        policy: &'a Retry,
+        target: &'a Target,
+        timeout: Option<Duration>,
+        priority: RoutingPriority,
+    ) -> Self {
         RetryLayer {
             policy,
             target,
             timeout,
+            priority,
         }
     }
 }
@@ -240,6 +201,7 @@ impl<'a, S> Layer<S> for RetryLayer<'a> {
             policy: self.policy,
             target: self.target,
             timeout: self.timeout,
+            priority: self.priority,
             inner,
         }
     }
@@ -249,6 +211,7 @@ pub struct RetryService<'a, S> {
     policy: &'a Retry,
     target: &'a Target,
     timeout: Option<Duration>,
+    priority: RoutingPriority,
     inner: S,
 }
 
@@ -336,7 +299,8 @@ where
     }
 
     fn call(&mut self, req: Request<DownBody>) -> Self::Future {
-        let (policy, target, timeout) = (self.policy, self.target, self.timeout);
+        let (policy, target, timeout, priority) =
+            (self.policy, self.target, self.timeout, self.priority);
         let mut inner = self.inner.clone();
         Box::pin(async move {
             let replay = match buffer(req).await {
@@ -350,7 +314,7 @@ where
                 return Ok(once(&mut inner, replay.request()).await);
             };
             let deadline = timeout.map(|t| Instant::now() + t);
-            Ok(tries(policy, &cluster, &replay, &mut inner, deadline).await)
+            Ok(tries(policy, &cluster, &replay, &mut inner, deadline, priority).await)
         })
     }
 }
@@ -373,10 +337,18 @@ where
 fn timed_out(cluster: &Cluster) -> Resp {
     cluster.stats.rq_timeout.increment(1);
     cluster.stats.rq[4].increment(1);
-    local(local_reply(
-        StatusCode::GATEWAY_TIMEOUT,
-        "upstream request timeout",
-    ))
+    flag(
+        local(local_reply(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream request timeout",
+        )),
+        ResponseFlags::UT,
+    )
+}
+
+fn flag(mut resp: Resp, flags: ResponseFlags) -> Resp {
+    ResponseFlags::mark(&mut resp, flags);
+    resp
 }
 
 /// Tries until one is not retriable, the retries run out, the budget says
@@ -387,6 +359,7 @@ async fn tries<S>(
     replay: &Replay,
     inner: &mut S,
     deadline: Option<Instant>,
+    priority: RoutingPriority,
 ) -> Resp
 where
     S: Service<
@@ -395,7 +368,6 @@ where
             Error = Infallible,
         >,
 {
-    let _active = cluster.retry_budget.request();
     let mut avoid: Vec<Arc<Endpoint>> = Vec::new();
     let mut _retry_slot = None;
     let mut n = 0;
@@ -448,11 +420,11 @@ where
         }
         if n > policy.num_retries {
             cluster.stats.rq_retry_limit_exceeded.increment(1);
-            return mark(resp);
+            return flag(mark(resp), ResponseFlags::URX);
         }
-        let Some(slot) = cluster.retry_budget.retry() else {
+        let Some(slot) = cluster.breakers.retry(priority) else {
             cluster.stats.rq_retry_overflow.increment(1);
-            return mark(resp);
+            return flag(mark(resp), ResponseFlags::UO);
         };
         _retry_slot = Some(slot);
         if let Some(ep) = t.used {

@@ -3,7 +3,7 @@
 //! and an idle timeout.
 
 use crate::cluster::Cluster;
-use legate_xds::model::LbPolicy;
+use legate_xds::model::{LbPolicy, RoutingPriority};
 use pin_project::pin_project;
 use std::io;
 use std::net::SocketAddr;
@@ -93,6 +93,16 @@ pub async fn proxy(downstream: TcpStream, peer: SocketAddr, chain: Arc<TcpChain>
     let Some(endpoint) = cluster.pick(hash) else {
         cluster.stats.none_healthy.increment(1);
         tracing::debug!(cluster = %cluster.name, "tcp: no healthy upstream");
+        return;
+    };
+    // The circuit breaker's connection limit: over it, the downstream
+    // connection is closed at once (flag UO).
+    let Some(_slot) =
+        cluster
+            .breakers
+            .try_connection(RoutingPriority::Default, &endpoint.pool.open, true)
+    else {
+        tracing::debug!(cluster = %cluster.name, "tcp: connection limit reached; closing (UO)");
         return;
     };
     let connect = tokio::time::timeout(

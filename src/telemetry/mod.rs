@@ -3,6 +3,8 @@
 //! Handles (`Counter`, `Gauge`, `Histogram`) are created when configuration
 //! is compiled, never per request: recording is then an atomic add.
 
+pub mod flags;
+
 use metrics::{
     Counter, Gauge, Histogram, counter, describe_counter, describe_gauge, describe_histogram,
     gauge, histogram,
@@ -36,6 +38,7 @@ pub fn install() -> Option<PrometheusHandle> {
 }
 
 fn describe() {
+    crate::cluster::breaker::describe_metrics();
     describe_counter!(
         "legate_cluster_upstream_rq_total",
         "Upstream requests completed with response headers, by cluster and response code class."
@@ -129,6 +132,10 @@ fn describe() {
         "Requests that failed after their last allowed retry (response flag URX)."
     );
     describe_counter!(
+        "legate_http_response_flags_total",
+        "Downstream requests answered with an Envoy response flag (UO, URX, UF, UH, UT, UC, UR, NR, NC, DI, FI, RL, UPE, DPE), by listener and flag."
+    );
+    describe_counter!(
         "legate_tcp_sent_bytes_total",
         "Bytes sent to downstream by TCP proxies, by cluster."
     );
@@ -199,6 +206,7 @@ impl ClusterStats {
 
 /// Per-listener statistics handles.
 pub struct ListenerStats {
+    pub name: String,
     pub cx_total: Counter,
     pub cx_active: Gauge,
     pub rq: [Counter; 5],
@@ -218,6 +226,7 @@ impl ListenerStats {
     pub fn new(listener: &str) -> Self {
         let l = listener.to_string();
         ListenerStats {
+            name: l.clone(),
             cx_total: counter!("legate_listener_downstream_cx_total", "listener" => l.clone()),
             cx_active: gauge!("legate_listener_downstream_cx_active", "listener" => l.clone()),
             rq: CLASSES.map(|class| {

@@ -33,9 +33,9 @@ mod paths;
 mod ratelimit;
 mod retry;
 mod route;
-mod upstream;
 #[cfg(test)]
 mod tests;
+mod upstream;
 
 pub use cluster::{cluster_from_xds, cluster_to_xds, load_assignment_from_xds};
 pub use fault::FAULT_FILTER;

@@ -73,7 +73,9 @@ pub(crate) fn circuit_breakers_from(
     Ok(out)
 }
 
-pub(crate) fn circuit_breakers_to(cb: &model::CircuitBreakers) -> Option<xcluster::CircuitBreakers> {
+pub(crate) fn circuit_breakers_to(
+    cb: &model::CircuitBreakers,
+) -> Option<xcluster::CircuitBreakers> {
     if cb.is_default() {
         return None;
     }
@@ -147,9 +149,7 @@ pub(crate) fn outlier_from(p: &str, o: &xcluster::OutlierDetection) -> R<model::
         enforcing_consecutive_local_origin_failure: o
             .enforcing_consecutive_local_origin_failure
             .unwrap_or(d.enforcing_consecutive_local_origin_failure),
-        enforcing_success_rate: o
-            .enforcing_success_rate
-            .unwrap_or(d.enforcing_success_rate),
+        enforcing_success_rate: o.enforcing_success_rate.unwrap_or(d.enforcing_success_rate),
         enforcing_local_origin_success_rate: o
             .enforcing_local_origin_success_rate
             .unwrap_or(d.enforcing_local_origin_success_rate),
