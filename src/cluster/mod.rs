@@ -4,6 +4,7 @@
 pub mod breaker;
 pub mod h1;
 pub mod lb;
+pub mod outlier;
 pub mod pool;
 
 use crate::telemetry::ClusterStats;
@@ -44,6 +45,8 @@ pub struct Endpoint {
     pub settings: Arc<PoolSettings>,
     pub stats: Arc<ClusterStats>,
     pub breakers: Arc<breaker::Breakers>,
+    /// Outlier detection's counters.
+    pub outlier: outlier::EndpointState,
 }
 
 impl Endpoint {
@@ -132,6 +135,8 @@ pub struct Cluster {
     rebuild: Mutex<()>,
     /// Limits on connections, pending requests, requests and retries.
     pub breakers: Arc<breaker::Breakers>,
+    /// Outlier detection, when configured.
+    pub outlier: Option<Arc<outlier::Detector>>,
 }
 
 impl Cluster {
@@ -156,6 +161,10 @@ impl Cluster {
             initial_flags: 0,
             rr: AtomicUsize::new(0),
             breakers: breaker::Breakers::new(&m.name, &m.circuit_breakers),
+            outlier: m
+                .outlier_detection
+                .as_ref()
+                .map(|o| outlier::Detector::new(&m.name, o)),
             endpoints: ArcSwap::from_pointee(EndpointSet::empty()),
             rebuild: Mutex::new(()),
         });
@@ -206,6 +215,7 @@ impl Cluster {
                             settings: self.settings.clone(),
                             stats: self.stats.clone(),
                             breakers: self.breakers.clone(),
+                            outlier: Default::default(),
                         })
                     })
             })
@@ -311,6 +321,9 @@ impl Cluster {
     /// `dns_refresh_rate`). They end when the cluster is dropped.
     pub fn start_background_tasks(self: &Arc<Self>, m: &model::Cluster) {
         tokio::spawn(reap_idle(Arc::downgrade(self), self.settings.idle_timeout));
+        if let Some(d) = &self.outlier {
+            tokio::spawn(outlier::run(Arc::downgrade(self), d.clone()));
+        }
         if m.discovery != DiscoveryType::StrictDns {
             return;
         }

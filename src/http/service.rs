@@ -8,6 +8,7 @@ use super::clock::RouteTimer;
 use super::h1server::OnUpgrade;
 use super::{ConnInfo, HttpChain};
 use crate::cluster::lb::hash_bytes;
+use crate::cluster::outlier::Outcome;
 use crate::cluster::pool::{self, UpstreamBody, UpstreamError};
 use crate::filters::fault::{Fault, FaultLayer};
 use crate::filters::ratelimit::{RateLimit, RateLimitLayer};
@@ -786,6 +787,7 @@ async fn forward(
                 }
             };
             let Some(r) = r else {
+                report(cluster, &endpoint, Outcome::Timeout);
                 cluster.stats.rq_timeout.increment(1);
                 cluster.stats.rq[4].increment(1);
                 if let Some(t) = try_.as_deref_mut() {
@@ -816,6 +818,11 @@ async fn forward(
         }
         Err(e) => {
             tracing::debug!(cluster = %cluster.name, endpoint = %endpoint.addr, error = %e, flag = %upstream_flag(&e), "upstream request failed");
+            match &e {
+                UpstreamError::Protocol(_) => report(cluster, &endpoint, Outcome::Status(502)),
+                UpstreamError::RequestBody(_) | UpstreamError::Overflow(_) => {}
+                _ => report(cluster, &endpoint, Outcome::LocalFailure),
+            }
             if e.is_reset() {
                 cluster.stats.rq_reset.increment(1);
             }
@@ -856,6 +863,7 @@ async fn forward(
         }
     };
     let status = resp.status();
+    report(cluster, &endpoint, Outcome::Status(status.as_u16()));
     cluster.stats.rq[class_index(status.as_u16())].increment(1);
     cluster
         .stats
@@ -916,6 +924,14 @@ fn overflow(
     resp.headers_mut()
         .insert(X_ENVOY_OVERLOADED.clone(), HeaderValue::from_static("true"));
     flagged(resp, ResponseFlags::UO)
+}
+
+/// Tells the cluster's outlier detection (if any) how a request went.
+#[inline]
+fn report(cluster: &crate::cluster::Cluster, ep: &crate::cluster::Endpoint, outcome: Outcome) {
+    if let Some(d) = &cluster.outlier {
+        d.report(cluster, ep, outcome);
+    }
 }
 
 /// The response flag for an upstream failure.

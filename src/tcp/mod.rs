@@ -3,6 +3,7 @@
 //! and an idle timeout.
 
 use crate::cluster::Cluster;
+use crate::cluster::outlier::Outcome;
 use legate_xds::model::{LbPolicy, RoutingPriority};
 use pin_project::pin_project;
 use std::io;
@@ -109,14 +110,25 @@ pub async fn proxy(downstream: TcpStream, peer: SocketAddr, chain: Arc<TcpChain>
         endpoint.settings.connect_timeout,
         TcpStream::connect(endpoint.addr),
     );
+    let report = |o: Outcome| {
+        if let Some(d) = &cluster.outlier {
+            d.report(cluster, &endpoint, o);
+        }
+    };
     let upstream = match connect.await {
-        Ok(Ok(s)) => s,
+        Ok(Ok(s)) => {
+            // A connection made is a success to outlier detection.
+            report(Outcome::Status(200));
+            s
+        }
         Ok(Err(e)) => {
+            report(Outcome::LocalFailure);
             cluster.stats.cx_connect_fail.increment(1);
             tracing::debug!(cluster = %cluster.name, endpoint = %endpoint.addr, error = %e, "tcp: upstream connect failed");
             return;
         }
         Err(_) => {
+            report(Outcome::LocalFailure);
             cluster.stats.cx_connect_fail.increment(1);
             tracing::debug!(cluster = %cluster.name, endpoint = %endpoint.addr, "tcp: upstream connect timed out");
             return;

@@ -39,6 +39,7 @@ pub fn install() -> Option<PrometheusHandle> {
 
 fn describe() {
     crate::cluster::breaker::describe_metrics();
+    crate::cluster::outlier::describe_metrics();
     describe_counter!(
         "legate_cluster_upstream_rq_total",
         "Upstream requests completed with response headers, by cluster and response code class."
