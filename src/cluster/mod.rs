@@ -3,6 +3,7 @@
 
 pub mod breaker;
 pub mod h1;
+pub mod health;
 pub mod lb;
 pub mod outlier;
 pub mod pool;
@@ -158,7 +159,11 @@ impl Cluster {
             settings,
             ring_size: m.ring_size,
             panic_threshold: m.healthy_panic_threshold,
-            initial_flags: 0,
+            initial_flags: if m.health_checks.is_empty() {
+                0
+            } else {
+                flag::FAILED_ACTIVE_HC | flag::PENDING_ACTIVE_HC
+            },
             rr: AtomicUsize::new(0),
             breakers: breaker::Breakers::new(&m.name, &m.circuit_breakers),
             outlier: m
@@ -262,7 +267,12 @@ impl Cluster {
             .cloned()
             .collect();
         if panic {
-            tracing::warn!(cluster = %self.name, healthy, total, threshold = self.panic_threshold, "under the healthy panic threshold: balancing across all endpoints");
+            // Endpoints waiting for their first health check are not news.
+            if all.iter().any(|e| e.flags() & flag::PENDING_ACTIVE_HC != 0) {
+                tracing::debug!(cluster = %self.name, healthy, total, "endpoints not yet health-checked: balancing across all of them");
+            } else {
+                tracing::warn!(cluster = %self.name, healthy, total, threshold = self.panic_threshold, "under the healthy panic threshold: balancing across all endpoints");
+            }
         }
         self.stats.healthy.set(healthy as f64);
         let lb = lb::LbTables::build(self.lb_policy, &endpoints, self.ring_size);
@@ -321,6 +331,7 @@ impl Cluster {
     /// `dns_refresh_rate`). They end when the cluster is dropped.
     pub fn start_background_tasks(self: &Arc<Self>, m: &model::Cluster) {
         tokio::spawn(reap_idle(Arc::downgrade(self), self.settings.idle_timeout));
+        health::start(self, &m.health_checks);
         if let Some(d) = &self.outlier {
             tokio::spawn(outlier::run(Arc::downgrade(self), d.clone()));
         }

@@ -144,6 +144,7 @@ fn describe() {
         "legate_tcp_received_bytes_total",
         "Bytes received from downstream by TCP proxies, by cluster."
     );
+    crate::cluster::health::describe_metrics();
 }
 
 /// Index 0..=4 for response classes 1xx..5xx.

@@ -258,12 +258,18 @@ fn validate_cluster(e: &mut Errors, p: &str, c: &Cluster, dynamic: bool) {
                 "enforcing_local_origin_success_rate",
                 o.enforcing_local_origin_success_rate,
             ),
-            ("enforcing_failure_percentage", o.enforcing_failure_percentage),
+            (
+                "enforcing_failure_percentage",
+                o.enforcing_failure_percentage,
+            ),
             (
                 "enforcing_failure_percentage_local_origin",
                 o.enforcing_failure_percentage_local_origin,
             ),
-            ("failure_percentage_threshold", o.failure_percentage_threshold),
+            (
+                "failure_percentage_threshold",
+                o.failure_percentage_threshold,
+            ),
         ];
         for (name, v) in percents {
             if v > 100 {
@@ -292,6 +298,7 @@ fn validate_cluster(e: &mut Errors, p: &str, c: &Cluster, dynamic: bool) {
             e.push(format!("{p}.endpoints[{j}].weight"), "must be at least 1");
         }
     }
+    e.0.extend(validate_health_checks(p, &c.health_checks));
 }
 
 fn check_host_port(s: &str) -> Result<(), String> {

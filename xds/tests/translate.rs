@@ -1152,6 +1152,7 @@ fn realistic_clusters() {
                 ..Default::default()
             }),
             healthy_panic_threshold: 30.0,
+            health_checks: vec![],
         })
     );
 
@@ -1196,6 +1197,218 @@ fn realistic_clusters() {
             ..Default::default()
         })
     );
+}
+
+#[test]
+fn realistic_health_checks() {
+    use ecore::health_check::{
+        GrpcHealthCheck, HealthChecker, HttpHealthCheck, Payload, TcpHealthCheck, payload,
+    };
+    use envoy_types::pb::envoy::r#type::v3 as etype;
+    let ms = |ms: i32| {
+        Some(epb::Duration {
+            seconds: 0,
+            nanos: ms * 1_000_000,
+        })
+    };
+    let c = ecluster::Cluster {
+        name: "backend".into(),
+        load_assignment: Some(eendpoint::ClusterLoadAssignment {
+            cluster_name: "backend".into(),
+            endpoints: vec![eendpoint::LocalityLbEndpoints {
+                lb_endpoints: vec![eendpoint::LbEndpoint {
+                    host_identifier: Some(eendpoint::lb_endpoint::HostIdentifier::Endpoint(
+                        eendpoint::Endpoint {
+                            address: esocket("10.0.0.7", 8080),
+                            ..Default::default()
+                        },
+                    )),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        health_checks: vec![
+            // As a control plane writes an HTTP check.
+            ecore::HealthCheck {
+                timeout: esecs(1),
+                interval: esecs(5),
+                initial_jitter: ms(500),
+                interval_jitter: ms(250),
+                interval_jitter_percent: 10,
+                unhealthy_threshold: u32v(4),
+                healthy_threshold: u32v(1),
+                reuse_connection: boolv(false),
+                unhealthy_interval: esecs(10),
+                healthy_edge_interval: esecs(2),
+                // Accepted and ignored: logging.
+                always_log_health_check_failures: true,
+                health_checker: Some(HealthChecker::HttpHealthCheck(HttpHealthCheck {
+                    host: "backend.internal".into(),
+                    path: "/healthz?full=1".into(),
+                    request_headers_to_add: vec![
+                        eheader("x-probe", "legate", 0),
+                        eheader("user-agent", "probe/1", 2),
+                    ],
+                    expected_statuses: vec![
+                        etype::Int64Range {
+                            start: 200,
+                            end: 300,
+                        },
+                        etype::Int64Range {
+                            start: 429,
+                            end: 430,
+                        },
+                    ],
+                    codec_client_type: etype::CodecClientType::Http2 as i32,
+                    ..Default::default()
+                })),
+                ..Default::default()
+            },
+            // A Redis-like TCP exchange; thresholds left out.
+            ecore::HealthCheck {
+                timeout: ms(200),
+                interval: esecs(1),
+                health_checker: Some(HealthChecker::TcpHealthCheck(TcpHealthCheck {
+                    send: Some(Payload {
+                        payload: Some(payload::Payload::Text("50494e470d0a".into())),
+                    }),
+                    receive: vec![
+                        Payload {
+                            payload: Some(payload::Payload::Binary(b"+PONG".to_vec())),
+                        },
+                        Payload {
+                            payload: Some(payload::Payload::Binary(vec![0xff, 0x0d])),
+                        },
+                    ],
+                    ..Default::default()
+                })),
+                ..Default::default()
+            },
+            ecore::HealthCheck {
+                timeout: esecs(1),
+                interval: esecs(3),
+                unhealthy_threshold: u32v(2),
+                healthy_threshold: u32v(2),
+                health_checker: Some(HealthChecker::GrpcHealthCheck(GrpcHealthCheck {
+                    service_name: "pay.v1.Payments".into(),
+                    authority: "pay.internal".into(),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    };
+    let (name, r) = decode_ok(translate::CLUSTER_TYPE, &eany(&c));
+    assert_eq!(name, "backend");
+    let Resource::Cluster(m) = r else {
+        panic!("{r:?}")
+    };
+    let mst = Dur::from_millis;
+    assert_eq!(
+        m.health_checks,
+        vec![
+            model::HealthCheck {
+                timeout: secs(1),
+                interval: secs(5),
+                initial_jitter: mst(500),
+                interval_jitter: mst(250),
+                interval_jitter_percent: 10,
+                unhealthy_threshold: 4,
+                healthy_threshold: 1,
+                unhealthy_interval: Some(secs(10)),
+                unhealthy_edge_interval: None,
+                healthy_edge_interval: Some(secs(2)),
+                reuse_connection: false,
+                http: Some(model::HttpHealthCheck {
+                    path: "/healthz?full=1".into(),
+                    host: Some("backend.internal".into()),
+                    request_headers_to_add: vec![
+                        model::HeaderValueOption {
+                            name: "x-probe".into(),
+                            value: "legate".into(),
+                            append: true,
+                        },
+                        model::HeaderValueOption {
+                            name: "user-agent".into(),
+                            value: "probe/1".into(),
+                            append: false,
+                        },
+                    ],
+                    expected_statuses: vec![
+                        model::StatusRange {
+                            start: 200,
+                            end: 300
+                        },
+                        model::StatusRange {
+                            start: 429,
+                            end: 430
+                        },
+                    ],
+                    codec: model::HealthCheckCodec::Http2,
+                }),
+                tcp: None,
+                grpc: None,
+            },
+            model::HealthCheck {
+                timeout: mst(200),
+                interval: secs(1),
+                initial_jitter: Dur::default(),
+                interval_jitter: Dur::default(),
+                interval_jitter_percent: 0,
+                // The model's defaults (Envoy requires both).
+                unhealthy_threshold: 3,
+                healthy_threshold: 2,
+                unhealthy_interval: None,
+                unhealthy_edge_interval: None,
+                healthy_edge_interval: None,
+                reuse_connection: true,
+                http: None,
+                tcp: Some(model::TcpHealthCheck {
+                    // Envoy's `text` is hex; `binary` is text when UTF-8.
+                    send: Some(model::Payload::hex("50494e470d0a")),
+                    receive: vec![model::Payload::text("+PONG"), model::Payload::hex("ff0d")],
+                }),
+                grpc: None,
+            },
+            model::HealthCheck {
+                timeout: secs(1),
+                interval: secs(3),
+                initial_jitter: Dur::default(),
+                interval_jitter: Dur::default(),
+                interval_jitter_percent: 0,
+                unhealthy_threshold: 2,
+                healthy_threshold: 2,
+                unhealthy_interval: None,
+                unhealthy_edge_interval: None,
+                healthy_edge_interval: None,
+                reuse_connection: true,
+                http: None,
+                tcp: None,
+                grpc: Some(model::GrpcHealthCheck {
+                    service_name: "pay.v1.Payments".into(),
+                    authority: Some("pay.internal".into()),
+                }),
+            },
+        ]
+    );
+    assert_eq!(
+        m.health_checks[1]
+            .tcp
+            .as_ref()
+            .unwrap()
+            .send
+            .as_ref()
+            .unwrap()
+            .bytes(),
+        Ok(b"PING\r\n".to_vec())
+    );
+    // And back: the model's own translation decodes to the same checks.
+    let (xc, _) = translate::cluster_to_xds(&m);
+    let again = translate::cluster_from_xds(&xc).unwrap();
+    assert_eq!(again.health_checks, m.health_checks);
 }
 
 #[test]
@@ -4581,10 +4794,157 @@ fn cluster_refusals() {
         "least_request_lb_config.choice_count",
         "only 2 is supported",
     );
+    // Envoy requires timeout, interval and a checker.
     cluster_refused(
         |c| c.health_checks = vec![Default::default()],
-        "health_checks",
-        "not supported yet (active health checking is a later feature)",
+        "health_checks[0].timeout",
+        "must be set",
+    );
+    fn valid_hc() -> core::HealthCheck {
+        core::HealthCheck {
+            timeout: Some(prost_types::Duration {
+                seconds: 1,
+                nanos: 0,
+            }),
+            interval: Some(prost_types::Duration {
+                seconds: 5,
+                nanos: 0,
+            }),
+            health_checker: Some(core::health_check::HealthChecker::HttpHealthCheck(
+                core::health_check::HttpHealthCheck {
+                    path: "/healthz".into(),
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        }
+    }
+    // A valid check, then `f`'s.
+    let hc = |f: fn(&mut core::HealthCheck)| {
+        move |c: &mut cluster::Cluster| {
+            let mut h = valid_hc();
+            f(&mut h);
+            c.health_checks = vec![valid_hc(), h];
+        }
+    };
+    cluster_refused(
+        hc(|h| h.interval = None),
+        "health_checks[1].interval",
+        "must be set",
+    );
+    cluster_refused(
+        hc(|h| {
+            h.interval = Some(prost_types::Duration {
+                seconds: 0,
+                nanos: 0,
+            })
+        }),
+        "health_checks[1].interval",
+        "must be greater than 0",
+    );
+    cluster_refused(
+        hc(|h| {
+            h.no_traffic_interval = Some(prost_types::Duration {
+                seconds: 60,
+                nanos: 0,
+            })
+        }),
+        "health_checks[1].no_traffic_interval",
+        "not supported (Legate checks at `interval` whether or not the cluster has had traffic)",
+    );
+    cluster_refused(
+        hc(|h| h.alt_port = Some(8081)),
+        "health_checks[1].alt_port",
+        "not supported (Legate checks the endpoint's own port)",
+    );
+    cluster_refused(
+        hc(|h| h.healthy_threshold = Some(0)),
+        "health_checks[1].healthy_threshold",
+        "must be at least 1",
+    );
+    cluster_refused(
+        hc(|h| h.health_checker = None),
+        "health_checks[1]",
+        "set http_health_check, tcp_health_check or grpc_health_check (custom health checkers are not supported)",
+    );
+    fn http_hc(h: &mut core::HealthCheck) -> &mut core::health_check::HttpHealthCheck {
+        match &mut h.health_checker {
+            Some(core::health_check::HealthChecker::HttpHealthCheck(x)) => x,
+            _ => panic!("not an HTTP check"),
+        }
+    }
+    cluster_refused(
+        hc(|h| http_hc(h).path = String::new()),
+        "health_checks[1].http_health_check.path",
+        "must be set",
+    );
+    cluster_refused(
+        hc(|h| http_hc(h).path = "/a b".into()),
+        "health_checks[1].http_health_check.path",
+        "invalid path",
+    );
+    cluster_refused(
+        hc(|h| http_hc(h).codec_client_type = 2),
+        "health_checks[1].http_health_check.codec_client_type",
+        "HTTP3 is not supported (use HTTP1 or HTTP2)",
+    );
+    cluster_refused(
+        hc(|h| http_hc(h).request_headers_to_remove = vec!["user-agent".into()]),
+        "health_checks[1].http_health_check.request_headers_to_remove",
+        "not supported",
+    );
+    cluster_refused(
+        hc(|h| http_hc(h).request_headers_to_add = vec![hv("host", "x")]),
+        "health_checks[1].http_health_check.request_headers_to_add[0].header.key",
+        "set the check's `host` instead",
+    );
+    cluster_refused(
+        hc(|h| {
+            http_hc(h).expected_statuses = vec![legate_xds::wire::envoy::r#type::v3::Int64Range {
+                start: 200,
+                end: 700,
+            }]
+        }),
+        "health_checks[1].http_health_check.expected_statuses[0].end",
+        "must be at most 600",
+    );
+    cluster_refused(
+        hc(|h| {
+            h.health_checker = Some(core::health_check::HealthChecker::TcpHealthCheck(
+                core::health_check::TcpHealthCheck {
+                    send: Some(core::health_check::Payload {
+                        payload: Some(core::health_check::payload::Payload::Text("0g".into())),
+                    }),
+                    receive: vec![],
+                },
+            ))
+        }),
+        "health_checks[1].tcp_health_check.send.text",
+        "\"0g\" is not a hex byte",
+    );
+    cluster_refused(
+        hc(|h| {
+            h.health_checker = Some(core::health_check::HealthChecker::TcpHealthCheck(
+                core::health_check::TcpHealthCheck {
+                    send: None,
+                    receive: vec![core::health_check::Payload { payload: None }],
+                },
+            ))
+        }),
+        "health_checks[1].tcp_health_check.receive[0]",
+        "set text or binary",
+    );
+    cluster_refused(
+        hc(|h| {
+            h.health_checker = Some(core::health_check::HealthChecker::GrpcHealthCheck(
+                core::health_check::GrpcHealthCheck {
+                    service_name: String::new(),
+                    authority: "a b".into(),
+                },
+            ))
+        }),
+        "health_checks[1].grpc_health_check.authority",
+        "invalid host",
     );
     cluster_refused(
         |c| {

@@ -250,6 +250,103 @@ fn outlier_detection() -> impl Strategy<Value = OutlierDetection> {
         )
 }
 
+fn payload() -> impl Strategy<Value = Payload> {
+    prop_oneof![
+        "[ -~]{1,8}".prop_map(|t| Payload::text(&t)),
+        "([0-9a-fA-F]{2}){1,6}".prop_map(|h| Payload::hex(&h)),
+    ]
+}
+
+fn http_health_check() -> impl Strategy<Value = HttpHealthCheck> {
+    (
+        path(),
+        option::of(host()),
+        vec(
+            (header_name(), header_value(), any::<bool>()).prop_map(|(name, value, append)| {
+                HeaderValueOption {
+                    name,
+                    value,
+                    append,
+                }
+            }),
+            0..3,
+        ),
+        vec((100..599u16, 1..100u16), 0..3),
+        select(vec![HealthCheckCodec::Http1, HealthCheckCodec::Http2]),
+    )
+        .prop_map(
+            |(path, host, request_headers_to_add, ranges, codec)| HttpHealthCheck {
+                path,
+                host,
+                request_headers_to_add,
+                expected_statuses: ranges
+                    .into_iter()
+                    .map(|(start, len)| StatusRange {
+                        start,
+                        end: (start + len).min(600),
+                    })
+                    .collect(),
+                codec,
+            },
+        )
+}
+
+fn health_check() -> impl Strategy<Value = HealthCheck> {
+    let checker = prop_oneof![
+        http_health_check().prop_map(|h| (Some(h), None, None)),
+        (option::of(payload()), vec(payload(), 0..3)).prop_map(|(send, receive)| (
+            None,
+            Some(TcpHealthCheck { send, receive }),
+            None
+        )),
+        (
+            prop_oneof![Just(String::new()), "[a-z.]{1,12}"],
+            option::of(host())
+        )
+            .prop_map(|(service_name, authority)| (
+                None,
+                None,
+                Some(GrpcHealthCheck {
+                    service_name,
+                    authority
+                })
+            )),
+    ];
+    (
+        (positive_dur(), positive_dur(), dur(), dur(), 0..200u32),
+        (1..10u32, 1..10u32, any::<bool>()),
+        (
+            option::of(positive_dur()),
+            option::of(positive_dur()),
+            option::of(positive_dur()),
+        ),
+        checker,
+    )
+        .prop_map(
+            |(
+                (timeout, interval, initial_jitter, interval_jitter, interval_jitter_percent),
+                (unhealthy_threshold, healthy_threshold, reuse_connection),
+                (unhealthy_interval, unhealthy_edge_interval, healthy_edge_interval),
+                (http, tcp, grpc),
+            )| HealthCheck {
+                timeout,
+                interval,
+                initial_jitter,
+                interval_jitter,
+                interval_jitter_percent,
+                unhealthy_threshold,
+                healthy_threshold,
+                unhealthy_interval,
+                unhealthy_edge_interval,
+                healthy_edge_interval,
+                reuse_connection,
+                http,
+                tcp,
+                grpc,
+            },
+        )
+}
+
 fn retry() -> impl Strategy<Value = RetryPolicy> {
     (
         proptest::sample::subsequence(RetryOn::ALL.to_vec(), 1..5),
@@ -730,6 +827,7 @@ fn cluster() -> impl Strategy<Value = Cluster> {
                 circuit_breakers(),
                 option::of(outlier_detection()),
                 select(vec![0.0, 25.5, 50.0, 100.0]),
+                vec(health_check(), 0..3),
             ),
         )
             .prop_map(
@@ -742,7 +840,7 @@ fn cluster() -> impl Strategy<Value = Cluster> {
                     protocol,
                     streams,
                     (connect_timeout, idle_timeout, dns_refresh_rate, max_idle),
-                    (circuit_breakers, outlier_detection, healthy_panic_threshold),
+                    (circuit_breakers, outlier_detection, healthy_panic_threshold, health_checks),
                 )| Cluster {
                     name,
                     discovery,
@@ -772,6 +870,7 @@ fn cluster() -> impl Strategy<Value = Cluster> {
                     circuit_breakers,
                     outlier_detection,
                     healthy_panic_threshold,
+                    health_checks,
                 },
             )
     })

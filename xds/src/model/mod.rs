@@ -8,6 +8,11 @@
 use crate::duration::Dur;
 use serde::{Deserialize, Serialize};
 
+mod health;
+pub use health::{
+    Checker, GrpcHealthCheck, HealthCheck, HealthCheckCodec, HttpHealthCheck, Payload, StatusRange,
+    TcpHealthCheck, validate_health_checks,
+};
 mod upstream;
 pub use upstream::{CircuitBreakers, OutlierDetection, RetryBudget, RoutingPriority, Thresholds};
 
@@ -835,6 +840,9 @@ pub struct Cluster {
     /// Envoy's panic mode does; 0 turns it off.
     #[serde(default = "default_panic_threshold")]
     pub healthy_panic_threshold: f64,
+    /// Active health checks (none: every endpoint is taken as passing).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health_checks: Vec<HealthCheck>,
 }
 
 fn default_connect_timeout() -> Dur {
@@ -874,6 +882,7 @@ impl Default for Cluster {
             circuit_breakers: CircuitBreakers::default(),
             outlier_detection: None,
             healthy_panic_threshold: default_panic_threshold(),
+            health_checks: Vec::new(),
         }
     }
 }

@@ -1,11 +1,11 @@
 //! Cluster and ClusterLoadAssignment.
 
-use super::upstream;
 use super::{
     LoadAssignment, NO_BUFFER_TIMEOUT, R, TLS_NOT_YET, TranslateError, address_from, address_to,
     ads_config_source, at, at_i, check, config_source_from, dur_to, dynamic_stub, nonzero, opt_dur,
     paths, refusal, refuse, to_any, type_name, unknown_enum, unpack,
 };
+use super::{health, upstream};
 use crate::model;
 use crate::validate::validate;
 use crate::wire::envoy::config::cluster::v3 as xcluster;
@@ -43,12 +43,6 @@ fn cluster_from(c: &xcluster::Cluster) -> R<(model::Cluster, Vec<String>)> {
     use xcluster::cluster::{
         ClusterDiscoveryType, ClusterProtocolSelection, DiscoveryType as D, LbConfig, LbPolicy as L,
     };
-    if !c.health_checks.is_empty() {
-        return refuse(
-            "health_checks",
-            "not supported yet (active health checking is a later feature)",
-        );
-    }
     if c.transport_socket.is_some() {
         return refuse("transport_socket", TLS_NOT_YET);
     }
@@ -199,6 +193,7 @@ fn cluster_from(c: &xcluster::Cluster) -> R<(model::Cluster, Vec<String>)> {
     if let Some(lb) = &c.common_lb_config {
         m.healthy_panic_threshold = upstream::common_lb_from("common_lb_config", lb)?;
     }
+    m.health_checks = health::health_checks_from("", &c.health_checks)?;
 
     let mut origins = Vec::new();
     if m.discovery != model::DiscoveryType::Eds
@@ -501,6 +496,7 @@ pub fn cluster_to_xds(
         circuit_breakers: upstream::circuit_breakers_to(&c.circuit_breakers),
         outlier_detection: c.outlier_detection.as_ref().map(upstream::outlier_to),
         common_lb_config: Some(upstream::common_lb_to(c.healthy_panic_threshold)),
+        health_checks: health::health_checks_to(&c.health_checks),
         typed_extension_protocol_options: HashMap::from([(
             HTTP_OPTIONS_KEY.to_string(),
             to_any(&options),

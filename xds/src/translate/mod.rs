@@ -28,6 +28,7 @@
 mod cluster;
 mod fault;
 mod filters;
+mod health;
 mod listener;
 mod paths;
 mod ratelimit;

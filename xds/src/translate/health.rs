@@ -1,0 +1,277 @@
+//! Envoy's `HealthCheck` (a Cluster's `health_checks`) <-> the model's
+//! [`model::HealthCheck`].
+//!
+//! Refused: `no_traffic_interval` (Legate checks at `interval` whether or
+//! not the cluster has had traffic), `alt_port`, HTTP/3, an HTTP check's
+//! `request_headers_to_remove`, and checkers other than HTTP, TCP and gRPC.
+//! An absent `unhealthy_threshold` or `healthy_threshold` (which Envoy
+//! requires) takes the model's default (3 and 2). Envoy's `Payload.text`
+//! is hex: it becomes the model's `hex`; `binary` becomes `text` when it is
+//! UTF-8, `hex` otherwise.
+
+use super::{R, at, at_i, dur_from, dur_to, refuse, unknown_enum};
+use crate::duration::Dur;
+use crate::model;
+use crate::wire::envoy::config::core::v3 as xcore;
+use crate::wire::envoy::r#type::v3 as xtype;
+use xcore::health_check as xhc;
+
+pub(crate) fn health_checks_from(
+    p: &str,
+    checks: &[xcore::HealthCheck],
+) -> R<Vec<model::HealthCheck>> {
+    checks
+        .iter()
+        .enumerate()
+        .map(|(i, hc)| health_check_from(&at_i(p, "health_checks", i), hc))
+        .collect()
+}
+
+fn required_dur(p: &str, field: &str, d: &Option<prost_types::Duration>) -> R<Dur> {
+    match d {
+        Some(d) => dur_from(&at(p, field), d),
+        None => refuse(at(p, field), "must be set"),
+    }
+}
+
+fn optional_dur(p: &str, field: &str, d: &Option<prost_types::Duration>) -> R<Option<Dur>> {
+    d.as_ref().map(|d| dur_from(&at(p, field), d)).transpose()
+}
+
+fn health_check_from(p: &str, hc: &xcore::HealthCheck) -> R<model::HealthCheck> {
+    use xhc::HealthChecker as H;
+    if hc.no_traffic_interval.is_some() {
+        return refuse(
+            at(p, "no_traffic_interval"),
+            "not supported (Legate checks at `interval` whether or not the cluster has had traffic)",
+        );
+    }
+    if hc.alt_port.is_some() {
+        return refuse(
+            at(p, "alt_port"),
+            "not supported (Legate checks the endpoint's own port)",
+        );
+    }
+    let mut m = model::HealthCheck {
+        timeout: required_dur(p, "timeout", &hc.timeout)?,
+        interval: required_dur(p, "interval", &hc.interval)?,
+        initial_jitter: optional_dur(p, "initial_jitter", &hc.initial_jitter)?.unwrap_or_default(),
+        interval_jitter: optional_dur(p, "interval_jitter", &hc.interval_jitter)?
+            .unwrap_or_default(),
+        interval_jitter_percent: hc.interval_jitter_percent,
+        unhealthy_threshold: hc.unhealthy_threshold.unwrap_or(3),
+        healthy_threshold: hc.healthy_threshold.unwrap_or(2),
+        unhealthy_interval: optional_dur(p, "unhealthy_interval", &hc.unhealthy_interval)?,
+        unhealthy_edge_interval: optional_dur(
+            p,
+            "unhealthy_edge_interval",
+            &hc.unhealthy_edge_interval,
+        )?,
+        healthy_edge_interval: optional_dur(p, "healthy_edge_interval", &hc.healthy_edge_interval)?,
+        reuse_connection: hc.reuse_connection.unwrap_or(true),
+        http: None,
+        tcp: None,
+        grpc: None,
+    };
+    match &hc.health_checker {
+        None => {
+            return refuse(
+                p,
+                "set http_health_check, tcp_health_check or grpc_health_check (custom health checkers are not supported)",
+            );
+        }
+        Some(H::HttpHealthCheck(h)) => m.http = Some(http_from(&at(p, "http_health_check"), h)?),
+        Some(H::TcpHealthCheck(t)) => {
+            let tp = at(p, "tcp_health_check");
+            m.tcp = Some(model::TcpHealthCheck {
+                send: t
+                    .send
+                    .as_ref()
+                    .map(|s| payload_from(&at(&tp, "send"), s))
+                    .transpose()?,
+                receive: t
+                    .receive
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| payload_from(&at_i(&tp, "receive", i), r))
+                    .collect::<R<_>>()?,
+            });
+        }
+        Some(H::GrpcHealthCheck(g)) => {
+            m.grpc = Some(model::GrpcHealthCheck {
+                service_name: g.service_name.clone(),
+                authority: (!g.authority.is_empty()).then(|| g.authority.clone()),
+            });
+        }
+    }
+    // The model's own checks, reported at Envoy's paths.
+    if let Some(e) = m.problems().into_iter().next() {
+        return refuse(envoy_path(p, &e.path), e.message);
+    }
+    Ok(m)
+}
+
+fn http_from(p: &str, h: &xhc::HttpHealthCheck) -> R<model::HttpHealthCheck> {
+    if !h.request_headers_to_remove.is_empty() {
+        return refuse(at(p, "request_headers_to_remove"), "not supported");
+    }
+    if h.path.is_empty() {
+        return refuse(at(p, "path"), "must be set");
+    }
+    let codec = match xtype::CodecClientType::try_from(h.codec_client_type) {
+        Ok(xtype::CodecClientType::Http1) => model::HealthCheckCodec::Http1,
+        Ok(xtype::CodecClientType::Http2) => model::HealthCheckCodec::Http2,
+        Ok(xtype::CodecClientType::Http3) => {
+            return refuse(
+                at(p, "codec_client_type"),
+                "HTTP3 is not supported (use HTTP1 or HTTP2)",
+            );
+        }
+        Err(_) => {
+            return Err(unknown_enum(
+                &at(p, "codec_client_type"),
+                h.codec_client_type,
+            ));
+        }
+    };
+    // Out of u16's range is out of [100, 600] too: the model's checks
+    // (below) report it.
+    let clamp = |v: i64| u16::try_from(v.clamp(0, i64::from(u16::MAX))).unwrap_or(u16::MAX);
+    let expected_statuses = h
+        .expected_statuses
+        .iter()
+        .map(|r| model::StatusRange {
+            start: clamp(r.start),
+            end: clamp(r.end),
+        })
+        .collect();
+    Ok(model::HttpHealthCheck {
+        path: h.path.clone(),
+        host: (!h.host.is_empty()).then(|| h.host.clone()),
+        request_headers_to_add: super::route::adds_from(
+            p,
+            "request_headers_to_add",
+            &h.request_headers_to_add,
+            false,
+        )?,
+        expected_statuses,
+        codec,
+    })
+}
+
+fn payload_from(p: &str, pl: &xhc::Payload) -> R<model::Payload> {
+    use xhc::payload::Payload as P;
+    match &pl.payload {
+        Some(P::Text(hex)) => Ok(model::Payload::hex(hex)),
+        Some(P::Binary(b)) => Ok(match std::str::from_utf8(b) {
+            Ok(text) => model::Payload::text(text),
+            Err(_) => {
+                model::Payload::hex(&b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+            }
+        }),
+        None => refuse(p, "set text or binary"),
+    }
+}
+
+/// The Envoy path of the model's problem at `path` (relative to the check
+/// at `p`).
+fn envoy_path(p: &str, path: &str) -> String {
+    let mut segs: Vec<String> = path.split('.').map(String::from).collect();
+    match segs.first().map(String::as_str) {
+        Some("") | None => return p.to_string(),
+        Some("http") => segs[0] = "http_health_check".into(),
+        Some("tcp") => segs[0] = "tcp_health_check".into(),
+        Some("grpc") => segs[0] = "grpc_health_check".into(),
+        _ => {}
+    }
+    match segs.get(1).map(String::as_str) {
+        Some("codec") => segs[1] = "codec_client_type".into(),
+        Some(s) if s.starts_with("request_headers_to_add[") => {
+            // `name` / `value` are `header.key` / `header.value`.
+            if let Some(f) = segs.get_mut(2) {
+                *f = match f.as_str() {
+                    "name" => "header.key".into(),
+                    other => format!("header.{other}"),
+                };
+            }
+        }
+        Some(s) if s == "send" || s.starts_with("receive[") => {
+            // The model's `text` is Envoy's `binary`, its `hex` Envoy's `text`.
+            if let Some(f) = segs.get_mut(2) {
+                *f = match f.as_str() {
+                    "text" => "binary".into(),
+                    _ => "text".into(),
+                };
+            }
+        }
+        _ => {}
+    }
+    at(p, &segs.join("."))
+}
+
+pub(crate) fn health_checks_to(checks: &[model::HealthCheck]) -> Vec<xcore::HealthCheck> {
+    checks.iter().map(health_check_to).collect()
+}
+
+fn health_check_to(m: &model::HealthCheck) -> xcore::HealthCheck {
+    use xhc::HealthChecker as H;
+    let nonzero = |d: Dur| (!d.is_zero()).then(|| dur_to(d));
+    let health_checker = match m.checker() {
+        Some(model::Checker::Http(h)) => Some(H::HttpHealthCheck(xhc::HttpHealthCheck {
+            host: h.host.clone().unwrap_or_default(),
+            path: h.path.clone(),
+            request_headers_to_add: super::route::adds_to_list(&h.request_headers_to_add),
+            request_headers_to_remove: Vec::new(),
+            expected_statuses: h
+                .expected_statuses
+                .iter()
+                .map(|r| xtype::Int64Range {
+                    start: r.start.into(),
+                    end: r.end.into(),
+                })
+                .collect(),
+            codec_client_type: match h.codec {
+                model::HealthCheckCodec::Http1 => xtype::CodecClientType::Http1,
+                model::HealthCheckCodec::Http2 => xtype::CodecClientType::Http2,
+            } as i32,
+        })),
+        Some(model::Checker::Tcp(t)) => Some(H::TcpHealthCheck(xhc::TcpHealthCheck {
+            send: t.send.as_ref().map(payload_to),
+            receive: t.receive.iter().map(payload_to).collect(),
+        })),
+        Some(model::Checker::Grpc(g)) => Some(H::GrpcHealthCheck(xhc::GrpcHealthCheck {
+            service_name: g.service_name.clone(),
+            authority: g.authority.clone().unwrap_or_default(),
+        })),
+        // Not valid; the model's validation reports it.
+        None => None,
+    };
+    xcore::HealthCheck {
+        timeout: Some(dur_to(m.timeout)),
+        interval: Some(dur_to(m.interval)),
+        initial_jitter: nonzero(m.initial_jitter),
+        interval_jitter: nonzero(m.interval_jitter),
+        interval_jitter_percent: m.interval_jitter_percent,
+        unhealthy_threshold: Some(m.unhealthy_threshold),
+        healthy_threshold: Some(m.healthy_threshold),
+        alt_port: None,
+        reuse_connection: Some(m.reuse_connection),
+        health_checker,
+        no_traffic_interval: None,
+        unhealthy_interval: m.unhealthy_interval.map(dur_to),
+        unhealthy_edge_interval: m.unhealthy_edge_interval.map(dur_to),
+        healthy_edge_interval: m.healthy_edge_interval.map(dur_to),
+    }
+}
+
+fn payload_to(p: &model::Payload) -> xhc::Payload {
+    use xhc::payload::Payload as P;
+    xhc::Payload {
+        payload: match (&p.text, &p.hex) {
+            (Some(t), _) => Some(P::Binary(t.as_bytes().to_vec())),
+            (None, Some(h)) => Some(P::Text(h.clone())),
+            // Not valid; the model's validation reports it.
+            (None, None) => None,
+        },
+    }
+}
