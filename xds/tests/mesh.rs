@@ -1,6 +1,7 @@
 //! The mesh description: loading and checking (errors name file, line and
 //! field), and what it generates for each proxy.
 
+use legate_xds::duration::Dur;
 use legate_xds::mesh::generate::{self, Generated, ProxyInfo};
 use legate_xds::mesh::{self, Mesh};
 use legate_xds::model::{self, RouteAction};
@@ -525,4 +526,374 @@ fn a_proxyless_grpc_client_gets_api_listeners_named_by_target() {
     );
     // A sidecar is not.
     assert!(!ProxyInfo::from_node(&Node::default()).0.proxyless);
+}
+
+fn cluster<'a>(g: &'a Generated, name: &str) -> &'a model::Cluster {
+    g.clusters
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no cluster {name}"))
+}
+
+#[test]
+fn destination_policies_become_circuit_breakers_and_outlier_detection() {
+    let g = generate::generate(&example(), &[], &proxy(None));
+    let all = cluster(&g, &format!("outbound|9080||{REVIEWS}"));
+    assert_eq!(all.lb_policy, model::LbPolicy::LeastRequest);
+    assert_eq!(
+        all.connect_timeout.get().as_secs(),
+        1,
+        "policy.connect_timeout"
+    );
+    assert_eq!(all.idle_timeout.get().as_secs(), 300);
+    let limits = &all.circuit_breakers.default;
+    assert_eq!(limits.max_connections, 100);
+    assert_eq!(limits.max_pending_requests, 64);
+    assert_eq!(limits.max_requests, 200);
+    assert_eq!(limits.max_retries, Some(10));
+    assert_eq!(limits.retry_budget, None);
+    assert!(
+        all.circuit_breakers.high.is_default(),
+        "mesh routes use the default priority"
+    );
+    let o = all.outlier_detection.as_ref().expect("outlier detection");
+    assert_eq!(
+        (
+            o.consecutive_gateway_failure,
+            o.enforcing_consecutive_gateway_failure
+        ),
+        (5, 100),
+        "a gateway-error threshold that is set ejects"
+    );
+    assert_eq!(
+        (o.consecutive_5xx, o.enforcing_consecutive_5xx),
+        (5, 100),
+        "Envoy's default"
+    );
+    assert_eq!(
+        o.enforcing_success_rate, 0,
+        "as Istio: no success-rate ejection"
+    );
+    assert_eq!(o.enforcing_local_origin_success_rate, 0);
+    assert_eq!(o.interval.get().as_secs(), 10);
+    assert_eq!(o.base_ejection_time.get().as_secs(), 30);
+    assert_eq!(o.max_ejection_time.get().as_secs(), 300);
+    assert_eq!(o.max_ejection_percent, 34);
+    assert_eq!(
+        all.healthy_panic_threshold, 0.0,
+        "Istio's min_health_percent default"
+    );
+
+    // v1 has no overrides: the service's policy.
+    let v1 = cluster(&g, &format!("outbound|9080|v1|{REVIEWS}"));
+    assert_eq!(v1.circuit_breakers, all.circuit_breakers);
+    assert_eq!(v1.outlier_detection, all.outlier_detection);
+    // v2 overrides two fields and inherits the rest.
+    let v2 = cluster(&g, &format!("outbound|9080|v2|{REVIEWS}"));
+    assert_eq!(v2.circuit_breakers.default.max_requests, 50);
+    assert_eq!(v2.circuit_breakers.default.max_connections, 100);
+    assert_eq!(v2.circuit_breakers.default.max_retries, Some(10));
+    assert_eq!(v2.connect_timeout.get().as_secs(), 1);
+    assert_eq!(v2.lb_policy, model::LbPolicy::LeastRequest);
+    let o2 = v2.outlier_detection.as_ref().expect("inherited");
+    assert_eq!((o2.consecutive_5xx, o2.enforcing_consecutive_5xx), (3, 100));
+    assert_eq!(o2.consecutive_gateway_failure, 5);
+    assert_eq!(o2.max_ejection_percent, 34);
+
+    // A service without a policy keeps every default.
+    let ratings = cluster(&g, "outbound|9080||ratings.default.svc.cluster.local");
+    let defaults = model::Cluster::default();
+    assert!(ratings.circuit_breakers.is_default());
+    assert_eq!(ratings.outlier_detection, None);
+    assert_eq!(ratings.healthy_panic_threshold, 50.0);
+    assert_eq!(ratings.connect_timeout, defaults.connect_timeout);
+    assert_eq!(ratings.idle_timeout.get().as_secs(), 3600);
+    assert_eq!(
+        ratings.http2_max_concurrent_streams,
+        defaults.http2_max_concurrent_streams
+    );
+}
+
+const FULL_POLICY: &str = "\
+services:
+  - name: api
+    ports: [{ port: 8080, protocol: grpc }]
+    workloads:
+      - { address: 127.0.0.1:18080, labels: { track: stable } }
+      - { address: 127.0.0.1:18081, labels: { track: canary } }
+    subsets:
+      - { name: stable, labels: { track: stable } }
+      - name: canary
+        labels: { track: canary }
+        policy:
+          load_balancer: random
+          connection_pool:
+            tcp: { connect_timeout: 250ms }
+            http: { max_concurrent_streams: 10, max_retries: 0 }
+          outlier_detection: { consecutive_gateway_errors: 0, min_health_percent: 25 }
+    policy:
+      load_balancer: ring_hash
+      connection_pool:
+        tcp: { max_connections: 10, connect_timeout: 2s }
+        http:
+          http1_max_pending_requests: 5
+          http2_max_requests: 20
+          max_retries: 3
+          idle_timeout: 90s
+          max_concurrent_streams: 50
+      outlier_detection:
+        consecutive_5xx_errors: 0
+        consecutive_gateway_errors: 2
+        consecutive_local_origin_failures: 4
+        split_external_local_origin_errors: true
+        interval: 500ms
+        base_ejection_time: 10m
+        max_ejection_percent: 100
+        min_health_percent: 60
+  - name: web
+    ports: [{ port: 80, protocol: http }, { port: 81, protocol: http2 }]
+    policy: { connection_pool: { http: { max_concurrent_streams: 7 } } }
+  - name: plain
+    ports: [{ port: 80 }]
+    subsets: [{ name: fast, labels: { speed: fast }, policy: { outlier_detection: { consecutive_5xx_errors: 1 } } }]
+";
+
+#[test]
+fn every_policy_field_reaches_the_cluster() {
+    let mesh = one(FULL_POLICY).unwrap_or_else(|e| panic!("{e:?}"));
+    let g = generate::generate(&mesh, &[], &proxy(None));
+    let api = cluster(&g, "outbound|8080||api.default.svc.cluster.local");
+    assert_eq!(api.lb_policy, model::LbPolicy::RingHash);
+    assert_eq!(api.connect_timeout.get().as_secs(), 2);
+    assert_eq!(api.idle_timeout.get().as_secs(), 90);
+    assert_eq!(api.http2_max_concurrent_streams, 50);
+    assert_eq!(
+        api.circuit_breakers.default,
+        model::Thresholds {
+            max_connections: 10,
+            max_pending_requests: 5,
+            max_requests: 20,
+            max_retries: Some(3),
+            retry_budget: None,
+        }
+    );
+    assert_eq!(
+        api.outlier_detection,
+        Some(model::OutlierDetection {
+            consecutive_5xx: 0,
+            enforcing_consecutive_5xx: 0,
+            consecutive_gateway_failure: 2,
+            enforcing_consecutive_gateway_failure: 100,
+            consecutive_local_origin_failure: 4,
+            enforcing_consecutive_local_origin_failure: 100,
+            split_external_local_origin_errors: true,
+            interval: Dur::from_millis(500),
+            base_ejection_time: Dur::from_secs(600),
+            max_ejection_time: Dur::from_secs(600),
+            max_ejection_percent: 100,
+            enforcing_success_rate: 0,
+            enforcing_local_origin_success_rate: 0,
+            ..Default::default()
+        })
+    );
+    assert_eq!(api.healthy_panic_threshold, 60.0);
+
+    // The subset: its fields win, field by field; the rest is the service's.
+    let stable = cluster(&g, "outbound|8080|stable|api.default.svc.cluster.local");
+    assert_eq!(
+        model::Cluster {
+            name: api.name.clone(),
+            endpoints: api.endpoints.clone(),
+            ..stable.clone()
+        },
+        *api
+    );
+    let canary = cluster(&g, "outbound|8080|canary|api.default.svc.cluster.local");
+    assert_eq!(canary.lb_policy, model::LbPolicy::Random);
+    assert_eq!(canary.connect_timeout, Dur::from_millis(250));
+    assert_eq!(canary.idle_timeout.get().as_secs(), 90);
+    assert_eq!(canary.http2_max_concurrent_streams, 10);
+    assert_eq!(
+        canary.circuit_breakers.default,
+        model::Thresholds {
+            max_retries: Some(0),
+            ..api.circuit_breakers.default.clone()
+        }
+    );
+    let o = canary.outlier_detection.as_ref().unwrap();
+    assert_eq!(
+        (
+            o.consecutive_gateway_failure,
+            o.enforcing_consecutive_gateway_failure
+        ),
+        (0, 0),
+        "0 turns a detection off"
+    );
+    assert_eq!(o.consecutive_local_origin_failure, 4);
+    assert!(o.split_external_local_origin_errors);
+    assert_eq!(canary.healthy_panic_threshold, 25.0);
+    let addresses: Vec<&str> = canary
+        .endpoints
+        .iter()
+        .map(|e| e.address.as_str())
+        .collect();
+    assert_eq!(addresses, ["127.0.0.1:18081"]);
+
+    // Streams are an HTTP/2 setting: HTTP/1 clusters keep the default
+    // (which is what they carry over xDS).
+    let web = |port: u16| {
+        cluster(
+            &g,
+            &format!("outbound|{port}||web.default.svc.cluster.local"),
+        )
+    };
+    assert_eq!(web(81).http2_max_concurrent_streams, 7);
+    assert_eq!(
+        web(80).http2_max_concurrent_streams,
+        model::Cluster::default().http2_max_concurrent_streams
+    );
+
+    // A subset may turn on outlier detection its service does not have.
+    let plain = cluster(&g, "outbound|80||plain.default.svc.cluster.local");
+    assert_eq!(plain.outlier_detection, None);
+    assert_eq!(plain.healthy_panic_threshold, 50.0);
+    let fast = cluster(&g, "outbound|80|fast|plain.default.svc.cluster.local");
+    let o = fast.outlier_detection.as_ref().expect("the subset's own");
+    assert_eq!((o.consecutive_5xx, o.enforcing_consecutive_5xx), (1, 100));
+    assert_eq!(o.interval.get().as_secs(), 10, "Envoy's default");
+    assert_eq!(fast.healthy_panic_threshold, 0.0);
+    assert!(fast.circuit_breakers.is_default());
+}
+
+#[test]
+fn generated_clusters_with_policies_round_trip_through_xds() {
+    let full = one(FULL_POLICY).unwrap_or_else(|e| panic!("{e:?}"));
+    for mesh in [example(), full] {
+        let g = generate::generate(&mesh, &[], &proxy(None));
+        assert!(g.clusters.len() > 4);
+        for c in &g.clusters {
+            let (xc, cla) = translate::cluster_to_xds(c);
+            assert!(cla.is_some(), "{}: eds", c.name);
+            let back = translate::cluster_from_xds(&xc)
+                .unwrap_or_else(|e| panic!("{}: refused: {e}", c.name));
+            // Endpoints travel apart, by EDS.
+            let want = model::Cluster {
+                endpoints: Vec::new(),
+                ..c.clone()
+            };
+            assert_eq!(back, want, "{}", c.name);
+        }
+    }
+}
+
+#[test]
+fn policy_errors_name_file_line_and_field() {
+    let text = "\
+services:
+  - name: reviews
+    ports: [{ port: 9080, protocol: grpc }]
+    subsets:
+      - name: v1
+        labels: { version: v1 }
+        policy:
+          connection_pool:
+            http: { http2_max_requests: 0 }
+          outlier_detection:
+            split_external_local_origin_errors: false
+    policy:
+      connect_timeout: 1s
+      idle_timeout: 0s
+      connection_pool:
+        tcp:
+          max_connections: 0
+          connect_timeout: 2s
+        http:
+          idle_timeout: 30s
+          max_concurrent_streams: 0
+      outlier_detection:
+        consecutive_local_origin_failures: 3
+        split_external_local_origin_errors: true
+        interval: 0s
+        max_ejection_percent: 150
+        min_health_percent: 101
+";
+    assert_eq!(
+        errors(text),
+        [
+            "mesh.yaml:18: services[0].policy.connection_pool.tcp.connect_timeout: policy.connect_timeout and policy.connection_pool.tcp.connect_timeout are the same setting: give only one of them",
+            "mesh.yaml:20: services[0].policy.connection_pool.http.idle_timeout: policy.idle_timeout and policy.connection_pool.http.idle_timeout are the same setting: give only one of them",
+            "mesh.yaml:17: services[0].policy.connection_pool.tcp.max_connections: must be at least 1 (0 would refuse every request; leave it out for the default)",
+            "mesh.yaml:21: services[0].policy.connection_pool.http.max_concurrent_streams: must be at least 1 (0 would refuse every request; leave it out for the default)",
+            "mesh.yaml:25: services[0].policy.outlier_detection.interval: must be greater than 0",
+            "mesh.yaml:26: services[0].policy.outlier_detection.max_ejection_percent: 150 is not a percentage (between 0 and 100)",
+            "mesh.yaml:27: services[0].policy.outlier_detection.min_health_percent: 101 is not a percentage (between 0 and 100)",
+            "mesh.yaml:9: services[0].subsets[0].policy.connection_pool.http.http2_max_requests: must be at least 1 (0 would refuse every request; leave it out for the default)",
+            "mesh.yaml:11: services[0].subsets[0].policy.outlier_detection.split_external_local_origin_errors: consecutive_local_origin_failures needs split_external_local_origin_errors: true (without it, local-origin failures count toward consecutive_5xx_errors)",
+        ]
+    );
+    // Fields the data plane does not have are refused by name, with the line.
+    let e = errors(
+        "services:\n  - name: a\n    ports: [{ port: 80 }]\n    policy:\n      connection_pool:\n        http: { max_requests_per_connection: 1 }\n",
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with(
+            "mesh.yaml:6: services[0].policy.connection_pool.http.max_requests_per_connection: unknown field `max_requests_per_connection`"
+        ),
+        "{e:?}"
+    );
+    // A subset overrides the pool, the outlier detection and the load
+    // balancer only; its connect timeout goes in its connection pool.
+    let e = errors(
+        "services:\n  - name: a\n    ports: [{ port: 80 }]\n    subsets:\n      - name: b\n        labels: {}\n        policy: { connect_timeout: 1s }\n",
+    );
+    assert!(
+        e[0].starts_with("mesh.yaml:7: services[0].subsets[0].policy.connect_timeout: unknown field `connect_timeout`"),
+        "{e:?}"
+    );
+    let cases: &[(&str, &str)] = &[
+        (
+            "services: [{ name: a, ports: [{ port: 80 }], policy: { outlier_detection: { consecutive_local_origin_failures: 2 } } }]",
+            "mesh.yaml:1: services[0].policy.outlier_detection.consecutive_local_origin_failures: consecutive_local_origin_failures needs split_external_local_origin_errors: true",
+        ),
+        (
+            "services: [{ name: a, ports: [{ port: 80 }], policy: { connect_timeout: 0s } }]",
+            "services[0].policy.connect_timeout: must be greater than 0",
+        ),
+        (
+            "services: [{ name: a, ports: [{ port: 80 }], policy: { connection_pool: { http: { http1_max_pending_requests: 0 } } } }]",
+            "services[0].policy.connection_pool.http.http1_max_pending_requests: must be at least 1",
+        ),
+        (
+            "services: [{ name: a, ports: [{ port: 80 }], subsets: [{ name: b, labels: {}, policy: { connection_pool: { http: { max_concurrent_streams: 8 } } } }] }]",
+            "mesh.yaml:1: services[0].subsets[0].policy.connection_pool.http.max_concurrent_streams: limits streams on HTTP/2 connections, and this service has no http2 or grpc port",
+        ),
+        (
+            "services: [{ name: a, ports: [{ port: 80 }], policy: { outlier_detection: { base_ejection_time: 0s } } }]",
+            "services[0].policy.outlier_detection.base_ejection_time: must be greater than 0",
+        ),
+        (
+            "services: [{ name: a, ports: [{ port: 80 }], policy: { connection_pool: { tcp: { max_connections: -1 } } } }]",
+            "services[0].policy.connection_pool.tcp.max_connections: invalid type: integer `-1`, expected u32",
+        ),
+    ];
+    for (text, want) in cases {
+        let e = errors(text);
+        assert!(
+            e.iter().any(|m| m.contains(want)),
+            "{text}\nwanted: {want}\ngot: {e:?}"
+        );
+    }
+    // The old spellings alone still work.
+    let m = one("services: [{ name: a, ports: [{ port: 80 }], policy: { connect_timeout: 3s, idle_timeout: 1m } }]")
+        .unwrap();
+    let g = generate::generate(&m, &[], &proxy(None));
+    let c = cluster(&g, "outbound|80||a.default.svc.cluster.local");
+    assert_eq!(
+        (
+            c.connect_timeout.get().as_secs(),
+            c.idle_timeout.get().as_secs()
+        ),
+        (3, 60)
+    );
 }

@@ -18,7 +18,10 @@
 //! connection's original destination to tell services apart, which comes
 //! with transparent interception.
 
-use super::{Destination, HttpRoute, Match, Mesh, Protocol, Service, StringMatch, Workload};
+use super::{
+    Destination, EffectivePolicy, HttpRoute, Match, Mesh, OutlierDetection, Protocol, Service,
+    StringMatch, Workload,
+};
 use crate::duration::Dur;
 use crate::model::HealthStatus;
 use crate::model::{
@@ -320,7 +323,7 @@ pub fn local(mesh: &Mesh, proxy: &ProxyInfo) -> Generated {
                 ..Default::default()
             }],
             protocol: upstream_protocol(port.protocol),
-            connect_timeout: s.policy.connect_timeout,
+            connect_timeout: s.policy_for(None).connect_timeout(),
             ..Default::default()
         });
         let chain = if port.protocol.is_http() {
@@ -411,17 +414,104 @@ fn eds_cluster(
             }),
     );
     let name = outbound_cluster(s, port, subset);
-    model::Cluster {
+    let mut c = model::Cluster {
         name,
         discovery: DiscoveryType::Eds,
         eds_service_name: None,
         endpoints,
-        lb_policy: s.policy.load_balancer,
         protocol: upstream_protocol(protocol),
-        connect_timeout: s.policy.connect_timeout,
-        idle_timeout: s.policy.idle_timeout,
         ..Default::default()
+    };
+    apply_policy(&mut c, &s.policy_for(subset));
+    c
+}
+
+/// A destination policy onto a cluster:
+///
+/// | policy | cluster |
+/// |---|---|
+/// | `load_balancer` | `lb_policy` |
+/// | `connection_pool.tcp.max_connections` | `circuit_breakers.default.max_connections` |
+/// | `connection_pool.tcp.connect_timeout` | `connect_timeout` |
+/// | `connection_pool.http.http1_max_pending_requests` | `circuit_breakers.default.max_pending_requests` |
+/// | `connection_pool.http.http2_max_requests` | `circuit_breakers.default.max_requests` |
+/// | `connection_pool.http.max_retries` | `circuit_breakers.default.max_retries` |
+/// | `connection_pool.http.idle_timeout` | `idle_timeout` |
+/// | `connection_pool.http.max_concurrent_streams` | `http2_max_concurrent_streams` (HTTP/2 ports) |
+/// | `outlier_detection` | `outlier_detection` ([`outlier_detection`]) |
+/// | `outlier_detection.min_health_percent` | `healthy_panic_threshold` |
+///
+/// Requests from the mesh's routes have the default priority, so the
+/// high-priority thresholds keep their defaults (as Istio does).
+fn apply_policy(c: &mut model::Cluster, p: &EffectivePolicy) {
+    let (tcp, http) = (&p.connection_pool.tcp, &p.connection_pool.http);
+    c.lb_policy = p.load_balancer;
+    c.connect_timeout = p.connect_timeout();
+    c.idle_timeout = p.idle_timeout();
+    let limits = &mut c.circuit_breakers.default;
+    if let Some(n) = tcp.max_connections {
+        limits.max_connections = n;
     }
+    if let Some(n) = http.http1_max_pending_requests {
+        limits.max_pending_requests = n;
+    }
+    if let Some(n) = http.http2_max_requests {
+        limits.max_requests = n;
+    }
+    if let Some(n) = http.max_retries {
+        limits.max_retries = Some(n);
+    }
+    // Only HTTP/2 clusters have streams (and carry the setting in xDS).
+    if let Some(n) = http.max_concurrent_streams
+        && c.protocol == UpstreamProtocol::Http2
+    {
+        c.http2_max_concurrent_streams = n;
+    }
+    if let Some(o) = &p.outlier_detection {
+        c.outlier_detection = Some(outlier_detection(o));
+        // Istio's mapping: no panic mode unless asked for.
+        c.healthy_panic_threshold = f64::from(o.min_health_percent.unwrap_or(0));
+    }
+}
+
+/// Istio's outlier detection as Envoy's, the way istiod maps it: a
+/// consecutive-errors threshold that is set ejects (its `enforcing_*` is
+/// 100; 0 turns that detection off), unset ones keep Envoy's defaults
+/// (5xx and local-origin failures eject after 5, gateway errors do not),
+/// and success-rate ejection, which the mesh does not configure, is off.
+fn outlier_detection(o: &OutlierDetection) -> model::OutlierDetection {
+    let enforcing = |n: u32| if n > 0 { 100 } else { 0 };
+    let mut m = model::OutlierDetection {
+        enforcing_success_rate: 0,
+        enforcing_local_origin_success_rate: 0,
+        split_external_local_origin_errors: o.split_external_local_origin_errors == Some(true),
+        ..Default::default()
+    };
+    if let Some(n) = o.consecutive_5xx_errors {
+        m.consecutive_5xx = n;
+        m.enforcing_consecutive_5xx = enforcing(n);
+    }
+    if let Some(n) = o.consecutive_gateway_errors {
+        m.consecutive_gateway_failure = n;
+        m.enforcing_consecutive_gateway_failure = enforcing(n);
+    }
+    if let Some(n) = o.consecutive_local_origin_failures {
+        m.consecutive_local_origin_failure = n;
+        m.enforcing_consecutive_local_origin_failure = enforcing(n);
+    }
+    if let Some(d) = o.interval {
+        m.interval = d;
+    }
+    if let Some(d) = o.base_ejection_time {
+        m.base_ejection_time = d;
+        // Envoy: max_ejection_time defaults to 300 s or
+        // base_ejection_time, whichever is longer.
+        m.max_ejection_time = m.max_ejection_time.max(d);
+    }
+    if let Some(n) = o.max_ejection_percent {
+        m.max_ejection_percent = n;
+    }
+    m
 }
 
 fn endpoint(w: &Workload, port: u16) -> Option<Endpoint> {

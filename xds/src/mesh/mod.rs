@@ -137,36 +137,237 @@ pub struct Subset {
     pub name: String,
     /// Workloads with all of these labels belong to the subset.
     pub labels: BTreeMap<String, String>,
+    /// Overrides of the service's policy for this subset's clusters
+    /// (DestinationRule subset `trafficPolicy`), laid over it field by
+    /// field (see [`Service::policy_for`]).
+    #[serde(default, skip_serializing_if = "SubsetPolicy::is_empty")]
+    pub policy: SubsetPolicy,
 }
 
-/// How callers reach the service's workloads.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// How callers reach the service's workloads (DestinationRule
+/// `trafficPolicy`, with Istio's field names in snake_case).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     #[serde(default)]
     pub load_balancer: LbPolicy,
-    #[serde(default = "default_connect_timeout")]
-    pub connect_timeout: Dur,
-    /// Pooled connections idle this long are closed.
-    #[serde(default = "default_idle_timeout")]
-    pub idle_timeout: Dur,
+    /// The same setting as `connection_pool.tcp.connect_timeout` (give at
+    /// most one of them); default 5 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<Dur>,
+    /// The same setting as `connection_pool.http.idle_timeout` (give at
+    /// most one of them): pooled connections idle this long are closed;
+    /// default 1 h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<Dur>,
+    /// Limits on connections and requests (circuit breakers) and pool
+    /// settings.
+    #[serde(default, skip_serializing_if = "ConnectionPool::is_empty")]
+    pub connection_pool: ConnectionPool,
+    /// Ejection of workloads that keep failing; absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetection>,
 }
 
-fn default_connect_timeout() -> Dur {
-    Dur::from_secs(5)
+/// What a subset may override of its service's policy.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubsetPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<LbPolicy>,
+    #[serde(default, skip_serializing_if = "ConnectionPool::is_empty")]
+    pub connection_pool: ConnectionPool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetection>,
 }
 
-fn default_idle_timeout() -> Dur {
-    Dur::from_secs(3600)
+impl SubsetPolicy {
+    pub fn is_empty(&self) -> bool {
+        *self == SubsetPolicy::default()
+    }
 }
 
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            load_balancer: LbPolicy::RoundRobin,
-            connect_timeout: default_connect_timeout(),
-            idle_timeout: default_idle_timeout(),
+/// Istio's `ConnectionPoolSettings`. Unset fields keep Legate's (Envoy's)
+/// defaults.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionPool {
+    #[serde(default, skip_serializing_if = "TcpPool::is_empty")]
+    pub tcp: TcpPool,
+    #[serde(default, skip_serializing_if = "HttpPool::is_empty")]
+    pub http: HttpPool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpPool {
+    /// Connections open to all the workloads together (default 1024).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// Default 5 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<Dur>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpPool {
+    /// Requests waiting for a connection or stream (default 1024).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http1_max_pending_requests: Option<u32>,
+    /// Requests in flight, whatever the protocol (Istio's name; default
+    /// 1024).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http2_max_requests: Option<u32>,
+    /// Retries in flight (default: a budget of 20 % of the requests in
+    /// flight, at least 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+    /// Default 1 h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<Dur>,
+    /// Streams at once on each HTTP/2 connection (`http2` and `grpc`
+    /// ports; default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_streams: Option<u32>,
+}
+
+impl ConnectionPool {
+    pub fn is_empty(&self) -> bool {
+        self.tcp.is_empty() && self.http.is_empty()
+    }
+
+    /// `over` laid on `self`: what `over` sets wins.
+    pub fn overridden_by(&self, over: &ConnectionPool) -> ConnectionPool {
+        ConnectionPool {
+            tcp: TcpPool {
+                max_connections: over.tcp.max_connections.or(self.tcp.max_connections),
+                connect_timeout: over.tcp.connect_timeout.or(self.tcp.connect_timeout),
+            },
+            http: HttpPool {
+                http1_max_pending_requests: over
+                    .http
+                    .http1_max_pending_requests
+                    .or(self.http.http1_max_pending_requests),
+                http2_max_requests: over
+                    .http
+                    .http2_max_requests
+                    .or(self.http.http2_max_requests),
+                max_retries: over.http.max_retries.or(self.http.max_retries),
+                idle_timeout: over.http.idle_timeout.or(self.http.idle_timeout),
+                max_concurrent_streams: over
+                    .http
+                    .max_concurrent_streams
+                    .or(self.http.max_concurrent_streams),
+            },
         }
+    }
+}
+
+impl TcpPool {
+    pub fn is_empty(&self) -> bool {
+        *self == TcpPool::default()
+    }
+}
+
+impl HttpPool {
+    pub fn is_empty(&self) -> bool {
+        *self == HttpPool::default()
+    }
+}
+
+/// Istio's `OutlierDetection`. Unset fields keep Envoy's defaults, except
+/// as Istio does: success-rate ejection is off, and the healthy panic
+/// threshold is `min_health_percent` (default 0: off).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierDetection {
+    /// 5xx responses in a row (and, without
+    /// `split_external_local_origin_errors`, connection failures, resets
+    /// and timeouts) that eject a workload; default 5; 0: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_5xx_errors: Option<u32>,
+    /// 502, 503 and 504 responses (and local-origin failures) in a row that
+    /// eject a workload; default: off; 0: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_gateway_errors: Option<u32>,
+    /// Connection failures, resets and timeouts in a row that eject a
+    /// workload; only with `split_external_local_origin_errors`; default
+    /// 5; 0: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_local_origin_failures: Option<u32>,
+    /// Count local-origin failures apart from responses (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_external_local_origin_errors: Option<bool>,
+    /// How often ejections are reviewed (default 10 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Dur>,
+    /// An ejection lasts this long times the number of ejections of the
+    /// workload so far (default 30 s), at most 300 s or this, whichever is
+    /// longer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_ejection_time: Option<Dur>,
+    /// At most this percentage of the workloads is ejected at once
+    /// (default 10; one may always be).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ejection_percent: Option<u32>,
+    /// Below this percentage of healthy workloads, all of them take
+    /// requests, ejected or not (Envoy's healthy panic threshold; default
+    /// 0, as in Istio: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_health_percent: Option<u32>,
+}
+
+impl OutlierDetection {
+    /// `over` laid on `self`: what `over` sets wins.
+    pub fn overridden_by(&self, over: &OutlierDetection) -> OutlierDetection {
+        OutlierDetection {
+            consecutive_5xx_errors: over.consecutive_5xx_errors.or(self.consecutive_5xx_errors),
+            consecutive_gateway_errors: over
+                .consecutive_gateway_errors
+                .or(self.consecutive_gateway_errors),
+            consecutive_local_origin_failures: over
+                .consecutive_local_origin_failures
+                .or(self.consecutive_local_origin_failures),
+            split_external_local_origin_errors: over
+                .split_external_local_origin_errors
+                .or(self.split_external_local_origin_errors),
+            interval: over.interval.or(self.interval),
+            base_ejection_time: over.base_ejection_time.or(self.base_ejection_time),
+            max_ejection_percent: over.max_ejection_percent.or(self.max_ejection_percent),
+            min_health_percent: over.min_health_percent.or(self.min_health_percent),
+        }
+    }
+}
+
+/// The policy one cluster of a service gets: the service's, with a
+/// subset's overrides laid over it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EffectivePolicy {
+    pub load_balancer: LbPolicy,
+    /// With the service's `connect_timeout` and `idle_timeout` folded in.
+    pub connection_pool: ConnectionPool,
+    pub outlier_detection: Option<OutlierDetection>,
+}
+
+/// The connect timeout when none is given.
+pub const DEFAULT_CONNECT_TIMEOUT: Dur = Dur::from_secs(5);
+/// The pooled connections' idle timeout when none is given.
+pub const DEFAULT_IDLE_TIMEOUT: Dur = Dur::from_secs(3600);
+
+impl EffectivePolicy {
+    pub fn connect_timeout(&self) -> Dur {
+        self.connection_pool
+            .tcp
+            .connect_timeout
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT)
+    }
+
+    pub fn idle_timeout(&self) -> Dur {
+        self.connection_pool
+            .http
+            .idle_timeout
+            .unwrap_or(DEFAULT_IDLE_TIMEOUT)
     }
 }
 
@@ -278,6 +479,36 @@ impl Service {
 
     pub fn subset(&self, name: &str) -> Option<&Subset> {
         self.subsets.iter().find(|s| s.name == name)
+    }
+
+    /// The policy of the service's clusters (`subset: None`) or of a
+    /// subset's: the subset's `load_balancer`, and each field of its
+    /// `connection_pool` and `outlier_detection` it sets, win; the rest
+    /// is the service's. (Istio replaces each of these blocks whole;
+    /// merging keeps a subset that tunes one limit from silently losing
+    /// the service's others.)
+    pub fn policy_for(&self, subset: Option<&str>) -> EffectivePolicy {
+        let p = &self.policy;
+        let mut pool = p.connection_pool.clone();
+        pool.tcp.connect_timeout = pool.tcp.connect_timeout.or(p.connect_timeout);
+        pool.http.idle_timeout = pool.http.idle_timeout.or(p.idle_timeout);
+        let mut out = EffectivePolicy {
+            load_balancer: p.load_balancer,
+            connection_pool: pool,
+            outlier_detection: p.outlier_detection.clone(),
+        };
+        if let Some(sub) = subset.and_then(|n| self.subset(n)) {
+            let over = &sub.policy;
+            if let Some(lb) = over.load_balancer {
+                out.load_balancer = lb;
+            }
+            out.connection_pool = out.connection_pool.overridden_by(&over.connection_pool);
+            out.outlier_detection = match (&out.outlier_detection, &over.outlier_detection) {
+                (Some(base), Some(o)) => Some(base.overridden_by(o)),
+                (base, o) => o.clone().or_else(|| base.clone()),
+            };
+        }
+        out
     }
 }
 
@@ -422,6 +653,7 @@ impl Mesh {
                 );
             }
         }
+        check_policy(e, p, s);
         if !s.routes.is_empty() && !s.ports.iter().any(|p| p.protocol.is_http()) {
             e.push(
                 format!("{p}.routes"),
@@ -612,6 +844,60 @@ impl Mesh {
     }
 }
 
+/// A service's policy and its subsets' overrides.
+fn check_policy(e: &mut Check, p: &str, s: &Service) {
+    let pp = format!("{p}.policy");
+    let policy = &s.policy;
+    e.positive(&format!("{pp}.connect_timeout"), policy.connect_timeout);
+    let pool = &policy.connection_pool;
+    for (field, top, pooled, pooled_path) in [
+        (
+            "connect_timeout",
+            policy.connect_timeout,
+            pool.tcp.connect_timeout,
+            "connection_pool.tcp.connect_timeout",
+        ),
+        (
+            "idle_timeout",
+            policy.idle_timeout,
+            pool.http.idle_timeout,
+            "connection_pool.http.idle_timeout",
+        ),
+    ] {
+        if top.is_some() && pooled.is_some() {
+            e.push(
+                format!("{pp}.{pooled_path}"),
+                format!(
+                    "policy.{field} and policy.{pooled_path} are the same setting: give only one of them"
+                ),
+            );
+        }
+    }
+    let h2 = s
+        .ports
+        .iter()
+        .any(|port| matches!(port.protocol, Protocol::Http2 | Protocol::Grpc));
+    e.connection_pool(&format!("{pp}.connection_pool"), pool, h2);
+    if let Some(o) = &policy.outlier_detection {
+        e.outlier_detection(&format!("{pp}.outlier_detection"), o, o);
+    }
+    for (i, sub) in s.subsets.iter().enumerate() {
+        let sp = format!("{p}.subsets[{i}].policy");
+        e.connection_pool(
+            &format!("{sp}.connection_pool"),
+            &sub.policy.connection_pool,
+            h2,
+        );
+        if let Some(o) = &sub.policy.outlier_detection {
+            let merged = match &policy.outlier_detection {
+                Some(base) => base.overridden_by(o),
+                None => o.clone(),
+            };
+            e.outlier_detection(&format!("{sp}.outlier_detection"), o, &merged);
+        }
+    }
+}
+
 /// Collects `(path, message)` problems.
 struct Check {
     errors: Vec<(String, String)>,
@@ -634,6 +920,101 @@ impl Check {
                 path,
                 format!("{v:?} must be a DNS label: 1-63 of a-z, 0-9 and '-', not starting or ending with '-'"),
             );
+        }
+    }
+
+    fn positive(&mut self, path: &str, d: Option<Dur>) {
+        if d.is_some_and(Dur::is_zero) {
+            self.push(path, "must be greater than 0");
+        }
+    }
+
+    fn percent(&mut self, path: &str, v: Option<u32>) {
+        if let Some(v) = v
+            && v > 100
+        {
+            self.push(path, format!("{v} is not a percentage (between 0 and 100)"));
+        }
+    }
+
+    /// Limits where 0 would refuse everything (Istio reads 0 as unset).
+    fn limit(&mut self, path: &str, v: Option<u32>) {
+        if v == Some(0) {
+            self.push(
+                path,
+                "must be at least 1 (0 would refuse every request; leave it out for the default)",
+            );
+        }
+    }
+
+    /// `h2`: the service has an HTTP/2 (`http2` or `grpc`) port.
+    fn connection_pool(&mut self, p: &str, pool: &ConnectionPool, h2: bool) {
+        self.limit(
+            &format!("{p}.tcp.max_connections"),
+            pool.tcp.max_connections,
+        );
+        self.positive(
+            &format!("{p}.tcp.connect_timeout"),
+            pool.tcp.connect_timeout,
+        );
+        let h = &pool.http;
+        self.limit(
+            &format!("{p}.http.http1_max_pending_requests"),
+            h.http1_max_pending_requests,
+        );
+        self.limit(
+            &format!("{p}.http.http2_max_requests"),
+            h.http2_max_requests,
+        );
+        self.limit(
+            &format!("{p}.http.max_concurrent_streams"),
+            h.max_concurrent_streams,
+        );
+        if h.max_concurrent_streams.is_some() && !h2 {
+            self.push(
+                format!("{p}.http.max_concurrent_streams"),
+                "limits streams on HTTP/2 connections, and this service has no http2 or grpc port",
+            );
+        }
+    }
+
+    /// `written` as given at `p`; `effective` with what it inherits.
+    fn outlier_detection(
+        &mut self,
+        p: &str,
+        written: &OutlierDetection,
+        effective: &OutlierDetection,
+    ) {
+        self.positive(&format!("{p}.interval"), written.interval);
+        self.positive(
+            &format!("{p}.base_ejection_time"),
+            written.base_ejection_time,
+        );
+        self.percent(
+            &format!("{p}.max_ejection_percent"),
+            written.max_ejection_percent,
+        );
+        self.percent(
+            &format!("{p}.min_health_percent"),
+            written.min_health_percent,
+        );
+        if effective.consecutive_local_origin_failures.is_some()
+            && effective.split_external_local_origin_errors != Some(true)
+        {
+            let field = if written.consecutive_local_origin_failures.is_some() {
+                Some("consecutive_local_origin_failures")
+            } else if written.split_external_local_origin_errors.is_some() {
+                Some("split_external_local_origin_errors")
+            } else {
+                None
+            };
+            if let Some(field) = field {
+                self.push(
+                    format!("{p}.{field}"),
+                    "consecutive_local_origin_failures needs split_external_local_origin_errors: \
+                     true (without it, local-origin failures count toward consecutive_5xx_errors)",
+                );
+            }
         }
     }
 

@@ -214,10 +214,11 @@ fn reject(last_errors: &mut Option<Vec<MeshError>>, errors: Vec<MeshError>) {
     if last_errors.as_ref() == Some(&errors) {
         return;
     }
+    // Metrics first: whoever reads the log line sees them already.
+    metrics::counter!("legate_xds_mesh_reloads_total", "result" => "rejected").increment(1);
+    metrics::gauge!("legate_xds_mesh_valid").set(0.0);
     for e in &errors {
         tracing::error!("mesh rejected, previous mesh kept: {e}");
     }
-    metrics::counter!("legate_xds_mesh_reloads_total", "result" => "rejected").increment(1);
-    metrics::gauge!("legate_xds_mesh_valid").set(0.0);
     *last_errors = Some(errors);
 }
