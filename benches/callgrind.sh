@@ -5,7 +5,8 @@
 #   benches/callgrind.sh                 # legate, envoy, nginx; HTTP/1.1
 #   TARGETS="legate" benches/callgrind.sh
 #   N1=2000 N2=12000 CONNS=16 benches/callgrind.sh
-#   POLICIES=1 TARGETS=legate benches/callgrind.sh   # with retries and a rate limit
+#   POLICIES=1 TARGETS=legate benches/callgrind.sh   # with retries, a rate limit,
+#                                                    # a circuit breaker and outlier detection
 #
 # Each proxy runs under callgrind twice, forwarding N1 and then N2 requests
 # (h2load --h1, CONNS keep-alive connections) to one nginx upstream; the
@@ -51,12 +52,15 @@ NGX
 nginx -c "$TMP/up.conf" -p "$TMP" &
 PIDS+=($!)
 
-# POLICIES=1: Legate's route also retries and rate-limits (limits never
-# hit), to count what the resilience layers cost a request.
-RETRY= RATE_LIMIT=
+# POLICIES=1: Legate's route also retries and rate-limits, and its cluster
+# has circuit breakers and outlier detection (limits never hit), to count
+# what the resilience layers cost a request.
+RETRY= RATE_LIMIT= CLUSTER_POLICIES=
 if [[ ${POLICIES:-0} == 1 ]]; then
 	RETRY=", retry: { retry_on: [5xx, reset, connect-failure], num_retries: 2 }"
 	RATE_LIMIT="                rate_limit: { max_tokens: 1000000000, tokens_per_fill: 1000000000, fill_interval: 1s }"
+	CLUSTER_POLICIES="    circuit_breakers: { default: { max_connections: 100000, max_pending_requests: 100000, max_requests: 100000 } }
+    outlier_detection: { consecutive_5xx: 5, interval: 10s }"
 fi
 cat >"$TMP/legate.yaml" <<YAML
 admin: { address: "127.0.0.1:$ADMIN" }
@@ -75,6 +79,7 @@ $RATE_LIMIT
 clusters:
   - name: up
     endpoints: [{ address: "127.0.0.1:$UP" }]
+$CLUSTER_POLICIES
 YAML
 
 cat >"$TMP/envoy.yaml" <<YAML

@@ -463,6 +463,43 @@ clusters:
     endpoints: [{ address: "127.0.0.1:$UP_H2" }]
 EOF
 
+# The same, with every resilience policy on (limits never hit): retries, a
+# local rate limit, circuit breakers and outlier detection. Its overhead
+# against the plain route is the figure the resilience work is held to.
+legate_policy_listener() { # NAME PORT CLUSTER
+	cat <<EOF
+  - name: $1
+    address: "127.0.0.1:$2"
+    http:
+      route_config:
+        virtual_hosts:
+          - name: all
+            domains: ["*"]
+            routes:
+              - match: { prefix: "/" }
+                route: { cluster: $3, retry: { retry_on: [5xx, reset, connect-failure], num_retries: 2 } }
+                rate_limit: { max_tokens: 1000000000, tokens_per_fill: 1000000000, fill_interval: 1s }
+EOF
+}
+legate_policy_cluster() { # NAME PORT EXTRA
+	cat <<EOF
+  - name: $1
+    endpoints: [{ address: "127.0.0.1:$2" }]
+    circuit_breakers: { default: { max_connections: 100000, max_pending_requests: 100000, max_requests: 100000 } }
+    outlier_detection: { consecutive_5xx: 5, interval: 10s }
+$3
+EOF
+}
+cat >"$TMP/legate-policies.yaml" <<EOF
+admin: { address: "127.0.0.1:$LEGATE_ADMIN" }
+listeners:
+$(legate_policy_listener h1 "$LEGATE_H1" up_h1)
+$(legate_policy_listener h2 "$LEGATE_H2" up_h2)
+clusters:
+$(legate_policy_cluster up_h1 "$UP_H1" "")
+$(legate_policy_cluster up_h2 "$UP_H2" "    protocol: http2")
+EOF
+
 envoy_listener() { # NAME PORT CLUSTER
 	cat <<EOF
   - name: $1
@@ -520,7 +557,7 @@ EOF
 mkdir -p "$RES/config"
 cp "$TMP/upstream/nginx.conf" "$RES/config/upstream-nginx.conf"
 cp "$TMP/nginx/nginx.conf" "$RES/config/proxy-nginx.conf"
-cp "$TMP/legate.yaml" "$TMP/envoy.yaml" "$RES/config/"
+cp "$TMP/legate.yaml" "$TMP/legate-policies.yaml" "$TMP/envoy.yaml" "$RES/config/"
 
 # --------------------------------------------------------- environment ----
 first_line() { "$@" 2>&1 | awk 'NF && !n++' || true; }
@@ -555,31 +592,38 @@ wait_ready "http://127.0.0.1:$UP_H1/" "$UPSTREAM_PID" || {
 }
 smoke "$UP_H1" "$UP_H2" || die "upstream nginx does not serve h1 and h2c"
 
-TARGETS=(direct legate envoy nginx)
+TARGETS=(direct legate legate-policies envoy nginx)
 declare -A SKIPPED
 
 # direct
 measure direct "$UP_H1" "$UP_H2"
 
-# legate
-if [[ -x $LEGATE_BIN ]]; then
-	log=$RES/legate.log
-	start_bg "$PROXY_CPU" "$log" env LEGATE_WORKER_THREADS=1 "$LEGATE_BIN" run --config "$TMP/legate.yaml"
+run_legate() { # TARGET CONFIG
+	local t=$1 cfg=$2 log pid rc
+	log=$RES/$t.log
+	start_bg "$PROXY_CPU" "$log" env LEGATE_WORKER_THREADS=1 "$LEGATE_BIN" run --config "$cfg"
 	pid=$LAST_PID
 	rc=0
 	wait_ready "http://127.0.0.1:$LEGATE_ADMIN/ready" "$pid" || rc=$?
 	if ((rc)); then
-		fail_target legate "$(why_not_ready "$rc" "http://127.0.0.1:$LEGATE_ADMIN/ready")" "$log"
+		fail_target "$t" "$(why_not_ready "$rc" "http://127.0.0.1:$LEGATE_ADMIN/ready")" "$log"
 	elif ! smoke "$LEGATE_H1" "$LEGATE_H2"; then
-		fail_target legate "smoke test failed" "$log"
+		fail_target "$t" "smoke test failed" "$log"
 	else
 		PROXY_PIDS=("$pid")
-		measure legate "$LEGATE_H1" "$LEGATE_H2"
-		record_mem legate "$pid"
+		measure "$t" "$LEGATE_H1" "$LEGATE_H2"
+		record_mem "$t" "$pid"
 	fi
 	stop_pid "$pid"
+}
+
+# legate, plain and with every resilience policy
+if [[ -x $LEGATE_BIN ]]; then
+	run_legate legate "$TMP/legate.yaml"
+	run_legate legate-policies "$TMP/legate-policies.yaml"
 else
 	SKIPPED[legate]="binary not found at $LEGATE_BIN (build it, or set LEGATE_BIN)"
+	SKIPPED[legate-policies]=${SKIPPED[legate]}
 	note "legate: ${SKIPPED[legate]}; skipping its rows"
 fi
 
@@ -646,6 +690,7 @@ ratio() { # A B -> A/B with 2 decimals, or n/a
 		name=$t
 		[[ $t == direct ]] && name="direct (no proxy)"
 		[[ $t == nginx ]] && name="nginx ¹"
+		[[ $t == legate-policies ]] && name="legate, all policies ²"
 		if [[ -n ${R[$t,ok]:-} ]]; then
 			mem="-"
 			[[ -z ${R[$t,rss]:-} ]] || mem="${R[$t,rss]} (${R[$t,hwm]})"
@@ -658,10 +703,11 @@ ratio() { # A B -> A/B with 2 decimals, or n/a
 	done
 	echo
 	echo "¹ nginx cannot proxy to an h2 upstream: its h2 row is h2c downstream, HTTP/1.1 (keepalive 64) upstream."
+	echo "² retries, a local rate limit, circuit breakers and outlier detection on every route and cluster; no limit is hit."
 	echo "h2load reports no percentiles; the h2 latency is its mean time per request."
 	echo
 	echo "Proxy CPU use during the measured runs (% of one core; ~100 means the proxy was the bottleneck, well below it means the load generator/upstream core was):"
-	for t in legate envoy nginx; do
+	for t in legate legate-policies envoy nginx; do
 		[[ -n ${R[$t,ok]:-} ]] || continue
 		echo "- $t: h1 c$CONNS $(v "$t,cpu_h1")%, h1 c1 $(v "$t,cpu_c1")%, h2 $(v "$t,cpu_h2")%"
 	done
@@ -679,6 +725,10 @@ ratio() { # A B -> A/B with 2 decimals, or n/a
 		done
 	else
 		echo "- n/a: no Legate results in this run"
+	fi
+	if [[ -n ${R[legate,ok]:-} && -n ${R[legate-policies,ok]:-} ]]; then
+		echo
+		echo "Resilience policies' cost (legate with all policies / plain legate): h1 req/s $(ratio "${R[legate-policies,h1rps]}" "${R[legate,h1rps]}")x, h2 req/s $(ratio "${R[legate-policies,h2rps]}" "${R[legate,h2rps]}")x"
 	fi
 	if ((${#WARNINGS[@]})); then
 		echo

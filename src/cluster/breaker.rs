@@ -216,6 +216,16 @@ impl Breakers {
     }
 
     /// A retry slot, if the priority's retry limit has room.
+    pub fn retry_slot(self: &Arc<Self>, p: RoutingPriority) -> Option<RetrySlot> {
+        let held = self.retry(p)?;
+        std::mem::forget(held);
+        Some(RetrySlot {
+            breakers: self.clone(),
+            priority: p,
+        })
+    }
+
+    /// A retry slot borrowing the breakers (see [`Breakers::retry_slot`]).
     pub fn retry(&self, p: RoutingPriority) -> Option<Held<'_>> {
         let l = self.level(p);
         let max = match l.retry_limit {
@@ -268,6 +278,22 @@ impl Breakers {
                 gauge.set(f64::from(max.saturating_sub(used.load(Ordering::Relaxed))));
             }
         }
+    }
+}
+
+/// A retry's place under the retry limit, given back when dropped (owned,
+/// for the retrying request's future to keep).
+pub struct RetrySlot {
+    breakers: Arc<Breakers>,
+    priority: RoutingPriority,
+}
+
+impl Drop for RetrySlot {
+    fn drop(&mut self) {
+        self.breakers
+            .level(self.priority)
+            .retries
+            .fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -25,7 +25,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 use tower::{Layer, Service};
 
@@ -152,8 +151,11 @@ macro_rules! act {
 }
 use act;
 
-/// The route's HTTP filters, composed in Envoy's usual order: local rate
-/// limit, then fault injection, then the route's action.
+/// The route's layers, composed in one place, in Envoy's usual order:
+/// local rate limit, then fault injection, then the route's action, which
+/// for a route with retries is the retry layer over one try upstream.
+/// Every layer's future is a named type held inline (no allocation per
+/// layer); the caller boxes this function's future once.
 async fn with_filters(
     chain: &HttpChain,
     conn: &ConnInfo,
@@ -161,20 +163,58 @@ async fn with_filters(
     route: &Route,
     req: Request<DownBody>,
 ) -> Response<RespBody> {
-    let mut act = Act {
-        chain,
-        conn,
-        vh,
-        route,
-    };
+    if let Action::Forward(fwd) = &route.action
+        && let Some(policy) = &fwd.retry
+    {
+        // Each try's future is boxed: the layers above then hold and move
+        // a pointer, not the upstream call's state.
+        let one_try = tower::service_fn(move |(req, try_): (Request<DownBody>, Option<Try>)| {
+            Box::pin(one_try(chain, conn, vh, route, fwd, req, try_))
+        });
+        let retries = RetryLayer::new(policy, &fwd.target, fwd.timeout, fwd.priority);
+        let action = tower::service_fn(move |req| {
+            // The retry future is made inside the block, so the block holds
+            // it once (a captured future would be held twice).
+            async move {
+                let mut resp = retries.layer(one_try).call(req).await?;
+                // Legate's own replies get the response header changes
+                // (proxied ones have them already).
+                if resp.extensions().get::<LocalReply>().is_some() {
+                    route.response_headers.apply(resp.headers_mut());
+                    vh.response_headers.apply(resp.headers_mut());
+                }
+                Ok::<_, Infallible>(resp)
+            }
+        });
+        return filtered(chain, route, action, req).await;
+    }
+    // Boxed, as a try is above: the filters hold and move a pointer.
+    let action = tower::service_fn(move |req| {
+        Box::pin(
+            async move { Ok::<_, Infallible>(async { act!(chain, conn, vh, route, req) }.await) },
+        )
+    });
+    filtered(chain, route, action, req).await
+}
+
+/// `action` under the route's rate limit and fault injection.
+async fn filtered<S>(
+    chain: &HttpChain,
+    route: &Route,
+    action: S,
+    req: Request<DownBody>,
+) -> Response<RespBody>
+where
+    S: Service<Request<DownBody>, Response = Response<RespBody>, Error = Infallible> + Clone,
+{
     let stats = &chain.stats;
     let limit = |l: &Arc<RateLimit>| RateLimitLayer::new(l.clone(), stats.clone());
     let fault = |f: &Arc<Fault>| FaultLayer::new(f.clone(), stats.clone());
     let resp = match (&route.rate_limit, &route.fault) {
-        (Some(l), Some(f)) => limit(l).layer(fault(f).layer(act)).call(req).await,
-        (Some(l), None) => limit(l).layer(act).call(req).await,
-        (None, Some(f)) => fault(f).layer(act).call(req).await,
-        (None, None) => act.call(req).await,
+        (Some(l), Some(f)) => limit(l).layer(fault(f).layer(action)).call(req).await,
+        (Some(l), None) => limit(l).layer(action).call(req).await,
+        (None, Some(f)) => fault(f).layer(action).call(req).await,
+        (None, None) => action.clone().call(req).await,
     };
     match resp {
         Ok(r) => r,
@@ -182,97 +222,30 @@ async fn with_filters(
     }
 }
 
-/// The route's action as a service, for the filters to wrap.
-#[derive(Clone, Copy)]
-struct Act<'a> {
-    chain: &'a HttpChain,
-    conn: &'a ConnInfo,
-    vh: &'a VirtualHost,
-    route: &'a Route,
-}
-
-impl<'a> Service<Request<DownBody>> for Act<'a> {
-    type Response = Response<RespBody>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<RespBody>, Infallible>> + Send + 'a>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<DownBody>) -> Self::Future {
-        let a = *self;
-        Box::pin(async move {
-            if let Action::Forward(fwd) = &a.route.action
-                && let Some(policy) = &fwd.retry
-            {
-                // The router's layers over one try: retries.
-                let one_try = OneTry {
-                    chain: a.chain,
-                    conn: a.conn,
-                    vh: a.vh,
-                    route: a.route,
-                    fwd,
-                };
-                let mut svc =
-                    RetryLayer::new(policy, &fwd.target, fwd.timeout, fwd.priority).layer(one_try);
-                let mut resp = match svc.call(req).await {
-                    Ok(r) => r,
-                    Err(never) => match never {},
-                };
-                // Legate's own replies get the response header changes
-                // (proxied ones have them already).
-                if resp.extensions().get::<LocalReply>().is_some() {
-                    a.route.response_headers.apply(resp.headers_mut());
-                    a.vh.response_headers.apply(resp.headers_mut());
-                }
-                return Ok(resp);
+/// One try upstream, for the retry layer: the response and the try's
+/// outcome.
+async fn one_try(
+    chain: &HttpChain,
+    conn: &ConnInfo,
+    vh: &VirtualHost,
+    route: &Route,
+    fwd: &Forward,
+    req: Request<DownBody>,
+    mut try_: Option<Try>,
+) -> Result<(Response<RespBody>, Option<Try>), Infallible> {
+    let resp = match forward(chain, conn, vh, route, fwd, req, try_.as_mut()).await {
+        Ok(resp) => resp,
+        Err(local) => {
+            match try_.as_mut() {
+                // Not an upstream failure: never retried.
+                Some(t) if t.failure.is_none() => t.failure = Some(Failure::Other),
+                Some(_) => {}
+                None => return Ok((crate::router::retry::mark_local(local), None)),
             }
-            let resp: Response<RespBody> =
-                async { act!(a.chain, a.conn, a.vh, a.route, req) }.await;
-            Ok(resp)
-        })
-    }
-}
-
-/// One try upstream, as a service for the router's layers.
-#[derive(Clone, Copy)]
-struct OneTry<'a> {
-    chain: &'a HttpChain,
-    conn: &'a ConnInfo,
-    vh: &'a VirtualHost,
-    route: &'a Route,
-    fwd: &'a Forward,
-}
-
-impl<'a> Service<(Request<DownBody>, Option<Try>)> for OneTry<'a> {
-    type Response = (Response<RespBody>, Option<Try>);
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send + 'a>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, (req, mut try_): (Request<DownBody>, Option<Try>)) -> Self::Future {
-        let t = *self;
-        Box::pin(async move {
-            let resp =
-                match forward(t.chain, t.conn, t.vh, t.route, t.fwd, req, try_.as_mut()).await {
-                    Ok(resp) => resp,
-                    Err(local) => {
-                        match try_.as_mut() {
-                            // Not an upstream failure: never retried.
-                            Some(t) if t.failure.is_none() => t.failure = Some(Failure::Other),
-                            Some(_) => {}
-                            None => return Ok((crate::router::retry::mark_local(local), None)),
-                        }
-                        local
-                    }
-                };
-            Ok((resp, try_))
-        })
-    }
+            local
+        }
+    };
+    Ok((resp, try_))
 }
 
 /// Builds a redirect the way Envoy does: the scheme defaults to the

@@ -10,6 +10,7 @@
 //! 3; see [`crate::cluster::breaker`]). A request whose retries run out
 //! gets flag URX; one whose retry the breaker refuses gets UO.
 
+use crate::cluster::breaker::RetrySlot;
 use crate::cluster::{Cluster, Endpoint};
 use crate::http::body::{DownBody, RespBody};
 use crate::http::service::local_reply;
@@ -18,12 +19,14 @@ use crate::telemetry::flags::ResponseFlags;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
+use http_body_util::combinators::Collect;
 use legate_xds::model::{self, RetryOn, RoutingPriority};
+use pin_project::pin_project;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::time::Instant;
 use tower::{Layer, Service};
@@ -168,6 +171,7 @@ pub enum Failure {
 }
 
 /// Retries as a layer over the service that makes one try.
+#[derive(Clone, Copy)]
 pub struct RetryLayer<'a> {
     policy: &'a Retry,
     target: &'a Target,
@@ -227,6 +231,19 @@ struct Replay {
 }
 
 impl Replay {
+    fn new(mut parts: http::request::Parts, body: Option<Bytes>) -> Replay {
+        // Room for the headers each try adds (forwarding, request id,
+        // route headers): a try's copy then takes them without rehashing.
+        parts.headers.reserve(8);
+        Replay {
+            method: parts.method,
+            uri: parts.uri,
+            version: parts.version,
+            headers: parts.headers,
+            body,
+        }
+    }
+
     fn request(&self) -> Request<DownBody> {
         let mut r = Request::new(DownBody::Buffered(self.body.clone()));
         *r.method_mut() = self.method.clone();
@@ -235,38 +252,6 @@ impl Replay {
         *r.headers_mut() = self.headers.clone();
         r
     }
-}
-
-/// The request with its body read, if it can be replayed; else as it was.
-async fn buffer(req: Request<DownBody>) -> Result<Result<Replay, Request<DownBody>>, Resp> {
-    if crate::http::service::is_upgrade(&req) {
-        return Ok(Err(req));
-    }
-    let empty = http_body::Body::is_end_stream(req.body());
-    let length = req
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if !empty && length.is_none_or(|l| l > MAX_BUFFERED) {
-        return Ok(Err(req));
-    }
-    let (parts, body) = req.into_parts();
-    let body = if empty {
-        None
-    } else {
-        match body.collect().await {
-            Ok(b) => Some(b.to_bytes()),
-            Err(_) => return Err(local_reply(StatusCode::BAD_REQUEST, "bad request body")),
-        }
-    };
-    Ok(Ok(Replay {
-        method: parts.method,
-        uri: parts.uri,
-        version: parts.version,
-        headers: parts.headers,
-        body,
-    }))
 }
 
 /// Marks `resp` as Legate's own.
@@ -279,60 +264,180 @@ fn local(mut resp: Resp) -> Resp {
     resp
 }
 
-impl<'a, S> Service<Request<DownBody>> for RetryService<'a, S>
-where
+/// The service retries wrap: one try, given the request and (for a
+/// replayable request) its [`Try`], answering with the response and the
+/// try's outcome.
+pub trait OneTry:
+    Service<(Request<DownBody>, Option<Try>), Response = (Resp, Option<Try>), Error = Infallible>
+{
+}
+
+impl<S> OneTry for S where
     S: Service<
             (Request<DownBody>, Option<Try>),
             Response = (Resp, Option<Try>),
             Error = Infallible,
-        > + Clone
-        + Send
-        + 'a,
-    S::Future: Send + 'a,
+        >
 {
+}
+
+impl<'a, S: OneTry + Clone> Service<Request<DownBody>> for RetryService<'a, S> {
     type Response = Resp;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Resp, Infallible>> + Send + 'a>>;
+    type Future = RetryFuture<'a, S>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<DownBody>) -> Self::Future {
-        let (policy, target, timeout, priority) =
-            (self.policy, self.target, self.timeout, self.priority);
-        let mut inner = self.inner.clone();
-        Box::pin(async move {
-            let replay = match buffer(req).await {
-                Ok(Ok(r)) => r,
-                // Not replayable: one try, as a route without retries.
-                Ok(Err(req)) => return Ok(once(&mut inner, req).await),
-                Err(resp) => return Ok(local(resp)),
-            };
-            let Some(cluster) = target.pick().cloned() else {
-                // No such cluster: the try answers it (503, NC).
-                return Ok(once(&mut inner, replay.request()).await);
-            };
-            let deadline = timeout.map(|t| Instant::now() + t);
-            Ok(tries(policy, &cluster, &replay, &mut inner, deadline, priority).await)
-        })
+    fn call(&mut self, req: Request<DownBody>) -> RetryFuture<'a, S> {
+        RetryFuture {
+            policy: self.policy,
+            target: self.target,
+            timeout: self.timeout,
+            priority: self.priority,
+            inner: self.inner.clone(),
+            req: Some(req),
+            parts: None,
+            replay: None,
+            cluster: None,
+            deadline: None,
+            avoid: Vec::new(),
+            n: 0,
+            slot: None,
+            state: State::Start,
+        }
     }
 }
 
-/// One try without retries.
-async fn once<S>(inner: &mut S, req: Request<DownBody>) -> Resp
-where
-    S: Service<
-            (Request<DownBody>, Option<Try>),
-            Response = (Resp, Option<Try>),
-            Error = Infallible,
-        >,
-{
-    match inner.call((req, None)).await {
-        Ok((resp, _)) => resp,
-        Err(never) => match never {},
+#[pin_project(project = StateProj)]
+enum State<F> {
+    /// The request is in `req`: see whether it can be replayed.
+    Start,
+    /// Reading a replayable body in full.
+    Collecting(#[pin] Collect<DownBody>),
+    /// Not replayable (or no cluster to retry against): one try.
+    Once(#[pin] F),
+    Trying(#[pin] F),
+    Backoff(#[pin] tokio::time::Sleep),
+}
+
+/// A retrying request: written out as a state machine (not an `async`
+/// block) so it needs no allocation of its own and moves no large state.
+#[pin_project(project = RetryProj)]
+pub struct RetryFuture<'a, S: OneTry> {
+    policy: &'a Retry,
+    target: &'a Target,
+    /// The route timeout, covering every try.
+    timeout: Option<Duration>,
+    priority: RoutingPriority,
+    inner: S,
+    req: Option<Request<DownBody>>,
+    parts: Option<http::request::Parts>,
+    replay: Option<Replay>,
+    cluster: Option<Arc<Cluster>>,
+    deadline: Option<Instant>,
+    avoid: Vec<Arc<Endpoint>>,
+    /// Tries made so far.
+    n: u32,
+    /// The retry in flight's place under the circuit breaker.
+    slot: Option<RetrySlot>,
+    #[pin]
+    state: State<S::Future>,
+}
+
+impl<S: OneTry> Future for RetryFuture<'_, S> {
+    type Output = Result<Resp, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let next = match this.state.as_mut().project() {
+                StateProj::Start => {
+                    let Some(req) = this.req.take() else {
+                        return Poll::Ready(Ok(local(local_reply(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "",
+                        ))));
+                    };
+                    let empty = http_body::Body::is_end_stream(req.body());
+                    let length = req
+                        .headers()
+                        .get(http::header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok());
+                    let replayable = !crate::http::service::is_upgrade(&req)
+                        && (empty || length.is_some_and(|l| l <= MAX_BUFFERED));
+                    if !replayable {
+                        State::Once(this.inner.call((req, None)))
+                    } else {
+                        let (parts, body) = req.into_parts();
+                        if empty {
+                            *this.replay = Some(Replay::new(parts, None));
+                            match begin(&mut this) {
+                                Next(next) => next,
+                                Done(resp) => return Poll::Ready(Ok(resp)),
+                            }
+                        } else {
+                            *this.parts = Some(parts);
+                            State::Collecting(body.collect())
+                        }
+                    }
+                }
+                StateProj::Collecting(body) => match ready!(body.poll(cx)) {
+                    Ok(b) => {
+                        let Some(parts) = this.parts.take() else {
+                            return Poll::Ready(Ok(local(local_reply(
+                                StatusCode::INTERNAL_SERVER_ERROR,
+                                "",
+                            ))));
+                        };
+                        *this.replay = Some(Replay::new(parts, Some(b.to_bytes())));
+                        match begin(&mut this) {
+                            Next(next) => next,
+                            Done(resp) => return Poll::Ready(Ok(resp)),
+                        }
+                    }
+                    Err(_) => {
+                        return Poll::Ready(Ok(local(local_reply(
+                            StatusCode::BAD_REQUEST,
+                            "bad request body",
+                        ))));
+                    }
+                },
+                StateProj::Once(call) => {
+                    let (resp, _) = ready!(call.poll(cx))?;
+                    return Poll::Ready(Ok(resp));
+                }
+                StateProj::Trying(call) => {
+                    let (resp, t) = ready!(call.poll(cx))?;
+                    match after_try(&mut this, resp, t) {
+                        Next(next) => next,
+                        Done(resp) => return Poll::Ready(Ok(resp)),
+                    }
+                }
+                StateProj::Backoff(sleep) => {
+                    ready!(sleep.poll(cx));
+                    match next_try(&mut this) {
+                        Next(next) => next,
+                        Done(resp) => return Poll::Ready(Ok(resp)),
+                    }
+                }
+            };
+            this.state.set(next);
+        }
     }
 }
+
+type Proj<'p, 'a, S> = RetryProj<'p, 'a, S>;
+
+/// What a step of a retrying request comes to: the next state, or the
+/// response to answer with.
+enum Step<F> {
+    Next(State<F>),
+    Done(Resp),
+}
+use Step::{Done, Next};
 
 fn timed_out(cluster: &Cluster) -> Resp {
     cluster.stats.rq_timeout.increment(1);
@@ -351,94 +456,105 @@ fn flag(mut resp: Resp, flags: ResponseFlags) -> Resp {
     resp
 }
 
-/// Tries until one is not retriable, the retries run out, the budget says
-/// no or the route timeout passes; returns the last try's response.
-async fn tries<S>(
-    policy: &Retry,
-    cluster: &Arc<Cluster>,
-    replay: &Replay,
-    inner: &mut S,
-    deadline: Option<Instant>,
-    priority: RoutingPriority,
-) -> Resp
-where
-    S: Service<
-            (Request<DownBody>, Option<Try>),
-            Response = (Resp, Option<Try>),
-            Error = Infallible,
-        >,
-{
-    let mut avoid: Vec<Arc<Endpoint>> = Vec::new();
-    let mut _retry_slot = None;
-    let mut n = 0;
-    loop {
-        n += 1;
-        // Each try gets the per-try timeout, cut to what is left of the
-        // route timeout (the try's own timer enforces both).
-        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        if left.is_some_and(|l| l.is_zero()) {
-            return timed_out(cluster);
+/// The request is replayable: pick the cluster once for every try, start
+/// the route timeout's clock, make the first try.
+fn begin<S: OneTry>(this: &mut Proj<'_, '_, S>) -> Step<S::Future> {
+    let Some(replay) = this.replay.as_ref() else {
+        return Done(local(local_reply(StatusCode::INTERNAL_SERVER_ERROR, "")));
+    };
+    let Some(cluster) = this.target.pick().cloned() else {
+        // No such cluster: the try answers it (503, NC).
+        return Next(State::Once(this.inner.call((replay.request(), None))));
+    };
+    *this.cluster = Some(cluster);
+    *this.deadline = this.timeout.map(|t| Instant::now() + t);
+    next_try(this)
+}
+
+/// Starts the next try, with the per-try timeout cut to what is left of
+/// the route timeout (the try's own timer enforces both).
+fn next_try<S: OneTry>(this: &mut Proj<'_, '_, S>) -> Step<S::Future> {
+    let (Some(cluster), Some(replay)) = (this.cluster.as_ref(), this.replay.as_ref()) else {
+        return Done(local(local_reply(StatusCode::INTERNAL_SERVER_ERROR, "")));
+    };
+    *this.n += 1;
+    let left = this
+        .deadline
+        .map(|d| d.saturating_duration_since(Instant::now()));
+    if left.is_some_and(|l| l.is_zero()) {
+        return Done(timed_out(cluster));
+    }
+    let timeout = match (this.policy.per_try, left) {
+        (Some(p), Some(l)) => Some(p.min(l)),
+        (p, l) => p.or(l),
+    };
+    let t = Try {
+        cluster: cluster.clone(),
+        avoid: if this.policy.previous_hosts {
+            std::mem::take(this.avoid)
+        } else {
+            Vec::new()
+        },
+        timeout,
+        number: *this.n,
+        used: None,
+        failure: None,
+    };
+    Next(State::Trying(this.inner.call((replay.request(), Some(t)))))
+}
+
+/// A try's outcome: the response to return (`Err`), or the back-off
+/// before the next try.
+fn after_try<S: OneTry>(this: &mut Proj<'_, '_, S>, resp: Resp, t: Option<Try>) -> Step<S::Future> {
+    let Some(t) = t else {
+        return Done(resp);
+    };
+    let Some(cluster) = this.cluster.as_ref() else {
+        return Done(resp);
+    };
+    let policy: &Retry = this.policy;
+    *this.avoid = t.avoid;
+    let mark = |resp: Resp| {
+        if t.failure.is_some() {
+            local(resp)
+        } else {
+            resp
         }
-        let timeout = match (policy.per_try, left) {
-            (Some(p), Some(l)) => Some(p.min(l)),
-            (p, l) => p.or(l),
-        };
-        let t = Try {
-            cluster: cluster.clone(),
-            avoid: if policy.previous_hosts {
-                std::mem::take(&mut avoid)
-            } else {
-                Vec::new()
-            },
-            timeout,
-            number: n,
-            used: None,
-            failure: None,
-        };
-        let (resp, t) = match inner.call((replay.request(), Some(t))).await {
-            Ok((resp, Some(t))) => (resp, t),
-            Ok((resp, None)) => return resp,
-            Err(never) => match never {},
-        };
-        avoid = t.avoid;
-        let mark = |resp: Resp| {
-            if t.failure.is_some() {
-                local(resp)
-            } else {
-                resp
-            }
-        };
-        if t.failure == Some(Failure::Timeout) && deadline.is_some_and(|d| Instant::now() >= d) {
-            // The route timeout, not the per-try one: no more tries.
-            return mark(resp);
+    };
+    let n = *this.n;
+    if t.failure == Some(Failure::Timeout) && this.deadline.is_some_and(|d| Instant::now() >= d) {
+        // The route timeout, not the per-try one: no more tries.
+        return Done(mark(resp));
+    }
+    if !policy.retriable(&resp, t.failure) {
+        if n > 1 {
+            cluster.stats.rq_retry_success.increment(1);
         }
-        if !policy.retriable(&resp, t.failure) {
-            if n > 1 {
-                cluster.stats.rq_retry_success.increment(1);
-            }
-            return mark(resp);
+        return Done(mark(resp));
+    }
+    if n > policy.num_retries {
+        cluster.stats.rq_retry_limit_exceeded.increment(1);
+        return Done(flag(mark(resp), ResponseFlags::URX));
+    }
+    let Some(slot) = cluster.breakers.retry_slot(*this.priority) else {
+        cluster.stats.rq_retry_overflow.increment(1);
+        return Done(flag(mark(resp), ResponseFlags::UO));
+    };
+    *this.slot = Some(slot);
+    if let Some(ep) = t.used {
+        this.avoid.push(ep);
+    }
+    // The failed try's response (and its connection) goes now.
+    drop(resp);
+    cluster.stats.rq_retry.increment(1);
+    let pause = policy.backoff(n);
+    match *this.deadline {
+        Some(d) if Instant::now() + pause >= d => {
+            // No time left for another try after the pause: wait out the
+            // route timeout and answer it.
+            Next(State::Backoff(tokio::time::sleep_until(d)))
         }
-        if n > policy.num_retries {
-            cluster.stats.rq_retry_limit_exceeded.increment(1);
-            return flag(mark(resp), ResponseFlags::URX);
-        }
-        let Some(slot) = cluster.breakers.retry(priority) else {
-            cluster.stats.rq_retry_overflow.increment(1);
-            return flag(mark(resp), ResponseFlags::UO);
-        };
-        _retry_slot = Some(slot);
-        if let Some(ep) = t.used {
-            avoid.push(ep);
-        }
-        // The failed try's response (and its connection) goes now.
-        drop(resp);
-        cluster.stats.rq_retry.increment(1);
-        let pause = policy.backoff(n);
-        if deadline.is_some_and(|d| Instant::now() + pause >= d) {
-            tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)).await;
-            return timed_out(cluster);
-        }
-        tokio::time::sleep(pause).await;
+        _ => Next(State::Backoff(tokio::time::sleep(pause))),
     }
 }
 
