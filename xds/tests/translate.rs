@@ -4915,7 +4915,7 @@ fn cluster_refusals() {
                     send: Some(core::health_check::Payload {
                         payload: Some(core::health_check::payload::Payload::Text("0g".into())),
                     }),
-                    receive: vec![],
+                    ..Default::default()
                 },
             ))
         }),
@@ -4926,8 +4926,8 @@ fn cluster_refusals() {
         hc(|h| {
             h.health_checker = Some(core::health_check::HealthChecker::TcpHealthCheck(
                 core::health_check::TcpHealthCheck {
-                    send: None,
                     receive: vec![core::health_check::Payload { payload: None }],
+                    ..Default::default()
                 },
             ))
         }),
@@ -4938,14 +4938,180 @@ fn cluster_refusals() {
         hc(|h| {
             h.health_checker = Some(core::health_check::HealthChecker::GrpcHealthCheck(
                 core::health_check::GrpcHealthCheck {
-                    service_name: String::new(),
                     authority: "a b".into(),
+                    ..Default::default()
                 },
             ))
         }),
         "health_checks[1].grpc_health_check.authority",
         "invalid host",
     );
+    // Envoy's fields that Legate does not implement, set with envoy-types'
+    // own messages and sent through the wire (so the subset's field numbers
+    // and types are checked too).
+    {
+        use ecore::health_check::{
+            CustomHealthCheck, GrpcHealthCheck, HealthChecker, HttpHealthCheck, Payload,
+            TcpHealthCheck, TlsOptions, custom_health_check, payload,
+        };
+        use envoy_types::pb::envoy::r#type::v3 as etype;
+        fn valid_ehc() -> ecore::HealthCheck {
+            ecore::HealthCheck {
+                timeout: esecs(1),
+                interval: esecs(5),
+                health_checker: Some(HealthChecker::HttpHealthCheck(HttpHealthCheck {
+                    path: "/healthz".into(),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }
+        }
+        // A valid check, then `f`'s, decoded from Envoy's bytes.
+        let ehc = |f: fn(&mut ecore::HealthCheck)| {
+            move |c: &mut cluster::Cluster| {
+                let mut h = valid_ehc();
+                f(&mut h);
+                c.health_checks = [valid_ehc(), h]
+                    .iter()
+                    .map(|h| core::HealthCheck::decode(h.encode_to_vec().as_slice()).unwrap())
+                    .collect();
+            }
+        };
+        fn ehttp(h: &mut ecore::HealthCheck) -> &mut HttpHealthCheck {
+            match &mut h.health_checker {
+                Some(HealthChecker::HttpHealthCheck(x)) => x,
+                _ => panic!("not an HTTP check"),
+            }
+        }
+        let no_traffic = "not supported (Legate checks at `interval` whether or not the cluster has had traffic)";
+        cluster_refused(
+            ehc(|h| h.no_traffic_healthy_interval = esecs(60)),
+            "health_checks[1].no_traffic_healthy_interval",
+            no_traffic,
+        );
+        cluster_refused(
+            ehc(|h| {
+                h.tls_options = Some(TlsOptions {
+                    alpn_protocols: vec!["h2".into()],
+                })
+            }),
+            "health_checks[1].tls_options",
+            "TLS is not supported yet",
+        );
+        cluster_refused(
+            ehc(|h| {
+                h.transport_socket_match_criteria = Some(epb::Struct {
+                    fields: HashMap::from([(
+                        "acceptMTLS".to_string(),
+                        epb::Value {
+                            kind: Some(epb::value::Kind::BoolValue(true)),
+                        },
+                    )]),
+                })
+            }),
+            "health_checks[1].transport_socket_match_criteria",
+            "not supported (transport_socket_matches are not supported)",
+        );
+        cluster_refused(
+            ehc(|h| {
+                h.health_checker = Some(HealthChecker::CustomHealthCheck(CustomHealthCheck {
+                    name: "envoy.health_checkers.redis".into(),
+                    config_type: Some(custom_health_check::ConfigType::TypedConfig(eany_nested(
+                        &ecore::health_check::RedisHealthCheck { key: "k".into() },
+                    ))),
+                }))
+            }),
+            "health_checks[1].custom_health_check",
+            "custom health checkers are not supported (\"envoy.health_checkers.redis\")",
+        );
+        cluster_refused(
+            ehc(|h| {
+                ehttp(h).send = Some(Payload {
+                    payload: Some(payload::Payload::Text("50494e47".into())),
+                })
+            }),
+            "health_checks[1].http_health_check.send",
+            "not supported (Legate's HTTP checks send no request body)",
+        );
+        cluster_refused(
+            ehc(|h| {
+                ehttp(h).receive = vec![Payload {
+                    payload: Some(payload::Payload::Binary(b"OK".to_vec())),
+                }]
+            }),
+            "health_checks[1].http_health_check.receive",
+            "not supported (Legate's HTTP checks do not read the response body)",
+        );
+        cluster_refused(
+            ehc(|h| ehttp(h).response_buffer_size = Some(epb::UInt64Value { value: 4096 })),
+            "health_checks[1].http_health_check.response_buffer_size",
+            "not supported (Legate's HTTP checks do not read the response body)",
+        );
+        cluster_refused(
+            ehc(|h| {
+                ehttp(h).retriable_statuses = vec![etype::Int64Range {
+                    start: 500,
+                    end: 504,
+                }]
+            }),
+            "health_checks[1].http_health_check.retriable_statuses",
+            "not supported (a status outside expected_statuses makes the endpoint unhealthy at once)",
+        );
+        cluster_refused(
+            ehc(|h| {
+                ehttp(h).service_name_matcher = Some(estring(
+                    ematcher::string_matcher::MatchPattern::Exact("backend".into()),
+                ))
+            }),
+            "health_checks[1].http_health_check.service_name_matcher",
+            "not supported (Legate does not check the x-envoy-upstream-healthchecked-cluster response header)",
+        );
+        cluster_refused(
+            ehc(|h| ehttp(h).method = ecore::RequestMethod::Head as i32),
+            "health_checks[1].http_health_check.method",
+            "HEAD is not supported (Legate's HTTP checks send GET)",
+        );
+        cluster_refused(
+            ehc(|h| ehttp(h).method = 42),
+            "health_checks[1].http_health_check.method",
+            "unknown value 42",
+        );
+        cluster_refused(
+            ehc(|h| {
+                // V1, Envoy's default: an empty message is still set.
+                h.health_checker = Some(HealthChecker::TcpHealthCheck(TcpHealthCheck {
+                    proxy_protocol_config: Some(Default::default()),
+                    ..Default::default()
+                }))
+            }),
+            "health_checks[1].tcp_health_check.proxy_protocol_config",
+            "not supported (Legate's TCP checks send no PROXY protocol header)",
+        );
+        cluster_refused(
+            ehc(|h| {
+                h.health_checker = Some(HealthChecker::GrpcHealthCheck(GrpcHealthCheck {
+                    initial_metadata: vec![eheader("x-probe", "legate", 0)],
+                    ..Default::default()
+                }))
+            }),
+            "health_checks[1].grpc_health_check.initial_metadata",
+            "not supported (Legate's gRPC checks send no extra metadata)",
+        );
+        // GET, set explicitly, is what Legate sends; logging fields are
+        // accepted and ignored.
+        let mut c = base_cluster();
+        ehc(|h| {
+            ehttp(h).method = ecore::RequestMethod::Get as i32;
+            h.always_log_health_check_success = true;
+            h.event_logger = vec![ecore::TypedExtensionConfig {
+                name: "envoy.health_check.event_sinks.file".into(),
+                typed_config: None,
+            }];
+        })(&mut c);
+        let m = translate::cluster_from_xds(&c).expect("accepted");
+        assert_eq!(m.health_checks.len(), 2);
+        assert_eq!(m.health_checks[0], m.health_checks[1]);
+    }
     cluster_refused(
         |c| {
             c.circuit_breakers = Some(cluster::CircuitBreakers {

@@ -274,16 +274,27 @@ same_msg! {
     // health_check.proto
     oc::health_check::Payload => ec::health_check::Payload { payload }
     oc::health_check::HttpHealthCheck => ec::health_check::HttpHealthCheck {
-        host, path, request_headers_to_add, request_headers_to_remove, expected_statuses,
-        codec_client_type,
+        host, path, send, receive, response_buffer_size, request_headers_to_add,
+        request_headers_to_remove, expected_statuses, retriable_statuses, codec_client_type,
+        service_name_matcher, method,
     }
-    oc::health_check::TcpHealthCheck => ec::health_check::TcpHealthCheck { send, receive }
-    oc::health_check::GrpcHealthCheck => ec::health_check::GrpcHealthCheck { service_name, authority }
+    oc::health_check::TcpHealthCheck => ec::health_check::TcpHealthCheck {
+        send, receive, proxy_protocol_config,
+    }
+    oc::health_check::GrpcHealthCheck => ec::health_check::GrpcHealthCheck {
+        service_name, authority, initial_metadata,
+    }
+    oc::health_check::CustomHealthCheck => ec::health_check::CustomHealthCheck { name, config_type }
+    oc::health_check::TlsOptions => ec::health_check::TlsOptions { alpn_protocols }
     oc::HealthCheck => ec::HealthCheck {
         timeout, interval, initial_jitter, interval_jitter, interval_jitter_percent,
         unhealthy_threshold, healthy_threshold, alt_port, reuse_connection, health_checker,
-        no_traffic_interval, unhealthy_interval, unhealthy_edge_interval, healthy_edge_interval,
+        no_traffic_interval, no_traffic_healthy_interval, unhealthy_interval,
+        unhealthy_edge_interval, healthy_edge_interval, tls_options,
+        transport_socket_match_criteria,
     }
+    // proxy_protocol.proto (placeholder)
+    oc::ProxyProtocolConfig => ec::ProxyProtocolConfig {}
 
     // envoy.service.discovery.v3
     od::DiscoveryRequest => ed::DiscoveryRequest {
@@ -431,8 +442,10 @@ same_oneof! {
     }
     oc::health_check::payload::Payload => ec::health_check::payload::Payload { Text, Binary }
     oc::health_check::HealthChecker => ec::health_check::HealthChecker {
-        HttpHealthCheck, TcpHealthCheck, GrpcHealthCheck,
+        HttpHealthCheck, TcpHealthCheck, GrpcHealthCheck, CustomHealthCheck,
     }
+    oc::health_check::custom_health_check::ConfigType
+        => ec::health_check::custom_health_check::ConfigType { TypedConfig }
     oe::lb_endpoint::HostIdentifier => ee::lb_endpoint::HostIdentifier { Endpoint, EndpointName }
     oe::locality_lb_endpoints::LbConfig => ee::locality_lb_endpoints::LbConfig {
         LedsClusterLocalityConfig,
@@ -805,26 +818,46 @@ fn payload(g: &mut G, v: usize) -> oc::health_check::Payload {
         }),
     }
 }
-fn http_health_check(g: &mut G) -> oc::health_check::HttpHealthCheck {
+fn http_health_check(g: &mut G, v: usize) -> oc::health_check::HttpHealthCheck {
     oc::health_check::HttpHealthCheck {
         host: g.s(),
         path: g.s(),
+        send: Some(payload(g, v)),
+        receive: vec![payload(g, v), payload(g, v + 1)],
+        response_buffer_size: Some(g.u64()),
         request_headers_to_add: vec![header_value_option(g), header_value_option(g)],
         request_headers_to_remove: g.ss(),
         expected_statuses: vec![int64_range(g), int64_range(g)],
+        retriable_statuses: vec![int64_range(g), int64_range(g)],
         codec_client_type: ot::CodecClientType::Http3 as i32,
+        service_name_matcher: Some(string_matcher(g, v)),
+        method: oc::RequestMethod::Post as i32,
     }
 }
 fn tcp_health_check(g: &mut G, v: usize) -> oc::health_check::TcpHealthCheck {
     oc::health_check::TcpHealthCheck {
         send: Some(payload(g, v)),
         receive: vec![payload(g, v), payload(g, v + 1)],
+        proxy_protocol_config: Some(oc::ProxyProtocolConfig {}),
     }
 }
 fn grpc_health_check(g: &mut G) -> oc::health_check::GrpcHealthCheck {
     oc::health_check::GrpcHealthCheck {
         service_name: g.s(),
         authority: g.s(),
+        initial_metadata: vec![header_value_option(g), header_value_option(g)],
+    }
+}
+fn custom_health_check(g: &mut G) -> oc::health_check::CustomHealthCheck {
+    use oc::health_check::custom_health_check::ConfigType;
+    oc::health_check::CustomHealthCheck {
+        name: g.s(),
+        config_type: Some(ConfigType::TypedConfig(g.any())),
+    }
+}
+fn tls_options(g: &mut G) -> oc::health_check::TlsOptions {
+    oc::health_check::TlsOptions {
+        alpn_protocols: g.ss(),
     }
 }
 fn health_check(g: &mut G, v: usize) -> oc::HealthCheck {
@@ -839,15 +872,19 @@ fn health_check(g: &mut G, v: usize) -> oc::HealthCheck {
         healthy_threshold: Some(g.n()),
         alt_port: Some(g.n()),
         reuse_connection: Some(true),
-        health_checker: Some(match v % 3 {
-            0 => H::HttpHealthCheck(http_health_check(g)),
+        health_checker: Some(match v % 4 {
+            0 => H::HttpHealthCheck(http_health_check(g, v / 4)),
             1 => H::TcpHealthCheck(tcp_health_check(g, v)),
-            _ => H::GrpcHealthCheck(grpc_health_check(g)),
+            2 => H::GrpcHealthCheck(grpc_health_check(g)),
+            _ => H::CustomHealthCheck(custom_health_check(g)),
         }),
         no_traffic_interval: Some(g.dur()),
+        no_traffic_healthy_interval: Some(g.dur()),
         unhealthy_interval: Some(g.dur()),
         unhealthy_edge_interval: Some(g.dur()),
         healthy_edge_interval: Some(g.dur()),
+        tls_options: Some(tls_options(g)),
+        transport_socket_match_criteria: Some(g.strukt()),
     }
 }
 
@@ -1312,9 +1349,12 @@ fn core_messages() {
         roundtrip::<_, ec::Http1ProtocolOptions>(&http1_protocol_options(&mut g));
         roundtrip::<_, ec::Http2ProtocolOptions>(&http2_protocol_options(&mut g));
         roundtrip::<_, ec::health_check::Payload>(&payload(&mut g, v));
-        roundtrip::<_, ec::health_check::HttpHealthCheck>(&http_health_check(&mut g));
+        roundtrip::<_, ec::health_check::HttpHealthCheck>(&http_health_check(&mut g, v));
         roundtrip::<_, ec::health_check::TcpHealthCheck>(&tcp_health_check(&mut g, v));
         roundtrip::<_, ec::health_check::GrpcHealthCheck>(&grpc_health_check(&mut g));
+        roundtrip::<_, ec::health_check::CustomHealthCheck>(&custom_health_check(&mut g));
+        roundtrip::<_, ec::health_check::TlsOptions>(&tls_options(&mut g));
+        roundtrip::<_, ec::ProxyProtocolConfig>(&oc::ProxyProtocolConfig {});
         roundtrip::<_, ec::HealthCheck>(&health_check(&mut g, v));
     }
 }
@@ -1546,12 +1586,16 @@ fn unknown_envoy_fields_are_skipped() {
             locality_weight_aware: true,
             ..Default::default()
         });
+        // Health checks: only the event logging fields are left out.
         let hc = &mut theirs.health_checks[0];
+        hc.event_log_path = "/tmp/hc.log".into();
         hc.always_log_health_check_failures = true;
-        hc.no_traffic_healthy_interval = Some(dur(7));
-        hc.tls_options = Some(ec::health_check::TlsOptions {
-            alpn_protocols: vec!["h2".into()],
-        });
+        hc.always_log_health_check_success = true;
+        hc.event_logger = vec![ec::TypedExtensionConfig {
+            name: "envoy.health_check.event_sinks.file".into(),
+            typed_config: None,
+        }];
+        hc.event_service = Some(ec::EventServiceConfig::default());
         let od = theirs.outlier_detection.as_mut().unwrap();
         od.always_eject_one_host = Some(epb::BoolValue { value: true });
         od.detect_degraded_hosts = Some(epb::BoolValue { value: true });

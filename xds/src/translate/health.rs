@@ -1,15 +1,23 @@
 //! Envoy's `HealthCheck` (a Cluster's `health_checks`) <-> the model's
 //! [`model::HealthCheck`].
 //!
-//! Refused: `no_traffic_interval` (Legate checks at `interval` whether or
-//! not the cluster has had traffic), `alt_port`, HTTP/3, an HTTP check's
-//! `request_headers_to_remove`, and checkers other than HTTP, TCP and gRPC.
+//! Refused: `no_traffic_interval` and `no_traffic_healthy_interval` (Legate
+//! checks at `interval` whether or not the cluster has had traffic),
+//! `alt_port`, `tls_options`, `transport_socket_match_criteria`, HTTP/3,
+//! an HTTP check's `request_headers_to_remove`, body (`send`, `receive`,
+//! `response_buffer_size`), `retriable_statuses`, `service_name_matcher`
+//! and methods other than GET, a TCP check's `proxy_protocol_config`, a
+//! gRPC check's `initial_metadata`, and checkers other than HTTP, TCP and
+//! gRPC (`custom_health_check`). Envoy's event logging fields
+//! (`event_log_path`, `event_logger`, `event_service`,
+//! `always_log_health_check_failures`, `always_log_health_check_success`)
+//! are left out of the wire subset: accepted and ignored.
 //! An absent `unhealthy_threshold` or `healthy_threshold` (which Envoy
 //! requires) takes the model's default (3 and 2). Envoy's `Payload.text`
 //! is hex: it becomes the model's `hex`; `binary` becomes `text` when it is
 //! UTF-8, `hex` otherwise.
 
-use super::{R, at, at_i, dur_from, dur_to, refuse, unknown_enum};
+use super::{R, TLS_NOT_YET, at, at_i, dur_from, dur_to, refuse, unknown_enum};
 use crate::duration::Dur;
 use crate::model;
 use crate::wire::envoy::config::core::v3 as xcore;
@@ -38,20 +46,45 @@ fn optional_dur(p: &str, field: &str, d: &Option<prost_types::Duration>) -> R<Op
     d.as_ref().map(|d| dur_from(&at(p, field), d)).transpose()
 }
 
+/// Refuses the first `(field, set, message)` that is set.
+fn refuse_set(p: &str, fields: &[(&str, bool, &str)]) -> R<()> {
+    match fields.iter().find(|(_, set, _)| *set) {
+        Some((field, _, message)) => refuse(at(p, field), *message),
+        None => Ok(()),
+    }
+}
+
+const NO_TRAFFIC: &str =
+    "not supported (Legate checks at `interval` whether or not the cluster has had traffic)";
+
 fn health_check_from(p: &str, hc: &xcore::HealthCheck) -> R<model::HealthCheck> {
     use xhc::HealthChecker as H;
-    if hc.no_traffic_interval.is_some() {
-        return refuse(
-            at(p, "no_traffic_interval"),
-            "not supported (Legate checks at `interval` whether or not the cluster has had traffic)",
-        );
-    }
-    if hc.alt_port.is_some() {
-        return refuse(
-            at(p, "alt_port"),
-            "not supported (Legate checks the endpoint's own port)",
-        );
-    }
+    refuse_set(
+        p,
+        &[
+            (
+                "no_traffic_interval",
+                hc.no_traffic_interval.is_some(),
+                NO_TRAFFIC,
+            ),
+            (
+                "no_traffic_healthy_interval",
+                hc.no_traffic_healthy_interval.is_some(),
+                NO_TRAFFIC,
+            ),
+            (
+                "alt_port",
+                hc.alt_port.is_some(),
+                "not supported (Legate checks the endpoint's own port)",
+            ),
+            ("tls_options", hc.tls_options.is_some(), TLS_NOT_YET),
+            (
+                "transport_socket_match_criteria",
+                hc.transport_socket_match_criteria.is_some(),
+                "not supported (transport_socket_matches are not supported)",
+            ),
+        ],
+    )?;
     let mut m = model::HealthCheck {
         timeout: required_dur(p, "timeout", &hc.timeout)?,
         interval: required_dur(p, "interval", &hc.interval)?,
@@ -81,8 +114,20 @@ fn health_check_from(p: &str, hc: &xcore::HealthCheck) -> R<model::HealthCheck> 
             );
         }
         Some(H::HttpHealthCheck(h)) => m.http = Some(http_from(&at(p, "http_health_check"), h)?),
+        Some(H::CustomHealthCheck(c)) => {
+            return refuse(
+                at(p, "custom_health_check"),
+                format!("custom health checkers are not supported ({:?})", c.name),
+            );
+        }
         Some(H::TcpHealthCheck(t)) => {
             let tp = at(p, "tcp_health_check");
+            if t.proxy_protocol_config.is_some() {
+                return refuse(
+                    at(&tp, "proxy_protocol_config"),
+                    "not supported (Legate's TCP checks send no PROXY protocol header)",
+                );
+            }
             m.tcp = Some(model::TcpHealthCheck {
                 send: t
                     .send
@@ -98,6 +143,12 @@ fn health_check_from(p: &str, hc: &xcore::HealthCheck) -> R<model::HealthCheck> 
             });
         }
         Some(H::GrpcHealthCheck(g)) => {
+            if !g.initial_metadata.is_empty() {
+                return refuse(
+                    at(&at(p, "grpc_health_check"), "initial_metadata"),
+                    "not supported (Legate's gRPC checks send no extra metadata)",
+                );
+            }
             m.grpc = Some(model::GrpcHealthCheck {
                 service_name: g.service_name.clone(),
                 authority: (!g.authority.is_empty()).then(|| g.authority.clone()),
@@ -112,8 +163,50 @@ fn health_check_from(p: &str, hc: &xcore::HealthCheck) -> R<model::HealthCheck> 
 }
 
 fn http_from(p: &str, h: &xhc::HttpHealthCheck) -> R<model::HttpHealthCheck> {
-    if !h.request_headers_to_remove.is_empty() {
-        return refuse(at(p, "request_headers_to_remove"), "not supported");
+    const NO_BODY: &str = "not supported (Legate's HTTP checks do not read the response body)";
+    refuse_set(
+        p,
+        &[
+            (
+                "send",
+                h.send.is_some(),
+                "not supported (Legate's HTTP checks send no request body)",
+            ),
+            ("receive", !h.receive.is_empty(), NO_BODY),
+            (
+                "response_buffer_size",
+                h.response_buffer_size.is_some(),
+                NO_BODY,
+            ),
+            (
+                "request_headers_to_remove",
+                !h.request_headers_to_remove.is_empty(),
+                "not supported",
+            ),
+            (
+                "retriable_statuses",
+                !h.retriable_statuses.is_empty(),
+                "not supported (a status outside expected_statuses makes the endpoint unhealthy at once)",
+            ),
+            (
+                "service_name_matcher",
+                h.service_name_matcher.is_some(),
+                "not supported (Legate does not check the x-envoy-upstream-healthchecked-cluster response header)",
+            ),
+        ],
+    )?;
+    match xcore::RequestMethod::try_from(h.method) {
+        Ok(xcore::RequestMethod::MethodUnspecified | xcore::RequestMethod::Get) => {}
+        Ok(other) => {
+            return refuse(
+                at(p, "method"),
+                format!(
+                    "{} is not supported (Legate's HTTP checks send GET)",
+                    other.as_str_name()
+                ),
+            );
+        }
+        Err(_) => return Err(unknown_enum(&at(p, "method"), h.method)),
     }
     if h.path.is_empty() {
         return refuse(at(p, "path"), "must be set");
@@ -220,6 +313,9 @@ fn health_check_to(m: &model::HealthCheck) -> xcore::HealthCheck {
         Some(model::Checker::Http(h)) => Some(H::HttpHealthCheck(xhc::HttpHealthCheck {
             host: h.host.clone().unwrap_or_default(),
             path: h.path.clone(),
+            send: None,
+            receive: Vec::new(),
+            response_buffer_size: None,
             request_headers_to_add: super::route::adds_to_list(&h.request_headers_to_add),
             request_headers_to_remove: Vec::new(),
             expected_statuses: h
@@ -230,18 +326,23 @@ fn health_check_to(m: &model::HealthCheck) -> xcore::HealthCheck {
                     end: r.end.into(),
                 })
                 .collect(),
+            retriable_statuses: Vec::new(),
             codec_client_type: match h.codec {
                 model::HealthCheckCodec::Http1 => xtype::CodecClientType::Http1,
                 model::HealthCheckCodec::Http2 => xtype::CodecClientType::Http2,
             } as i32,
+            service_name_matcher: None,
+            method: xcore::RequestMethod::MethodUnspecified as i32,
         })),
         Some(model::Checker::Tcp(t)) => Some(H::TcpHealthCheck(xhc::TcpHealthCheck {
             send: t.send.as_ref().map(payload_to),
             receive: t.receive.iter().map(payload_to).collect(),
+            proxy_protocol_config: None,
         })),
         Some(model::Checker::Grpc(g)) => Some(H::GrpcHealthCheck(xhc::GrpcHealthCheck {
             service_name: g.service_name.clone(),
             authority: g.authority.clone().unwrap_or_default(),
+            initial_metadata: Vec::new(),
         })),
         // Not valid; the model's validation reports it.
         None => None,
@@ -258,9 +359,12 @@ fn health_check_to(m: &model::HealthCheck) -> xcore::HealthCheck {
         reuse_connection: Some(m.reuse_connection),
         health_checker,
         no_traffic_interval: None,
+        no_traffic_healthy_interval: None,
         unhealthy_interval: m.unhealthy_interval.map(dur_to),
         unhealthy_edge_interval: m.unhealthy_edge_interval.map(dur_to),
         healthy_edge_interval: m.healthy_edge_interval.map(dur_to),
+        tls_options: None,
+        transport_socket_match_criteria: None,
     }
 }
 
