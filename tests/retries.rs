@@ -329,3 +329,82 @@ fn retry_configs_are_checked() {
         assert!(err.contains(want), "{retry}: wanted {want:?}, got {err:?}");
     }
 }
+
+/// A retry sends the request the first try prepared: forwarding headers
+/// and the route's header changes appear once, never once per try, over
+/// an HTTP/1 and an HTTP/2 upstream alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_sends_the_same_request_again() {
+    // Fails the first request; answers the others with what it saw.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let count = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let count = count.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let h = &parts.headers;
+                        let all = |name: &str| {
+                            h.get_all(name)
+                                .iter()
+                                .map(|v| v.to_str().unwrap_or("?").to_string())
+                                .collect::<Vec<_>>()
+                                .join("|")
+                        };
+                        let seen = format!(
+                            "xff={} appended={} host={} attempt={} path={} body={}",
+                            all("x-forwarded-for"),
+                            all("x-appended"),
+                            h.get("host")
+                                .map(|v| v.to_str().unwrap_or("?").to_string())
+                                .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+                                .unwrap_or_default(),
+                            all("x-envoy-attempt-count"),
+                            parts.uri.path(),
+                            String::from_utf8_lossy(&body.collect().await.unwrap().to_bytes()),
+                        );
+                        let mut r = Response::new(Full::new(Bytes::from(seen)));
+                        if n % 2 == 1 {
+                            *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+                        }
+                        Ok::<_, std::convert::Infallible>(r)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    for (name, protocol) in [("retry-same-h1", "http1"), ("retry-same-h2", "http2")] {
+        let (_p, addr) = one_vhost(
+            name,
+            "include_attempt_count: true",
+            &format!(
+                "              - match: {{ prefix: / }}\n                request_headers: {{ add: [{{ name: x-appended, value: two, append: true }}] }}\n                route: {{ cluster: {name}, prefix_rewrite: /v2/, retry: {{ retry_on: [5xx], num_retries: 1 }} }}"
+            ),
+            &format!("  - {{ name: {name}, protocol: {protocol}, endpoints: [{{ address: \"{up}\" }}] }}"),
+        )
+        .await;
+        let req = Request::post(format!("http://{addr}/x"))
+            .header("host", "svc.example")
+            .header("x-forwarded-for", "10.0.0.9")
+            .body(Full::new(Bytes::from_static(b"payload")))
+            .unwrap();
+        let r = send(&h1_client(), req).await;
+        assert_eq!(r.status, 200, "{protocol}: {}", r.text());
+        assert_eq!(
+            r.text(),
+            "xff=10.0.0.9, 127.0.0.1 appended=two host=svc.example attempt=2 path=/v2/x body=payload",
+            "{protocol}"
+        );
+    }
+}

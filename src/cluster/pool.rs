@@ -387,17 +387,32 @@ pub struct SendFlags {
 /// Not an `async fn`: its request argument would stay in the future next
 /// to the path's own copy. Each path is its own future and the request's
 /// future is the larger of the two.
-pub fn send(
-    ep: &Arc<Endpoint>,
+pub fn send<'a>(
+    ep: &'a Arc<Endpoint>,
     req: Request<ReqBody>,
     use_h2: bool,
     flags: SendFlags,
     guard: UpstreamGuard,
-) -> impl Future<Output = Result<(Response<UpstreamBody>, UpstreamGuard), UpstreamError>> + '_ {
+    keep: Option<&'a mut Option<http::request::Parts>>,
+) -> impl Future<Output = Result<(Response<UpstreamBody>, UpstreamGuard), UpstreamError>> + 'a {
     if use_h2 {
+        // hyper takes the request: a retry needs a copy of its head.
+        let req = match keep {
+            Some(k) => {
+                let (parts, body) = req.into_parts();
+                let mut copy = Request::new(());
+                *copy.method_mut() = parts.method.clone();
+                *copy.uri_mut() = parts.uri.clone();
+                *copy.version_mut() = parts.version;
+                *copy.headers_mut() = parts.headers.clone();
+                *k = Some(copy.into_parts().0);
+                Request::from_parts(parts, body)
+            }
+            None => req,
+        };
         Either::H2(send_h2(ep, req, flags.priority, guard))
     } else {
-        Either::H1(send_h1(ep, req, flags, guard))
+        Either::H1(send_h1(ep, req, flags, guard, keep))
     }
 }
 
@@ -449,14 +464,23 @@ pub(crate) async fn send_h1(
     req: Request<ReqBody>,
     flags: SendFlags,
     guard: UpstreamGuard,
+    keep: Option<&mut Option<http::request::Parts>>,
 ) -> Result<(Response<UpstreamBody>, UpstreamGuard), UpstreamError> {
+    let (parts, body) = req.into_parts();
     let mut exchange = match ep.pool.pop_idle(ep.settings.idle_timeout) {
-        Some(conn) => start_h1(conn, true, req, flags),
+        Some(conn) => {
+            let exchange = start_h1(conn, true, &parts, body, flags);
+            give(keep, parts);
+            exchange
+        }
         // New connections are the rare path; boxed to keep this future small.
         None => {
             Box::pin(async move {
-                let (conn, reused) = acquire_h1(ep, flags.priority).await?;
-                Ok::<_, UpstreamError>(start_h1(conn, reused, req, flags))
+                let acquired = acquire_h1(ep, flags.priority).await;
+                let exchange =
+                    acquired.map(|(conn, reused)| start_h1(conn, reused, &parts, body, flags));
+                give(keep, parts);
+                exchange
             })
             .await?
         }
@@ -484,9 +508,22 @@ pub(crate) async fn send_h1(
     Ok((resp, guard))
 }
 
-fn start_h1(conn: Box<H1Conn>, reused: bool, req: Request<ReqBody>, flags: SendFlags) -> Exchange {
-    let (parts, body) = req.into_parts();
-    Exchange::new(conn, reused, &parts, body, flags.upgrade, flags.raw_head)
+fn start_h1(
+    conn: Box<H1Conn>,
+    reused: bool,
+    parts: &http::request::Parts,
+    body: ReqBody,
+    flags: SendFlags,
+) -> Exchange {
+    Exchange::new(conn, reused, parts, body, flags.upgrade, flags.raw_head)
+}
+
+/// Hands the request head, written out already, to a caller that keeps it
+/// (a retrying route's next try sends it again).
+fn give(keep: Option<&mut Option<http::request::Parts>>, parts: http::request::Parts) {
+    if let Some(k) = keep {
+        *k = Some(parts);
+    }
 }
 
 /// Held for the life of an upstream response: releases the HTTP/2 stream

@@ -488,80 +488,24 @@ fn hash_key(policies: &[HashInput], headers: &HeaderMap, conn: &ConnInfo) -> Opt
     None
 }
 
-async fn forward(
+/// Makes a downstream request's head into the upstream one: hop-by-hop
+/// headers out, forwarding headers and the request id in, the route's and
+/// virtual host's header changes, then authority and path (rewritten) in
+/// the form the upstream protocol wants. A request that cannot be made
+/// into one gets a 400 with the message returned.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn prepare(
     chain: &HttpChain,
     conn: &ConnInfo,
     vh: &VirtualHost,
     route: &Route,
     fwd: &Forward,
-    mut req: Request<DownBody>,
-    mut try_: Option<&mut Try>,
-) -> Result<Response<RespBody>, Response<RespBody>> {
-    // One try of a retrying route: its cluster, endpoints to avoid, timeout.
-    let try_cluster = try_.as_ref().map(|t| t.cluster.clone());
-    let cluster = match &try_cluster {
-        Some(c) => c,
-        None => match fwd.target.pick() {
-            Some(c) => c,
-            None => {
-                // A cluster the route names but the configuration lacks
-                // (Envoy's `cluster_not_found_response_code`, 503 by
-                // default; flag NC).
-                chain.stats.no_cluster.increment(1);
-                tracing::debug!("route names a cluster that does not exist");
-                return Err(flagged(
-                    local_reply(StatusCode::SERVICE_UNAVAILABLE, ""),
-                    ResponseFlags::NC,
-                ));
-            }
-        },
-    };
-    let upgrade = is_upgrade(&req);
-    let use_h2 = match cluster.protocol {
-        UpstreamProtocol::Http1 => false,
-        UpstreamProtocol::Http2 => true,
-        UpstreamProtocol::UseDownstream => req.version() == Version::HTTP_2,
-    };
-    if upgrade && use_h2 {
-        return Err(local_reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "upgrade requests need an HTTP/1.1 upstream cluster\n",
-        ));
-    }
-    let hash = if cluster.lb_policy == LbPolicy::RingHash {
-        hash_key(&fwd.hash_policy, req.headers(), conn)
-    } else {
-        None
-    };
-    let picked = match &try_ {
-        Some(t) if !t.avoid.is_empty() => cluster.pick_avoiding(hash, &t.avoid),
-        _ => cluster.pick(hash),
-    };
-    if let (Some(t), Some(ep)) = (try_.as_deref_mut(), &picked) {
-        t.used = Some(ep.clone());
-    }
-    let Some(endpoint) = picked else {
-        cluster.stats.none_healthy.increment(1);
-        return Err(flagged(
-            local_reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"),
-            ResponseFlags::UH,
-        ));
-    };
-    // The circuit breaker's request limit: over it, fail fast.
-    let guard = match pool::UpstreamGuard::acquire(&endpoint, fwd.priority) {
-        Ok(g) => g,
-        Err(e) => return Err(overflow(cluster, &endpoint, &e)),
-    };
-
-    // Only Legate's HTTP/1 server offers upgrades (HTTP/2 has no Upgrade).
-    let downstream_upgrade = if upgrade {
-        req.extensions_mut().remove::<OnUpgrade>()
-    } else {
-        None
-    };
-    let downstream_h2 = req.version() == Version::HTTP_2;
-    let (mut parts, body) = req.into_parts();
-
+    parts: &mut http::request::Parts,
+    upgrade: bool,
+    use_h2: bool,
+    downstream_h2: bool,
+) -> Result<(), &'static str> {
     // Headers.
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers, upgrade);
@@ -597,12 +541,6 @@ async fn forward(
     }
     route.request_headers.apply(headers);
     vh.request_headers.apply(headers);
-    if vh.include_attempt_count {
-        headers.insert(
-            X_ENVOY_ATTEMPT_COUNT.clone(),
-            HeaderValue::from(try_.as_ref().map_or(1, |t| t.number)),
-        );
-    }
 
     // Authority and path.
     let authority: Option<HeaderValue> = match &fwd.host_rewrite {
@@ -622,10 +560,7 @@ async fn forward(
             match PathAndQuery::from_maybe_shared(Bytes::from(p)) {
                 Ok(pq) => pq,
                 Err(_) => {
-                    return Err(local_reply(
-                        StatusCode::BAD_REQUEST,
-                        "rewritten path is invalid\n",
-                    ));
+                    return Err("rewritten path is invalid\n");
                 }
             }
         }
@@ -645,10 +580,7 @@ async fn forward(
             (None, _) => None,
         };
         let Some(auth) = auth else {
-            return Err(local_reply(
-                StatusCode::BAD_REQUEST,
-                "missing or invalid host\n",
-            ));
+            return Err("missing or invalid host\n");
         };
         uri.authority = Some(auth);
         parts.headers.remove(header::HOST);
@@ -679,19 +611,121 @@ async fn forward(
             Some(h) => {
                 parts.headers.insert(header::HOST, h);
             }
-            None => return Err(local_reply(StatusCode::BAD_REQUEST, "missing host\n")),
+            None => return Err("missing host\n"),
         }
         parts.version = Version::HTTP_11;
     }
     parts.uri = match Uri::from_parts(uri) {
         Ok(u) => u,
         Err(_) => {
-            return Err(local_reply(
-                StatusCode::BAD_REQUEST,
-                "invalid request target\n",
-            ));
+            return Err("invalid request target\n");
         }
     };
+    Ok(())
+}
+
+async fn forward(
+    chain: &HttpChain,
+    conn: &ConnInfo,
+    vh: &VirtualHost,
+    route: &Route,
+    fwd: &Forward,
+    mut req: Request<DownBody>,
+    mut try_: Option<&mut Try>,
+) -> Result<Response<RespBody>, Response<RespBody>> {
+    // One try of a retrying route: its cluster, endpoints to avoid, timeout.
+    let try_cluster = try_.as_ref().map(|t| t.cluster.clone());
+    let cluster = match &try_cluster {
+        Some(c) => c,
+        None => match fwd.target.pick() {
+            Some(c) => c,
+            None => {
+                // A cluster the route names but the configuration lacks
+                // (Envoy's `cluster_not_found_response_code`, 503 by
+                // default; flag NC).
+                chain.stats.no_cluster.increment(1);
+                tracing::debug!("route names a cluster that does not exist");
+                return Err(flagged(
+                    local_reply(StatusCode::SERVICE_UNAVAILABLE, ""),
+                    ResponseFlags::NC,
+                ));
+            }
+        },
+    };
+    // A retry brings the upstream request head its first try prepared (the
+    // request it is given carries only the body and the downstream version).
+    let prepared = try_.as_deref_mut().and_then(|t| t.prepared.take());
+    let downstream_h2 = req.version() == Version::HTTP_2;
+    let upgrade = prepared.is_none() && is_upgrade(&req);
+    let use_h2 = match cluster.protocol {
+        UpstreamProtocol::Http1 => false,
+        UpstreamProtocol::Http2 => true,
+        UpstreamProtocol::UseDownstream => downstream_h2,
+    };
+    if upgrade && use_h2 {
+        return Err(local_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upgrade requests need an HTTP/1.1 upstream cluster\n",
+        ));
+    }
+    let hash = if cluster.lb_policy == LbPolicy::RingHash {
+        let headers = prepared.as_ref().map_or(req.headers(), |p| &p.headers);
+        hash_key(&fwd.hash_policy, headers, conn)
+    } else {
+        None
+    };
+    let picked = match &try_ {
+        Some(t) if !t.avoid.is_empty() => cluster.pick_avoiding(hash, &t.avoid),
+        _ => cluster.pick(hash),
+    };
+    if let (Some(t), Some(ep)) = (try_.as_deref_mut(), &picked) {
+        t.used = Some(ep.clone());
+    }
+    let Some(endpoint) = picked else {
+        cluster.stats.none_healthy.increment(1);
+        return Err(flagged(
+            local_reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"),
+            ResponseFlags::UH,
+        ));
+    };
+    // The circuit breaker's request limit: over it, fail fast.
+    let guard = match pool::UpstreamGuard::acquire(&endpoint, fwd.priority) {
+        Ok(g) => g,
+        Err(e) => return Err(overflow(cluster, &endpoint, &e)),
+    };
+
+    // Only Legate's HTTP/1 server offers upgrades (HTTP/2 has no Upgrade).
+    let downstream_upgrade = if upgrade {
+        req.extensions_mut().remove::<OnUpgrade>()
+    } else {
+        None
+    };
+    let (mut parts, body) = match prepared {
+        // A retry: the previous try's upstream request, ready to send again.
+        Some(p) => (p, req.into_parts().1),
+        None => {
+            let (mut parts, body) = req.into_parts();
+            prepare(
+                chain,
+                conn,
+                vh,
+                route,
+                fwd,
+                &mut parts,
+                upgrade,
+                use_h2,
+                downstream_h2,
+            )
+            .map_err(|why| local_reply(StatusCode::BAD_REQUEST, why))?;
+            (parts, body)
+        }
+    };
+    if vh.include_attempt_count {
+        parts.headers.insert(
+            X_ENVOY_ATTEMPT_COUNT.clone(),
+            HeaderValue::from(try_.as_ref().map_or(1, |t| t.number)),
+        );
+    }
 
     // Upstream call under the route timeout, which starts once the request
     // body has been read to the end (at once when there is none), as Envoy's.
@@ -705,7 +739,10 @@ async fn forward(
             && vh.response_headers.is_empty(),
         priority: fwd.priority,
     };
-    let call = pool::send(&endpoint, upstream_req, use_h2, flags, guard);
+    // A retrying route's try keeps the request head it sends, for the next.
+    let mut keep: Option<http::request::Parts> = None;
+    let keep_slot = try_.is_some().then_some(&mut keep);
+    let call = pool::send(&endpoint, upstream_req, use_h2, flags, guard, keep_slot);
     // One timer serves the whole exchange, as Envoy's route timeout: it runs
     // from routing while the request waits for a connection or a stream
     // slot, waits while the body is being uploaded, restarts when the upload
@@ -759,27 +796,32 @@ async fn forward(
                     }
                 }
             };
-            let Some(r) = r else {
-                report(cluster, &endpoint, Outcome::Timeout);
-                cluster.stats.rq_timeout.increment(1);
-                cluster.stats.rq[4].increment(1);
-                if let Some(t) = try_.as_deref_mut() {
-                    t.failure = Some(Failure::Timeout);
+            if r.is_some() {
+                if upload.is_some() {
+                    // The upstream answered before the upload ended; time
+                    // the rest of the exchange from here.
+                    timer.restart(t);
                 }
-                return Err(flagged(
-                    local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout"),
-                    ResponseFlags::UT,
-                ));
-            };
-            if upload.is_some() {
-                // The upstream answered before the upload ended; time the
-                // rest of the exchange from here.
-                timer.restart(t);
+                deadline = Some(timer);
             }
-            deadline = Some(timer);
             r
         }
-        None => call.await,
+        None => Some(call.await),
+    };
+    if let Some(t) = try_.as_deref_mut() {
+        t.prepared = keep;
+    }
+    let Some(result) = result else {
+        report(cluster, &endpoint, Outcome::Timeout);
+        cluster.stats.rq_timeout.increment(1);
+        cluster.stats.rq[4].increment(1);
+        if let Some(t) = try_.as_deref_mut() {
+            t.failure = Some(Failure::Timeout);
+        }
+        return Err(flagged(
+            local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout"),
+            ResponseFlags::UT,
+        ));
     };
     let (resp, guard) = match result {
         Ok(r) => r,
@@ -989,8 +1031,8 @@ mod tests {
                         // One request per future measured: the whole send,
                         // then its HTTP/1 and HTTP/2 halves.
                         let bytes = match nth.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
-                            0 => size(&pool::send(&ep, r, false, pool::SendFlags::default(), pool::UpstreamGuard::acquire(&ep, Default::default()).unwrap())),
-                            1 => size(&pool::send_h1(&ep, r, pool::SendFlags::default(), pool::UpstreamGuard::acquire(&ep, Default::default()).unwrap())),
+                            0 => size(&pool::send(&ep, r, false, pool::SendFlags::default(), pool::UpstreamGuard::acquire(&ep, Default::default()).unwrap(), None)),
+                            1 => size(&pool::send_h1(&ep, r, pool::SendFlags::default(), pool::UpstreamGuard::acquire(&ep, Default::default()).unwrap(), None)),
                             _ => size(&pool::send_h2(&ep, r, Default::default(), pool::UpstreamGuard::acquire(&ep, Default::default()).unwrap())),
                         };
                         let _ = size_tx.send(bytes);

@@ -17,7 +17,7 @@ use crate::http::service::local_reply;
 use crate::route::Target;
 use crate::telemetry::flags::ResponseFlags;
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use http_body_util::combinators::Collect;
 use legate_xds::model::{self, RetryOn, RoutingPriority};
@@ -147,6 +147,10 @@ impl Retry {
 /// and number; and passed back: the endpoint it went to and, when Legate
 /// answered itself, why.
 pub struct Try {
+    /// The upstream request head the previous try sent (and this one sends
+    /// again, with only its attempt count changed); none for the first.
+    /// The try leaves here the head it sent, for the next.
+    pub prepared: Option<http::request::Parts>,
     pub cluster: Arc<Cluster>,
     pub avoid: Vec<Arc<Endpoint>>,
     pub timeout: Option<Duration>,
@@ -221,36 +225,36 @@ pub struct RetryService<'a, S> {
 
 type Resp = Response<RespBody>;
 
-/// The parts of a request a retry sends again.
+/// What a retrying request's tries send: the downstream head for the first
+/// (each later try sends the head its predecessor prepared, see
+/// [`Try::prepared`]), and the body, read in full, for every try.
 struct Replay {
-    method: Method,
-    uri: Uri,
     version: Version,
-    headers: HeaderMap,
+    first: Option<http::request::Parts>,
     body: Option<Bytes>,
 }
 
 impl Replay {
-    fn new(mut parts: http::request::Parts, body: Option<Bytes>) -> Replay {
-        // Room for the headers each try adds (forwarding, request id,
-        // route headers): a try's copy then takes them without rehashing.
-        parts.headers.reserve(8);
+    fn new(parts: http::request::Parts, body: Option<Bytes>) -> Replay {
         Replay {
-            method: parts.method,
-            uri: parts.uri,
             version: parts.version,
-            headers: parts.headers,
+            first: Some(parts),
             body,
         }
     }
 
-    fn request(&self) -> Request<DownBody> {
-        let mut r = Request::new(DownBody::Buffered(self.body.clone()));
-        *r.method_mut() = self.method.clone();
-        *r.uri_mut() = self.uri.clone();
-        *r.version_mut() = self.version;
-        *r.headers_mut() = self.headers.clone();
-        r
+    /// The next try's request: the downstream one the first time; later,
+    /// only the body and the downstream version.
+    fn request(&mut self) -> Request<DownBody> {
+        let body = DownBody::Buffered(self.body.clone());
+        match self.first.take() {
+            Some(parts) => Request::from_parts(parts, body),
+            None => {
+                let mut r = Request::new(body);
+                *r.version_mut() = self.version;
+                r
+            }
+        }
     }
 }
 
@@ -305,6 +309,7 @@ impl<'a, S: OneTry + Clone> Service<Request<DownBody>> for RetryService<'a, S> {
             avoid: Vec::new(),
             n: 0,
             slot: None,
+            prepared: None,
             state: State::Start,
         }
     }
@@ -342,6 +347,8 @@ pub struct RetryFuture<'a, S: OneTry> {
     n: u32,
     /// The retry in flight's place under the circuit breaker.
     slot: Option<RetrySlot>,
+    /// The head the last try sent, for the next.
+    prepared: Option<http::request::Parts>,
     #[pin]
     state: State<S::Future>,
 }
@@ -459,7 +466,7 @@ fn flag(mut resp: Resp, flags: ResponseFlags) -> Resp {
 /// The request is replayable: pick the cluster once for every try, start
 /// the route timeout's clock, make the first try.
 fn begin<S: OneTry>(this: &mut Proj<'_, '_, S>) -> Step<S::Future> {
-    let Some(replay) = this.replay.as_ref() else {
+    let Some(replay) = this.replay.as_mut() else {
         return Done(local(local_reply(StatusCode::INTERNAL_SERVER_ERROR, "")));
     };
     let Some(cluster) = this.target.pick().cloned() else {
@@ -474,7 +481,7 @@ fn begin<S: OneTry>(this: &mut Proj<'_, '_, S>) -> Step<S::Future> {
 /// Starts the next try, with the per-try timeout cut to what is left of
 /// the route timeout (the try's own timer enforces both).
 fn next_try<S: OneTry>(this: &mut Proj<'_, '_, S>) -> Step<S::Future> {
-    let (Some(cluster), Some(replay)) = (this.cluster.as_ref(), this.replay.as_ref()) else {
+    let (Some(cluster), Some(replay)) = (this.cluster.as_ref(), this.replay.as_mut()) else {
         return Done(local(local_reply(StatusCode::INTERNAL_SERVER_ERROR, "")));
     };
     *this.n += 1;
@@ -489,6 +496,7 @@ fn next_try<S: OneTry>(this: &mut Proj<'_, '_, S>) -> Step<S::Future> {
         (p, l) => p.or(l),
     };
     let t = Try {
+        prepared: this.prepared.take(),
         cluster: cluster.clone(),
         avoid: if this.policy.previous_hosts {
             std::mem::take(this.avoid)
@@ -506,9 +514,10 @@ fn next_try<S: OneTry>(this: &mut Proj<'_, '_, S>) -> Step<S::Future> {
 /// A try's outcome: the response to return (`Err`), or the back-off
 /// before the next try.
 fn after_try<S: OneTry>(this: &mut Proj<'_, '_, S>, resp: Resp, t: Option<Try>) -> Step<S::Future> {
-    let Some(t) = t else {
+    let Some(mut t) = t else {
         return Done(resp);
     };
+    *this.prepared = t.prepared.take();
     let Some(cluster) = this.cluster.as_ref() else {
         return Done(resp);
     };
@@ -535,6 +544,11 @@ fn after_try<S: OneTry>(this: &mut Proj<'_, '_, S>, resp: Resp, t: Option<Try>) 
     if n > policy.num_retries {
         cluster.stats.rq_retry_limit_exceeded.increment(1);
         return Done(flag(mark(resp), ResponseFlags::URX));
+    }
+    if this.prepared.is_none() {
+        // The try failed before it had a request to send: nothing to send
+        // again (such failures are not retriable; this is a safeguard).
+        return Done(mark(resp));
     }
     let Some(slot) = cluster.breakers.retry_slot(*this.priority) else {
         cluster.stats.rq_retry_overflow.increment(1);
