@@ -380,6 +380,16 @@ pub struct SendFlags {
     pub priority: RoutingPriority,
 }
 
+#[cold]
+fn copy_head(req: &Request<ReqBody>) -> http::request::Parts {
+    let mut copy = Request::new(());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy.into_parts().0
+}
+
 /// Sends `req` to `ep` over a pooled connection, holding `guard` (see
 /// [`UpstreamGuard::acquire`]), which is returned with the response and
 /// must live as long as its body.
@@ -387,6 +397,7 @@ pub struct SendFlags {
 /// Not an `async fn`: its request argument would stay in the future next
 /// to the path's own copy. Each path is its own future and the request's
 /// future is the larger of the two.
+#[inline]
 pub fn send<'a>(
     ep: &'a Arc<Endpoint>,
     req: Request<ReqBody>,
@@ -396,20 +407,10 @@ pub fn send<'a>(
     keep: Option<&'a mut Option<http::request::Parts>>,
 ) -> impl Future<Output = Result<(Response<UpstreamBody>, UpstreamGuard), UpstreamError>> + 'a {
     if use_h2 {
-        // hyper takes the request: a retry needs a copy of its head.
-        let req = match keep {
-            Some(k) => {
-                let (parts, body) = req.into_parts();
-                let mut copy = Request::new(());
-                *copy.method_mut() = parts.method.clone();
-                *copy.uri_mut() = parts.uri.clone();
-                *copy.version_mut() = parts.version;
-                *copy.headers_mut() = parts.headers.clone();
-                *k = Some(copy.into_parts().0);
-                Request::from_parts(parts, body)
-            }
-            None => req,
-        };
+        if let Some(k) = keep {
+            // hyper takes the request: a retry needs a copy of its head.
+            *k = Some(copy_head(&req));
+        }
         Either::H2(send_h2(ep, req, flags.priority, guard))
     } else {
         Either::H1(send_h1(ep, req, flags, guard, keep))

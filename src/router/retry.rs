@@ -105,7 +105,18 @@ impl Retry {
         if self.has(RetryOn::RetriableStatusCodes) && self.codes.contains(&status) {
             return true;
         }
-        // gRPC: trailers-only responses carry grpc-status in the headers.
+        // gRPC: trailers-only responses carry grpc-status in the headers
+        // (looked up only when a gRPC condition is set).
+        let grpc = [
+            RetryOn::Cancelled,
+            RetryOn::DeadlineExceeded,
+            RetryOn::ResourceExhausted,
+            RetryOn::Internal,
+            RetryOn::Unavailable,
+        ];
+        if !grpc.iter().any(|c| self.has(*c)) {
+            return false;
+        }
         if let Some(code) = resp
             .headers()
             .get("grpc-status")
@@ -225,37 +236,50 @@ pub struct RetryService<'a, S> {
 
 type Resp = Response<RespBody>;
 
-/// What a retrying request's tries send: the downstream head for the first
-/// (each later try sends the head its predecessor prepared, see
-/// [`Try::prepared`]), and the body, read in full, for every try.
+/// What a retrying request's tries send: the body, read in full, every
+/// time; and a request head, the downstream one for the first try and
+/// afterwards the upstream one the last try prepared and sent (see
+/// [`Try::prepared`]), which is sent again with only its attempt count
+/// changed.
 struct Replay {
     version: Version,
-    first: Option<http::request::Parts>,
+    head: Option<http::request::Parts>,
     body: Option<Bytes>,
+    sent: bool,
 }
 
 impl Replay {
     fn new(parts: http::request::Parts, body: Option<Bytes>) -> Replay {
         Replay {
             version: parts.version,
-            first: Some(parts),
+            head: Some(parts),
             body,
+            sent: false,
         }
     }
 
-    /// The next try's request: the downstream one the first time; later,
-    /// only the body and the downstream version.
-    fn request(&mut self) -> Request<DownBody> {
+    /// The next try's request and the prepared head it sends again (none
+    /// the first time: the request is the downstream one).
+    fn request(&mut self) -> (Request<DownBody>, Option<http::request::Parts>) {
         let body = DownBody::Buffered(self.body.clone());
-        match self.first.take() {
-            Some(parts) => Request::from_parts(parts, body),
-            None => {
-                let mut r = Request::new(body);
-                *r.version_mut() = self.version;
-                r
-            }
+        if !std::mem::replace(&mut self.sent, true)
+            && let Some(parts) = self.head.take()
+        {
+            return (Request::from_parts(parts, body), None);
         }
+        let mut r = Request::new(body);
+        *r.version_mut() = self.version;
+        (r, self.head.take())
     }
+}
+
+/// What a retrying request holds, as it goes.
+enum Held {
+    Request(Request<DownBody>),
+    /// The head, while the body is read.
+    Parts(http::request::Parts),
+    Replay(Replay),
+    Gone,
 }
 
 /// Marks `resp` as Legate's own.
@@ -301,15 +325,12 @@ impl<'a, S: OneTry + Clone> Service<Request<DownBody>> for RetryService<'a, S> {
             timeout: self.timeout,
             priority: self.priority,
             inner: self.inner.clone(),
-            req: Some(req),
-            parts: None,
-            replay: None,
+            held: Held::Request(req),
             cluster: None,
             deadline: None,
             avoid: Vec::new(),
             n: 0,
             slot: None,
-            prepared: None,
             state: State::Start,
         }
     }
@@ -317,10 +338,10 @@ impl<'a, S: OneTry + Clone> Service<Request<DownBody>> for RetryService<'a, S> {
 
 #[pin_project(project = StateProj)]
 enum State<F> {
-    /// The request is in `req`: see whether it can be replayed.
+    /// The request is held: see whether it can be replayed.
     Start,
-    /// Reading a replayable body in full.
-    Collecting(#[pin] Collect<DownBody>),
+    /// Reading a replayable body in full (boxed: most requests have none).
+    Collecting(Pin<Box<Collect<DownBody>>>),
     /// Not replayable (or no cluster to retry against): one try.
     Once(#[pin] F),
     Trying(#[pin] F),
@@ -328,7 +349,7 @@ enum State<F> {
 }
 
 /// A retrying request: written out as a state machine (not an `async`
-/// block) so it needs no allocation of its own and moves no large state.
+/// block) so it needs no allocation of its own and stays small to move.
 #[pin_project(project = RetryProj)]
 pub struct RetryFuture<'a, S: OneTry> {
     policy: &'a Retry,
@@ -337,9 +358,7 @@ pub struct RetryFuture<'a, S: OneTry> {
     timeout: Option<Duration>,
     priority: RoutingPriority,
     inner: S,
-    req: Option<Request<DownBody>>,
-    parts: Option<http::request::Parts>,
-    replay: Option<Replay>,
+    held: Held,
     cluster: Option<Arc<Cluster>>,
     deadline: Option<Instant>,
     avoid: Vec<Arc<Endpoint>>,
@@ -347,10 +366,12 @@ pub struct RetryFuture<'a, S: OneTry> {
     n: u32,
     /// The retry in flight's place under the circuit breaker.
     slot: Option<RetrySlot>,
-    /// The head the last try sent, for the next.
-    prepared: Option<http::request::Parts>,
     #[pin]
     state: State<S::Future>,
+}
+
+fn internal_error() -> Resp {
+    local(local_reply(StatusCode::INTERNAL_SERVER_ERROR, ""))
 }
 
 impl<S: OneTry> Future for RetryFuture<'_, S> {
@@ -361,11 +382,8 @@ impl<S: OneTry> Future for RetryFuture<'_, S> {
         loop {
             let next = match this.state.as_mut().project() {
                 StateProj::Start => {
-                    let Some(req) = this.req.take() else {
-                        return Poll::Ready(Ok(local(local_reply(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            "",
-                        ))));
+                    let Held::Request(req) = std::mem::replace(this.held, Held::Gone) else {
+                        return Poll::Ready(Ok(internal_error()));
                     };
                     let empty = http_body::Body::is_end_stream(req.body());
                     let length = req
@@ -380,26 +398,23 @@ impl<S: OneTry> Future for RetryFuture<'_, S> {
                     } else {
                         let (parts, body) = req.into_parts();
                         if empty {
-                            *this.replay = Some(Replay::new(parts, None));
+                            *this.held = Held::Replay(Replay::new(parts, None));
                             match begin(&mut this) {
                                 Next(next) => next,
                                 Done(resp) => return Poll::Ready(Ok(resp)),
                             }
                         } else {
-                            *this.parts = Some(parts);
-                            State::Collecting(body.collect())
+                            *this.held = Held::Parts(parts);
+                            State::Collecting(Box::pin(body.collect()))
                         }
                     }
                 }
-                StateProj::Collecting(body) => match ready!(body.poll(cx)) {
+                StateProj::Collecting(body) => match ready!(body.as_mut().poll(cx)) {
                     Ok(b) => {
-                        let Some(parts) = this.parts.take() else {
-                            return Poll::Ready(Ok(local(local_reply(
-                                StatusCode::INTERNAL_SERVER_ERROR,
-                                "",
-                            ))));
+                        let Held::Parts(parts) = std::mem::replace(this.held, Held::Gone) else {
+                            return Poll::Ready(Ok(internal_error()));
                         };
-                        *this.replay = Some(Replay::new(parts, Some(b.to_bytes())));
+                        *this.held = Held::Replay(Replay::new(parts, Some(b.to_bytes())));
                         match begin(&mut this) {
                             Next(next) => next,
                             Done(resp) => return Poll::Ready(Ok(resp)),
@@ -466,12 +481,12 @@ fn flag(mut resp: Resp, flags: ResponseFlags) -> Resp {
 /// The request is replayable: pick the cluster once for every try, start
 /// the route timeout's clock, make the first try.
 fn begin<S: OneTry>(this: &mut Proj<'_, '_, S>) -> Step<S::Future> {
-    let Some(replay) = this.replay.as_mut() else {
-        return Done(local(local_reply(StatusCode::INTERNAL_SERVER_ERROR, "")));
+    let Held::Replay(replay) = this.held else {
+        return Done(internal_error());
     };
     let Some(cluster) = this.target.pick().cloned() else {
         // No such cluster: the try answers it (503, NC).
-        return Next(State::Once(this.inner.call((replay.request(), None))));
+        return Next(State::Once(this.inner.call((replay.request().0, None))));
     };
     *this.cluster = Some(cluster);
     *this.deadline = this.timeout.map(|t| Instant::now() + t);
@@ -481,8 +496,8 @@ fn begin<S: OneTry>(this: &mut Proj<'_, '_, S>) -> Step<S::Future> {
 /// Starts the next try, with the per-try timeout cut to what is left of
 /// the route timeout (the try's own timer enforces both).
 fn next_try<S: OneTry>(this: &mut Proj<'_, '_, S>) -> Step<S::Future> {
-    let (Some(cluster), Some(replay)) = (this.cluster.as_ref(), this.replay.as_mut()) else {
-        return Done(local(local_reply(StatusCode::INTERNAL_SERVER_ERROR, "")));
+    let (Some(cluster), Held::Replay(replay)) = (this.cluster.as_ref(), &mut *this.held) else {
+        return Done(internal_error());
     };
     *this.n += 1;
     let left = this
@@ -495,8 +510,9 @@ fn next_try<S: OneTry>(this: &mut Proj<'_, '_, S>) -> Step<S::Future> {
         (Some(p), Some(l)) => Some(p.min(l)),
         (p, l) => p.or(l),
     };
+    let (req, prepared) = replay.request();
     let t = Try {
-        prepared: this.prepared.take(),
+        prepared,
         cluster: cluster.clone(),
         avoid: if this.policy.previous_hosts {
             std::mem::take(this.avoid)
@@ -508,7 +524,7 @@ fn next_try<S: OneTry>(this: &mut Proj<'_, '_, S>) -> Step<S::Future> {
         used: None,
         failure: None,
     };
-    Next(State::Trying(this.inner.call((replay.request(), Some(t)))))
+    Next(State::Trying(this.inner.call((req, Some(t)))))
 }
 
 /// A try's outcome: the response to return (`Err`), or the back-off
@@ -517,7 +533,13 @@ fn after_try<S: OneTry>(this: &mut Proj<'_, '_, S>, resp: Resp, t: Option<Try>) 
     let Some(mut t) = t else {
         return Done(resp);
     };
-    *this.prepared = t.prepared.take();
+    let prepared = match &mut *this.held {
+        Held::Replay(r) => {
+            r.head = t.prepared.take();
+            r.head.is_some()
+        }
+        _ => false,
+    };
     let Some(cluster) = this.cluster.as_ref() else {
         return Done(resp);
     };
@@ -545,7 +567,7 @@ fn after_try<S: OneTry>(this: &mut Proj<'_, '_, S>, resp: Resp, t: Option<Try>) 
         cluster.stats.rq_retry_limit_exceeded.increment(1);
         return Done(flag(mark(resp), ResponseFlags::URX));
     }
-    if this.prepared.is_none() {
+    if !prepared {
         // The try failed before it had a request to send: nothing to send
         // again (such failures are not retriable; this is a safeguard).
         return Done(mark(resp));
