@@ -467,21 +467,20 @@ pub(crate) async fn send_h1(
     guard: UpstreamGuard,
     keep: Option<&mut Option<http::request::Parts>>,
 ) -> Result<(Response<UpstreamBody>, UpstreamGuard), UpstreamError> {
-    let (parts, body) = req.into_parts();
     let mut exchange = match ep.pool.pop_idle(ep.settings.idle_timeout) {
-        Some(conn) => {
-            let exchange = start_h1(conn, true, &parts, body, flags);
-            give(keep, parts);
-            exchange
-        }
+        Some(conn) => start_h1(conn, true, req, flags, keep),
         // New connections are the rare path; boxed to keep this future small.
         None => {
             Box::pin(async move {
-                let acquired = acquire_h1(ep, flags.priority).await;
-                let exchange =
-                    acquired.map(|(conn, reused)| start_h1(conn, reused, &parts, body, flags));
-                give(keep, parts);
-                exchange
+                match acquire_h1(ep, flags.priority).await {
+                    Ok((conn, reused)) => Ok(start_h1(conn, reused, req, flags, keep)),
+                    Err(e) => {
+                        if let Some(k) = keep {
+                            *k = Some(req.into_parts().0);
+                        }
+                        Err(e)
+                    }
+                }
             })
             .await?
         }
@@ -509,22 +508,21 @@ pub(crate) async fn send_h1(
     Ok((resp, guard))
 }
 
+/// Writes the request head out on `conn`; the head then goes to a caller
+/// that keeps it (a retrying route's next try sends it again).
 fn start_h1(
     conn: Box<H1Conn>,
     reused: bool,
-    parts: &http::request::Parts,
-    body: ReqBody,
+    req: Request<ReqBody>,
     flags: SendFlags,
+    keep: Option<&mut Option<http::request::Parts>>,
 ) -> Exchange {
-    Exchange::new(conn, reused, parts, body, flags.upgrade, flags.raw_head)
-}
-
-/// Hands the request head, written out already, to a caller that keeps it
-/// (a retrying route's next try sends it again).
-fn give(keep: Option<&mut Option<http::request::Parts>>, parts: http::request::Parts) {
+    let (parts, body) = req.into_parts();
+    let exchange = Exchange::new(conn, reused, &parts, body, flags.upgrade, flags.raw_head);
     if let Some(k) = keep {
         *k = Some(parts);
     }
+    exchange
 }
 
 /// Held for the life of an upstream response: releases the HTTP/2 stream

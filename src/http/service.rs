@@ -809,70 +809,72 @@ async fn forward(
             // connection's clock; HTTP/2 streams on a tokio timer each.
             let clock = (!downstream_h2).then_some(&conn.clock);
             let mut timer = RouteTimer::start(clock, t);
-            let mut call = std::pin::pin!(call);
-            let r = loop {
-                tokio::select! {
-                    biased;
-                    r = &mut call => break Some(r),
-                    state = async {
-                        let rx = upload.as_mut()?;
-                        rx.changed().await.ok()?;
-                        Some(*rx.borrow())
-                    }, if upload.is_some() => match state {
-                        // The upload ended: the clock starts now.
-                        Some(Upload::Done) => {
-                            upload = None;
-                            timer.restart(t);
-                        }
-                        Some(_) => {}
-                        // The body failed: the call fails with it; keep a
-                        // deadline all the same.
-                        None => {
-                            upload = None;
-                            timer.restart(t);
-                        }
-                    },
-                    _ = std::future::poll_fn(|cx| timer.poll_expired(cx)) => {
-                        let uploading = upload
-                            .as_ref()
-                            .is_some_and(|rx| *rx.borrow() == Upload::Sending);
-                        if uploading {
-                            // A slow upload is not a slow upstream: wait for
-                            // its end (the timer restarts there).
-                            timer.pause();
-                        } else {
-                            break None;
+            let r = {
+                let mut call = std::pin::pin!(call);
+                loop {
+                    tokio::select! {
+                        biased;
+                        r = &mut call => break Some(r),
+                        state = async {
+                            let rx = upload.as_mut()?;
+                            rx.changed().await.ok()?;
+                            Some(*rx.borrow())
+                        }, if upload.is_some() => match state {
+                            // The upload ended: the clock starts now.
+                            Some(Upload::Done) => {
+                                upload = None;
+                                timer.restart(t);
+                            }
+                            Some(_) => {}
+                            // The body failed: the call fails with it; keep a
+                            // deadline all the same.
+                            None => {
+                                upload = None;
+                                timer.restart(t);
+                            }
+                        },
+                        _ = std::future::poll_fn(|cx| timer.poll_expired(cx)) => {
+                            let uploading = upload
+                                .as_ref()
+                                .is_some_and(|rx| *rx.borrow() == Upload::Sending);
+                            if uploading {
+                                // A slow upload is not a slow upstream: wait for
+                                // its end (the timer restarts there).
+                                timer.pause();
+                            } else {
+                                break None;
+                            }
                         }
                     }
                 }
             };
-            if r.is_some() {
-                if upload.is_some() {
-                    // The upstream answered before the upload ended; time
-                    // the rest of the exchange from here.
-                    timer.restart(t);
+            // (The call is gone here: the head it kept is free to hand on.)
+            let Some(r) = r else {
+                report(cluster, &endpoint, Outcome::Timeout);
+                cluster.stats.rq_timeout.increment(1);
+                cluster.stats.rq[4].increment(1);
+                if let Some(t) = try_.as_deref_mut() {
+                    t.failure = Some(Failure::Timeout);
+                    t.prepared = keep.take();
                 }
-                deadline = Some(timer);
+                return Err(flagged(
+                    local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout"),
+                    ResponseFlags::UT,
+                ));
+            };
+            if upload.is_some() {
+                // The upstream answered before the upload ended; time the
+                // rest of the exchange from here.
+                timer.restart(t);
             }
+            deadline = Some(timer);
             r
         }
-        None => Some(call.await),
+        None => call.await,
     };
     if let Some(t) = try_.as_deref_mut() {
-        t.prepared = keep;
+        t.prepared = keep.take();
     }
-    let Some(result) = result else {
-        report(cluster, &endpoint, Outcome::Timeout);
-        cluster.stats.rq_timeout.increment(1);
-        cluster.stats.rq[4].increment(1);
-        if let Some(t) = try_.as_deref_mut() {
-            t.failure = Some(Failure::Timeout);
-        }
-        return Err(flagged(
-            local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout"),
-            ResponseFlags::UT,
-        ));
-    };
     let (resp, guard) = match result {
         Ok(r) => r,
         Err(UpstreamError::Overflow(r)) => {
