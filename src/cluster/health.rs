@@ -945,14 +945,11 @@ pub fn start(cluster: &Arc<Cluster>, checks: &[model::HealthCheck]) {
 
 /// Keeps one session per endpoint and check while the cluster lives.
 async fn supervise(shared: Arc<Shared>, specs: Vec<Arc<Spec>>) {
-    // New endpoints are found within this (their first check is due at
-    // once, so it bounds how long they wait for traffic).
-    let poll = specs
-        .iter()
-        .map(|s| s.interval / 2)
-        .min()
-        .unwrap_or(Duration::from_millis(200))
-        .clamp(Duration::from_millis(10), Duration::from_millis(200));
+    // Woken when the endpoint list changes (and ended when the cluster
+    // goes): new endpoints get their sessions at once.
+    let Some(mut membership) = shared.cluster.upgrade().map(|c| c.watch_membership()) else {
+        return;
+    };
     // Aborts every session when the supervisor ends.
     let mut tasks = JoinSet::new();
     let mut sessions: HashMap<usize, (Weak<Endpoint>, Vec<AbortHandle>)> = HashMap::new();
@@ -1013,7 +1010,9 @@ async fn supervise(shared: Arc<Shared>, specs: Vec<Arc<Spec>>) {
             }
         }
         while tasks.try_join_next().is_some() {}
-        tokio::time::sleep(poll).await;
+        if membership.changed().await.is_err() {
+            return;
+        }
     }
 }
 

@@ -134,6 +134,9 @@ pub struct Cluster {
     /// Serialises rebuilds of the endpoint set (endpoint updates, health
     /// and outlier changes); never held across an `.await`.
     rebuild: Mutex<()>,
+    /// Counts changes of the endpoint list (not of their health), for the
+    /// health checker to follow; its receivers see the cluster go.
+    membership: tokio::sync::watch::Sender<u64>,
     /// Limits on connections, pending requests, requests and retries.
     pub breakers: Arc<breaker::Breakers>,
     /// Outlier detection, when configured.
@@ -172,6 +175,7 @@ impl Cluster {
                 .map(|o| outlier::Detector::new(&m.name, o)),
             endpoints: ArcSwap::from_pointee(EndpointSet::empty()),
             rebuild: Mutex::new(()),
+            membership: tokio::sync::watch::Sender::new(0),
         });
         if m.discovery != DiscoveryType::StrictDns {
             cluster.set_endpoints(&Cluster::specs(m));
@@ -227,6 +231,13 @@ impl Cluster {
             .collect();
         self.stats.membership.set(all.len() as f64);
         self.store(all);
+        self.membership.send_modify(|n| *n += 1);
+    }
+
+    /// Follows changes of the endpoint list; `changed()` fails once the
+    /// cluster is gone.
+    pub fn watch_membership(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.membership.subscribe()
     }
 
     /// Sets the `on` bits and clears the `off` bits of `ep`'s flags;
