@@ -213,12 +213,23 @@ impl Cluster {
                     .find(|e| e.spec() == *s)
                     .cloned()
                     .unwrap_or_else(|| {
+                        // An address the cluster had (its weight, priority
+                        // or EDS status changed) keeps its health-check
+                        // state until its checks run again; an outlier
+                        // ejection ends with the old endpoint.
+                        let flags = current
+                            .all
+                            .iter()
+                            .find(|e| e.addr == s.addr)
+                            .map_or(self.initial_flags, |e| {
+                                e.flags() & !flag::FAILED_OUTLIER_CHECK
+                            });
                         Arc::new(Endpoint {
                             addr: s.addr,
                             weight: s.weight,
                             priority: s.priority,
                             health: s.health,
-                            flags: AtomicU8::new(self.initial_flags),
+                            flags: AtomicU8::new(flags),
                             active: AtomicUsize::new(0),
                             pool: Pool::new(&self.settings),
                             settings: self.settings.clone(),
@@ -413,5 +424,40 @@ async fn dns_loop(weak: Weak<Cluster>, targets: Vec<(String, u32)>, every: Durat
         }
         drop(cluster);
         tokio::time::sleep(every).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_that_stays_keeps_its_health_check_state() {
+        let c = Cluster::new(&model::Cluster {
+            name: "keep".into(),
+            ..Default::default()
+        });
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        // As a health-checked cluster's endpoints start.
+        let pending = flag::FAILED_ACTIVE_HC | flag::PENDING_ACTIVE_HC;
+        let c = Arc::new(Cluster {
+            initial_flags: pending,
+            ..Arc::try_unwrap(c).ok().unwrap()
+        });
+        c.set_endpoints(&[EndpointSpec::new(a, 1)]);
+        let ep = c.endpoints().all[0].clone();
+        assert_eq!(ep.flags(), pending);
+        // Its checks pass; then it is ejected.
+        c.set_flags(&ep, flag::FAILED_OUTLIER_CHECK, pending);
+        assert!(c.endpoints().endpoints.is_empty() || c.endpoints().panic);
+        // A weight change makes a new endpoint for the same address: it
+        // keeps the passing checks, not the ejection; a new address waits.
+        c.set_endpoints(&[EndpointSpec::new(a, 5), EndpointSpec::new(b, 1)]);
+        let set = c.endpoints();
+        assert_eq!(set.all[0].flags(), 0);
+        assert_eq!(set.all[1].flags(), pending);
+        assert_eq!(set.endpoints.len(), 1);
+        assert_eq!(set.endpoints[0].addr, a);
     }
 }

@@ -141,6 +141,16 @@ impl Detector {
         self.epoch.elapsed().as_millis() as u64
     }
 
+    fn count_active(&self, cluster: &Cluster) {
+        let n = cluster
+            .endpoints()
+            .all
+            .iter()
+            .filter(|e| e.flags() & flag::FAILED_OUTLIER_CHECK != 0)
+            .count();
+        self.active.set(n as f64);
+    }
+
     /// Records one request's outcome on `ep`; may eject it.
     pub fn report(&self, cluster: &Cluster, ep: &Endpoint, outcome: Outcome) {
         let s = &ep.outlier;
@@ -249,7 +259,7 @@ impl Detector {
         drop(set);
         cluster.set_flags(ep, flag::FAILED_OUTLIER_CHECK, 0);
         self.enforced[kind as usize].increment(1);
-        self.active.increment(1.0);
+        self.count_active(cluster);
         tracing::info!(cluster = %cluster.name, endpoint = %ep.addr, reason = kind.as_str(), ejection = ?time, times, "outlier detection: endpoint ejected");
         true
     }
@@ -276,7 +286,6 @@ impl Detector {
                     }
                     s.ejected_until_ms.store(now, Ordering::Release);
                     cluster.set_flags(ep, 0, flag::FAILED_OUTLIER_CHECK);
-                    self.active.decrement(1.0);
                     tracing::info!(cluster = %cluster.name, endpoint = %ep.addr, "outlier detection: endpoint returned");
                 }
             } else if s.times_ejected.load(Ordering::Relaxed) > 0
@@ -288,6 +297,9 @@ impl Detector {
                 s.ejected_until_ms.store(now, Ordering::Release);
             }
         }
+        // Counted, not tracked: an ejected endpoint may have left the
+        // cluster since.
+        self.count_active(cluster);
         // This interval's counts, taken (and reset) for every endpoint.
         let counts: Vec<(u32, u32, u32, u32)> = all
             .iter()
