@@ -17,7 +17,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// The mesh: `frontend` (the caller) and `reviews` with three versions,
-/// an A/B rule by header, a rewrite, and a v1/v2 split.
+/// an A/B rule by header, a rewrite, a v1/v2 split, and a destination
+/// policy (circuit breakers and outlier detection, never reached).
 fn mesh_yaml(v: &[SocketAddr; 3], split: (u32, u32)) -> String {
     format!(
         r#"services:
@@ -29,6 +30,11 @@ fn mesh_yaml(v: &[SocketAddr; 3], split: (u32, u32)) -> String {
       - {{ address: "{}", labels: {{ version: v1 }} }}
       - {{ address: "{}", labels: {{ version: v2 }} }}
       - {{ address: "{}", labels: {{ version: v3 }} }}
+    policy:
+      connection_pool:
+        tcp: {{ max_connections: 500 }}
+        http: {{ http1_max_pending_requests: 400, http2_max_requests: 1000, max_retries: 50 }}
+      outlier_detection: {{ consecutive_5xx_errors: 1000, interval: 30s, base_ejection_time: 30s, max_ejection_percent: 50 }}
     subsets:
       - {{ name: v1, labels: {{ version: v1 }} }}
       - {{ name: v2, labels: {{ version: v2 }} }}
@@ -473,6 +479,10 @@ async fn envoy_follows_the_mesh(api: &str) {
     }
     let dump = get(admin, "admin", "/config_dump", &[]).await.text();
     assert!(dump.contains("outbound|9080|v3|reviews.default.svc.cluster.local"));
+    // The destination policy arrived as circuit breakers and outlier
+    // detection Envoy accepted.
+    assert!(dump.contains("\"max_pending_requests\": 400"), "{dump}");
+    assert!(dump.contains("\"consecutive_5xx\": 1000"), "{dump}");
 
     // A live change reaches Envoy too.
     mesh.save(&mesh_yaml(&[v[0].addr, v[1].addr, v[2].addr], (0, 100)));
