@@ -709,7 +709,8 @@ async fn forward(
     // request it is given carries only the body and the downstream version).
     let prepared = try_.as_deref_mut().and_then(|t| t.prepared.take());
     let downstream_h2 = req.version() == Version::HTTP_2;
-    let upgrade = prepared.is_none() && is_upgrade(&req);
+    // A retrying route's tries are never upgrades (those are sent once).
+    let upgrade = try_.is_none() && is_upgrade(&req);
     let use_h2 = match cluster.protocol {
         UpstreamProtocol::Http1 => false,
         UpstreamProtocol::Http2 => true,

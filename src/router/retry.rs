@@ -489,20 +489,24 @@ fn begin<S: OneTry>(this: &mut Proj<'_, '_, S>) -> Step<S::Future> {
         return Next(State::Once(this.inner.call((replay.request().0, None))));
     };
     *this.cluster = Some(cluster);
-    *this.deadline = this.timeout.map(|t| Instant::now() + t);
-    next_try(this)
+    let now = Instant::now();
+    *this.deadline = this.timeout.map(|t| now + t);
+    try_at(this, now)
 }
 
-/// Starts the next try, with the per-try timeout cut to what is left of
-/// the route timeout (the try's own timer enforces both).
+/// Starts the next try (see [`try_at`]).
 fn next_try<S: OneTry>(this: &mut Proj<'_, '_, S>) -> Step<S::Future> {
+    try_at(this, Instant::now())
+}
+
+/// Starts the next try at `now`, with the per-try timeout cut to what is
+/// left of the route timeout (the try's own timer enforces both).
+fn try_at<S: OneTry>(this: &mut Proj<'_, '_, S>, now: Instant) -> Step<S::Future> {
     let (Some(cluster), Held::Replay(replay)) = (this.cluster.as_ref(), &mut *this.held) else {
         return Done(internal_error());
     };
     *this.n += 1;
-    let left = this
-        .deadline
-        .map(|d| d.saturating_duration_since(Instant::now()));
+    let left = this.deadline.map(|d| d.saturating_duration_since(now));
     if left.is_some_and(|l| l.is_zero()) {
         return Done(timed_out(cluster));
     }
