@@ -307,3 +307,39 @@ async fn request_heads_past_64_kib_are_read_whole_when_allowed() {
         Some(big.len())
     );
 }
+
+/// A body that is malformed is the client's protocol error (flag DPE); one
+/// the client stops sending by leaving is a downstream connection
+/// termination (flag DC). Both count in the listener's flag counter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_uploads_are_flagged_by_why() {
+    let (p, _up) = legate().await;
+    let flag = |f: &'static str| {
+        let p = &p;
+        async move {
+            metric(
+                p,
+                "legate_http_response_flags_total",
+                &[("listener", "web"), ("flag", f)],
+            )
+            .await
+            .unwrap_or(0.0)
+        }
+    };
+    let (dpe, dc) = (flag("DPE").await, flag("DC").await);
+    let mut c = connect(&p).await;
+    c.get_mut()
+        .write_all(b"POST /up/echo HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nhello\r\n")
+        .await
+        .unwrap();
+    assert_eq!(answer(&mut c).await.status, 400);
+    eventually("DPE counted", || async { flag("DPE").await > dpe }).await;
+    // Ten bytes of a hundred, then the client is gone.
+    let mut c = connect(&p).await;
+    c.get_mut()
+        .write_all(b"POST /up/echo HTTP/1.1\r\nhost: a\r\ncontent-length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    drop(c);
+    eventually("DC counted", || async { flag("DC").await > dc }).await;
+}

@@ -126,6 +126,24 @@ async fn statuses() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     assert!(timeouts >= 1, "no timeout counted\n{stats}");
+    // Each answer carries Envoy's response flag (other tests here share
+    // the listener: at least this test's).
+    for (flag, at_least) in [
+        ("NR", 2.0),
+        ("UH", 1.0),
+        ("UF", 1.0),
+        ("UC", 1.0),
+        ("UT", 1.0),
+    ] {
+        let n = metric(
+            &p,
+            "legate_http_response_flags_total",
+            &[("listener", "web"), ("flag", flag)],
+        )
+        .await
+        .unwrap_or(0.0);
+        assert!(n >= at_least, "{flag}: {n}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

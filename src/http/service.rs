@@ -1009,8 +1009,30 @@ fn upstream_flag(e: &UpstreamError) -> ResponseFlags {
         UpstreamError::Reset(h) if remote_reset(h) => ResponseFlags::UR,
         UpstreamError::Reset(_) | UpstreamError::Disconnected(_) => ResponseFlags::UC,
         UpstreamError::Protocol(_) => ResponseFlags::UPE,
+        UpstreamError::RequestBody(e) if client_left(e) => ResponseFlags::DC,
         UpstreamError::RequestBody(_) => ResponseFlags::DPE,
         UpstreamError::Overflow(_) => ResponseFlags::UO,
+    }
+}
+
+/// Whether a request body failed because the client went away (flag DC)
+/// rather than because it was malformed (DPE).
+fn client_left(e: &crate::cluster::h1::H1Error) -> bool {
+    use crate::cluster::h1::H1Error;
+    use crate::http::body::DownBodyError;
+    let H1Error::Body(b) = e else {
+        return false;
+    };
+    match b.downcast_ref::<DownBodyError>() {
+        Some(DownBodyError::H1(H1Error::Closed | H1Error::Io(_))) => true,
+        Some(DownBodyError::H2(h)) => {
+            h.is_canceled()
+                || h.is_closed()
+                || h.is_incomplete_message()
+                || remote_reset(h)
+                || std::error::Error::source(h).is_some_and(|s| s.is::<std::io::Error>())
+        }
+        _ => false,
     }
 }
 
