@@ -927,3 +927,49 @@ mod grpc {
         }
     }
 }
+
+/// A route with retries sends an upgrade once, as a plain route does, and
+/// the tunnel works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_go_through_a_retrying_route() {
+    let up = upgrade_upstream().await;
+    let p = proxy(
+        r#"
+listeners:
+  - name: main
+    address: "127.0.0.1:0"
+    http:
+      route_config:
+        virtual_hosts:
+          - name: all
+            domains: ["*"]
+            routes:
+              - match: { prefix: / }
+                route: { cluster: backend, retry: { retry_on: [5xx, reset], num_retries: 2 } }
+clusters:
+  - name: backend
+    endpoints: [{ address: "{{UPSTREAM}}" }]
+"#,
+        &[("UPSTREAM", up.to_string())],
+    )
+    .await;
+    let addr = p.listener_addr("main").expect("listener bound");
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut buf = Vec::new();
+    stream
+        .write_all(
+            b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let head = within("101 response head", read_head(&mut stream, &mut buf))
+        .await
+        .expect("a response");
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    stream.write_all(b"ping through").await.unwrap();
+    let mut echoed = vec![0; 12];
+    within("echo", stream.read_exact(&mut echoed))
+        .await
+        .unwrap();
+    assert_eq!(echoed, b"ping through");
+}

@@ -146,10 +146,12 @@ macro_rules! act {
                 resp
             }
             Action::Redirect(rd) => redirect(rd, &req),
-            Action::Forward(fwd) => match forward(chain, conn, vh, route, fwd, req, None).await {
-                Ok(proxied) => return proxied,
-                Err(local) => local,
-            },
+            Action::Forward(fwd) => {
+                match forward::<false>(chain, conn, vh, route, fwd, req, None).await {
+                    Ok(proxied) => return proxied,
+                    Err(local) => local,
+                }
+            }
         };
         route.response_headers.apply(resp.headers_mut());
         vh.response_headers.apply(resp.headers_mut());
@@ -286,7 +288,7 @@ async fn one_try(
     req: Request<DownBody>,
     mut try_: Option<Try>,
 ) -> Result<(Response<RespBody>, Option<Try>), Infallible> {
-    let resp = match forward(chain, conn, vh, route, fwd, req, try_.as_mut()).await {
+    let resp = match forward::<true>(chain, conn, vh, route, fwd, req, try_.as_mut()).await {
         Ok(resp) => resp,
         Err(local) => {
             match try_.as_mut() {
@@ -677,7 +679,10 @@ fn prepare(
     Ok(())
 }
 
-async fn forward(
+/// `RETRY`: a retrying route's try (`try_` set, unless the request is
+/// sent once); a plain route's request compiles without the retry
+/// bookkeeping.
+async fn forward<const RETRY: bool>(
     chain: &HttpChain,
     conn: &ConnInfo,
     vh: &VirtualHost,
@@ -707,10 +712,14 @@ async fn forward(
     };
     // A retry brings the upstream request head its first try prepared (the
     // request it is given carries only the body and the downstream version).
-    let prepared = try_.as_deref_mut().and_then(|t| t.prepared.take());
+    let prepared = if RETRY {
+        try_.as_deref_mut().and_then(|t| t.prepared.take())
+    } else {
+        None
+    };
     let downstream_h2 = req.version() == Version::HTTP_2;
     // A retrying route's tries are never upgrades (those are sent once).
-    let upgrade = try_.is_none() && is_upgrade(&req);
+    let upgrade = (!RETRY || try_.is_none()) && is_upgrade(&req);
     let use_h2 = match cluster.protocol {
         UpstreamProtocol::Http1 => false,
         UpstreamProtocol::Http2 => true,
@@ -792,7 +801,7 @@ async fn forward(
     };
     // A retrying route's try keeps the request head it sends, for the next.
     let mut keep: Option<http::request::Parts> = None;
-    let keep_slot = try_.is_some().then_some(&mut keep);
+    let keep_slot = (RETRY && try_.is_some()).then_some(&mut keep);
     let call = pool::send(&endpoint, upstream_req, use_h2, flags, guard, keep_slot);
     // One timer serves the whole exchange, as Envoy's route timeout: it runs
     // from routing while the request waits for a connection or a stream
