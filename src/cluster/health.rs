@@ -665,40 +665,35 @@ pub fn contains_in_order(mut hay: &[u8], needles: &[Vec<u8>]) -> bool {
     true
 }
 
+/// `grpc.health.v1.HealthCheckRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckRequest {
+    #[prost(string, tag = "1")]
+    service: String,
+}
+
+/// `grpc.health.v1.HealthCheckResponse` (`status` is the ServingStatus).
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckResponse {
+    #[prost(int32, tag = "1")]
+    status: i32,
+}
+
 /// A `grpc.health.v1.HealthCheckRequest { service }`, framed.
 fn grpc_request(service: &str) -> Bytes {
-    let mut msg = Vec::with_capacity(service.len() + 6);
-    if !service.is_empty() {
-        msg.push(0x0a); // field 1, length-delimited
-        let mut n = service.len() as u64;
-        while n >= 0x80 {
-            msg.push((n as u8) | 0x80);
-            n >>= 7;
-        }
-        msg.push(n as u8);
-        msg.extend_from_slice(service.as_bytes());
-    }
-    let mut framed = Vec::with_capacity(msg.len() + 5);
+    let msg = HealthCheckRequest {
+        service: service.to_string(),
+    };
+    let len = prost::Message::encoded_len(&msg);
+    let mut framed = Vec::with_capacity(len + 5);
     framed.push(0); // not compressed
-    framed.extend_from_slice(&(msg.len() as u32).to_be_bytes());
-    framed.extend_from_slice(&msg);
+    framed.extend_from_slice(&(len as u32).to_be_bytes());
+    prost::Message::encode_raw(&msg, &mut framed);
     Bytes::from(framed)
 }
 
 /// The `status` of a framed `grpc.health.v1.HealthCheckResponse`.
-pub fn grpc_serving_status(body: &[u8]) -> Result<u64, String> {
-    fn varint(b: &mut &[u8]) -> Option<u64> {
-        let mut v: u64 = 0;
-        for shift in (0..64).step_by(7) {
-            let (&byte, rest) = b.split_first()?;
-            *b = rest;
-            v |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
-    }
+pub fn grpc_serving_status(body: &[u8]) -> Result<i32, String> {
     let Some((head, rest)) = body.split_first_chunk::<5>() else {
         return Err("no gRPC message in the response".into());
     };
@@ -709,29 +704,12 @@ pub fn grpc_serving_status(body: &[u8]) -> Result<u64, String> {
     if rest.len() != len {
         return Err("malformed gRPC response (truncated, or more than one message)".into());
     }
-    let mut b = rest;
-    let mut status = 0;
-    while !b.is_empty() {
-        let key = varint(&mut b).ok_or("malformed HealthCheckResponse")?;
-        let skip = match key & 7 {
-            0 => {
-                let v = varint(&mut b).ok_or("malformed HealthCheckResponse")?;
-                if key >> 3 == 1 {
-                    status = v;
-                }
-                0
-            }
-            1 => 8,
-            2 => varint(&mut b).ok_or("malformed HealthCheckResponse")? as usize,
-            5 => 4,
-            _ => return Err("malformed HealthCheckResponse".into()),
-        };
-        b = b.get(skip..).ok_or("malformed HealthCheckResponse")?;
-    }
-    Ok(status)
+    <HealthCheckResponse as prost::Message>::decode(rest)
+        .map(|r| r.status)
+        .map_err(|e| format!("malformed HealthCheckResponse: {e}"))
 }
 
-fn serving_status_name(s: u64) -> String {
+fn serving_status_name(s: i32) -> String {
     match s {
         0 => "UNKNOWN".into(),
         1 => "SERVING".into(),
