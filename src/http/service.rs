@@ -10,8 +10,8 @@ use super::{ConnInfo, HttpChain};
 use crate::cluster::lb::hash_bytes;
 use crate::cluster::outlier::Outcome;
 use crate::cluster::pool::{self, UpstreamBody, UpstreamError};
-use crate::filters::fault::{Fault, FaultFuture, FaultLayer};
-use crate::filters::ratelimit::{RateLimit, RateLimitFuture, RateLimitLayer};
+use crate::filters::fault::FaultLayer;
+use crate::filters::ratelimit::RateLimitLayer;
 use crate::route::{Action, Forward, HashInput, Redirect, RequestView, Route, VirtualHost};
 use crate::router::retry::{Failure, LocalReply, RetryLayer, Try};
 use crate::telemetry::class_index;
@@ -25,9 +25,9 @@ use pin_project::pin_project;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
+use tower::util::Either;
 use tower::{Layer, Service};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -173,84 +173,42 @@ fn with_filters<'a>(
     route: &'a Route,
     req: Request<DownBody>,
 ) -> impl Future<Output = Result<Response<RespBody>, Infallible>> + Send + 'a {
-    if let Action::Forward(fwd) = &route.action
+    let action = if let Action::Forward(fwd) = &route.action
         && let Some(policy) = &fwd.retry
     {
         let one_try = tower::service_fn(move |(req, try_): (Request<DownBody>, Option<Try>)| {
             Box::pin(one_try(chain, conn, vh, route, fwd, req, try_))
         });
         let retries = RetryLayer::new(policy, &fwd.target, fwd.timeout, fwd.priority);
-        let action = tower::service_fn(move |req| LocalHeaders {
+        Either::Left(tower::service_fn(move |req| LocalHeaders {
             inner: retries.layer(one_try).call(req),
             route,
             vh,
-        });
-        return Either::Left(filtered(chain, route, action, req));
-    }
-    // Boxed, as a try is above: the filters hold and move a pointer.
-    let action = tower::service_fn(move |req| {
-        Box::pin(
-            async move { Ok::<_, Infallible>(async { act!(chain, conn, vh, route, req) }.await) },
-        )
-    });
-    Either::Right(filtered(chain, route, action, req))
-}
-
-/// `action` under the route's rate limit and fault injection.
-fn filtered<S>(chain: &HttpChain, route: &Route, action: S, req: Request<DownBody>) -> Filtered<S>
-where
-    S: Service<Request<DownBody>, Response = Response<RespBody>, Error = Infallible> + Clone,
-{
+        }))
+    } else {
+        // Boxed, as a try is above: the filters hold and move a pointer.
+        Either::Right(tower::service_fn(move |req| {
+            Box::pin(async move {
+                Ok::<_, Infallible>(async { act!(chain, conn, vh, route, req) }.await)
+            })
+        }))
+    };
     let stats = &chain.stats;
-    let limit = |l: &Arc<RateLimit>| RateLimitLayer::new(l.clone(), stats.clone());
-    let fault = |f: &Arc<Fault>| FaultLayer::new(f.clone(), stats.clone());
-    match (&route.rate_limit, &route.fault) {
-        (Some(l), Some(f)) => Filtered::Both(limit(l).layer(fault(f).layer(action)).call(req)),
-        (Some(l), None) => Filtered::Limit(limit(l).layer(action).call(req)),
-        (None, Some(f)) => Filtered::Fault(fault(f).layer(action).call(req)),
-        (None, None) => Filtered::Plain(action.clone().call(req)),
-    }
-}
-
-/// The future of a route's filters over its action.
-#[pin_project(project = FilteredProj)]
-enum Filtered<S: Service<Request<DownBody>>> {
-    Both(#[pin] RateLimitFuture<FaultFuture<S>>),
-    Limit(#[pin] RateLimitFuture<S::Future>),
-    Fault(#[pin] FaultFuture<S>),
-    Plain(#[pin] S::Future),
-}
-
-impl<S> Future for Filtered<S>
-where
-    S: Service<Request<DownBody>, Response = Response<RespBody>, Error = Infallible> + Clone,
-{
-    type Output = Result<Response<RespBody>, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            FilteredProj::Both(f) => f.poll(cx),
-            FilteredProj::Limit(f) => f.poll(cx),
-            FilteredProj::Fault(f) => f.poll(cx),
-            FilteredProj::Plain(f) => f.poll(cx),
-        }
-    }
-}
-
-#[pin_project(project = EitherProj)]
-enum Either<A, B> {
-    Left(#[pin] A),
-    Right(#[pin] B),
-}
-
-impl<T, A: Future<Output = T>, B: Future<Output = T>> Future for Either<A, B> {
-    type Output = T;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        match self.project() {
-            EitherProj::Left(f) => f.poll(cx),
-            EitherProj::Right(f) => f.poll(cx),
-        }
-    }
+    tower::ServiceBuilder::new()
+        .option_layer(
+            route
+                .rate_limit
+                .as_ref()
+                .map(|l| RateLimitLayer::new(l.clone(), stats.clone())),
+        )
+        .option_layer(
+            route
+                .fault
+                .as_ref()
+                .map(|f| FaultLayer::new(f.clone(), stats.clone())),
+        )
+        .service(action)
+        .call(req)
 }
 
 /// A retrying route's answer: Legate's own replies get the route's and
