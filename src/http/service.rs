@@ -48,18 +48,9 @@ pub async fn handle(
     chain.stats.rq[class_index(resp.status().as_u16())].increment(1);
     let flags = ResponseFlags::of(&resp);
     if !flags.is_empty() {
-        count_flags(chain, flags);
+        chain.stats.count_flags(flags);
     }
     resp
-}
-
-/// Counts a response's flags (the rare path: handles made on use).
-#[cold]
-fn count_flags(chain: &HttpChain, flags: ResponseFlags) {
-    for flag in flags.names() {
-        metrics::counter!("legate_http_response_flags_total", "listener" => chain.stats.name.clone(), "flag" => flag)
-            .increment(1);
-    }
 }
 
 /// A local reply carrying response flags.

@@ -73,6 +73,19 @@ impl ResponseFlags {
         self.0 |= other.0;
     }
 
+    /// The index (in Envoy's order, below [`ResponseFlags::COUNT`]) and
+    /// short name of each flag set.
+    pub fn indexed(self) -> impl Iterator<Item = (usize, &'static str)> {
+        NAMES
+            .iter()
+            .enumerate()
+            .filter(move |(_, (bit, _))| self.0 & bit != 0)
+            .map(|(i, (_, n))| (i, *n))
+    }
+
+    /// How many flags there are.
+    pub const COUNT: usize = NAMES.len();
+
     /// The short names of the flags set, in Envoy's order.
     pub fn names(self) -> impl Iterator<Item = &'static str> {
         NAMES

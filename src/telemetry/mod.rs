@@ -206,9 +206,25 @@ impl ClusterStats {
     }
 }
 
+impl ListenerStats {
+    /// Counts a response's flags.
+    pub fn count_flags(&self, f: flags::ResponseFlags) {
+        for (i, name) in f.indexed() {
+            self.flags[i]
+                .get_or_init(|| {
+                    counter!("legate_http_response_flags_total", "listener" => self.name.clone(), "flag" => name)
+                })
+                .increment(1);
+        }
+    }
+}
+
 /// Per-listener statistics handles.
 pub struct ListenerStats {
     pub name: String,
+    /// Responses by Envoy response flag, made on first use (most
+    /// listeners never see most flags, and a counter is shown once made).
+    pub flags: [OnceLock<Counter>; flags::ResponseFlags::COUNT],
     pub cx_total: Counter,
     pub cx_active: Gauge,
     pub rq: [Counter; 5],
@@ -229,6 +245,7 @@ impl ListenerStats {
         let l = listener.to_string();
         ListenerStats {
             name: l.clone(),
+            flags: Default::default(),
             cx_total: counter!("legate_listener_downstream_cx_total", "listener" => l.clone()),
             cx_active: gauge!("legate_listener_downstream_cx_active", "listener" => l.clone()),
             rq: CLASSES.map(|class| {
