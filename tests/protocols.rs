@@ -469,6 +469,16 @@ async fn tcp_idle_timeout_spares_an_active_connection() {
 
 /// An HTTP listener routing everything to one cluster speaking `protocol`.
 async fn http_proxy(upstream: SocketAddr, protocol: &str) -> (RunningProxy, SocketAddr) {
+    http_proxy_with(upstream, protocol, "").await
+}
+
+/// As [`http_proxy`], with `route_extra` added to the route action (e.g.
+/// `, retry: {...}`).
+async fn http_proxy_with(
+    upstream: SocketAddr,
+    protocol: &str,
+    route_extra: &str,
+) -> (RunningProxy, SocketAddr) {
     let p = proxy(
         r#"
 listeners:
@@ -481,7 +491,7 @@ listeners:
             domains: ["*"]
             routes:
               - match: { prefix: / }
-                route: { cluster: backend }
+                route: { cluster: backend{{ROUTE}} }
 clusters:
   - name: backend
     protocol: {{PROTOCOL}}
@@ -490,6 +500,7 @@ clusters:
         &[
             ("PROTOCOL", protocol.to_string()),
             ("UPSTREAM", upstream.to_string()),
+            ("ROUTE", route_extra.to_string()),
         ],
     )
     .await;
@@ -933,27 +944,12 @@ mod grpc {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrades_go_through_a_retrying_route() {
     let up = upgrade_upstream().await;
-    let p = proxy(
-        r#"
-listeners:
-  - name: main
-    address: "127.0.0.1:0"
-    http:
-      route_config:
-        virtual_hosts:
-          - name: all
-            domains: ["*"]
-            routes:
-              - match: { prefix: / }
-                route: { cluster: backend, retry: { retry_on: [5xx, reset], num_retries: 2 } }
-clusters:
-  - name: backend
-    endpoints: [{ address: "{{UPSTREAM}}" }]
-"#,
-        &[("UPSTREAM", up.to_string())],
+    let (_p, addr) = http_proxy_with(
+        up,
+        "http1",
+        ", retry: { retry_on: [5xx, reset], num_retries: 2 }",
     )
     .await;
-    let addr = p.listener_addr("main").expect("listener bound");
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let mut buf = Vec::new();
     stream
