@@ -191,7 +191,7 @@ async fn refused_connections_count_as_failures_or_local_origin_ones() {
     let (p, addr) = cluster_proxy(
         name,
         &[refused, good.addr],
-        ", outlier_detection: { consecutive_5xx: 2, interval: 1s, base_ejection_time: 30s }",
+        ", outlier_detection: { consecutive_5xx: 2, interval: 1s, base_ejection_time: 30s, max_ejection_percent: 50 }",
     )
     .await;
     let mut failed = 0;
@@ -207,7 +207,7 @@ async fn refused_connections_count_as_failures_or_local_origin_ones() {
     let (p, addr) = cluster_proxy(
         name,
         &[refused, good.addr],
-        ", outlier_detection: { split_external_local_origin_errors: true, consecutive_local_origin_failure: 3, consecutive_5xx: 1, interval: 1s, base_ejection_time: 30s }",
+        ", outlier_detection: { split_external_local_origin_errors: true, consecutive_local_origin_failure: 3, consecutive_5xx: 1, interval: 1s, base_ejection_time: 30s, max_ejection_percent: 50 }",
     )
     .await;
     let mut failed = 0;
@@ -262,6 +262,36 @@ async fn no_more_than_max_ejection_percent_is_ejected() {
     .await
     .unwrap_or(0.0);
     assert!(overflow >= 2.0, "{overflow}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_cluster_ejects_only_with_always_eject_one_host() {
+    // Two endpoints: one ejection is 50 %, over the default 10 %.
+    let bad = up("bad", true, false).await;
+    let good = up("good", false, false).await;
+    for (name, extra, ejects) in [
+        ("od-small", "", false),
+        ("od-small-one", ", always_eject_one_host: true", true),
+    ] {
+        let (p, addr) = cluster_proxy(
+            name,
+            &[bad.addr, good.addr],
+            &format!(", outlier_detection: {{ consecutive_5xx: 2, interval: 1s, base_ejection_time: 30s{extra} }}"),
+        )
+        .await;
+        for _ in 0..10 {
+            get(addr, "x", "/", &[]).await;
+        }
+        assert_eq!(ejected(&p, name, bad.addr).await, ejects, "{name}");
+        let overflow = metric(
+            &p,
+            "legate_cluster_outlier_detection_ejections_overflow_total",
+            &[("cluster", name)],
+        )
+        .await
+        .unwrap_or(0.0);
+        assert_eq!(overflow > 0.0, !ejects, "{name}: {overflow}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

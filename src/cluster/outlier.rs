@@ -4,8 +4,8 @@
 //! Each response (or failure) is reported to its endpoint's counters: a
 //! few atomic operations. When a streak reaches its threshold (5xx,
 //! gateway failures, local-origin failures) the endpoint is ejected at
-//! once, unless `max_ejection_percent` of the cluster is out already (one
-//! endpoint may always be). A task wakes every `interval`: it returns
+//! once, unless that would take more than `max_ejection_percent` of the
+//! cluster out (one endpoint may always be with `always_eject_one_host`). A task wakes every `interval`: it returns
 //! endpoints whose ejection has run out (`base_ejection_time` × times
 //! ejected, at most `max_ejection_time`; each `base_ejection_time` back in
 //! service takes one off the count), works out success rates and failure
@@ -233,7 +233,8 @@ impl Detector {
             .filter(|e| e.flags() & flag::FAILED_OUTLIER_CHECK != 0)
             .count();
         let percent = 100.0 * (ejected + 1) as f64 / total as f64;
-        if ejected > 0 && percent > f64::from(self.cfg.max_ejection_percent) {
+        let one_allowed = self.cfg.always_eject_one_host && ejected == 0;
+        if !one_allowed && percent > f64::from(self.cfg.max_ejection_percent) {
             self.overflow.increment(1);
             tracing::debug!(cluster = %cluster.name, endpoint = %ep.addr, reason = kind.as_str(), "outlier detection: not ejecting, max_ejection_percent reached");
             return false;

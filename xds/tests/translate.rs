@@ -5143,6 +5143,26 @@ fn cluster_refusals() {
         "must be a percentage between 0 and 100",
     );
     cluster_refused(
+        |c| {
+            c.outlier_detection = Some(cluster::OutlierDetection {
+                detect_degraded_hosts: Some(true),
+                ..Default::default()
+            })
+        },
+        "outlier_detection.detect_degraded_hosts",
+        "not supported (Legate does not mark hosts degraded by x-envoy-degraded)",
+    );
+    cluster_refused(
+        |c| {
+            c.outlier_detection = Some(cluster::OutlierDetection {
+                monitors: vec![Default::default()],
+                ..Default::default()
+            })
+        },
+        "outlier_detection.monitors",
+        "not supported (passive monitors)",
+    );
+    cluster_refused(
         |c| c.transport_socket = Some(Default::default()),
         "transport_socket",
         "TLS is not supported yet",

@@ -213,7 +213,7 @@ fn outlier_detection() -> impl Strategy<Value = OutlierDetection> {
         (0..=100u32, 0..=100u32, 0..=100u32, 0..=100u32),
         (0..=100u32, 0..=100u32, 0..=100u32, 0..=100u32),
         (1..10u32, 1..500u32, 1..5000u32, 0..=100u32),
-        (1..10u32, 1..500u32),
+        (1..10u32, 1..500u32, any::<bool>()),
     )
         .prop_map(
             |(
@@ -222,7 +222,7 @@ fn outlier_detection() -> impl Strategy<Value = OutlierDetection> {
                 (max_pct, e5, eg, el),
                 (esr, elsr, efp, efpl),
                 (srh, srv, srf, fpt),
-                (fph, fpv),
+                (fph, fpv, one),
             )| OutlierDetection {
                 consecutive_5xx: c5,
                 consecutive_gateway_failure: cg,
@@ -233,6 +233,7 @@ fn outlier_detection() -> impl Strategy<Value = OutlierDetection> {
                 max_ejection_time: max,
                 max_ejection_time_jitter: jitter,
                 max_ejection_percent: max_pct,
+                always_eject_one_host: one,
                 enforcing_consecutive_5xx: e5,
                 enforcing_consecutive_gateway_failure: eg,
                 enforcing_consecutive_local_origin_failure: el,

@@ -351,7 +351,8 @@ same_msg! {
         enforcing_local_origin_success_rate, failure_percentage_threshold,
         enforcing_failure_percentage, enforcing_failure_percentage_local_origin,
         failure_percentage_minimum_hosts, failure_percentage_request_volume, max_ejection_time,
-        max_ejection_time_jitter,
+        max_ejection_time_jitter, successful_active_health_check_uneject_host, monitors,
+        always_eject_one_host, detect_degraded_hosts,
     }
     ocl::cluster::CustomClusterType => ecl::cluster::CustomClusterType { name, typed_config }
     ocl::cluster::EdsClusterConfig => ecl::cluster::EdsClusterConfig { eds_config, service_name }
@@ -1075,6 +1076,10 @@ fn outlier_detection(g: &mut G) -> ocl::OutlierDetection {
         failure_percentage_request_volume: Some(g.n()),
         max_ejection_time: Some(g.dur()),
         max_ejection_time_jitter: Some(g.dur()),
+        successful_active_health_check_uneject_host: Some(true),
+        monitors: vec![typed_extension_config(g)],
+        always_eject_one_host: Some(true),
+        detect_degraded_hosts: Some(true),
     }
 }
 fn custom_cluster_type(g: &mut G) -> ocl::cluster::CustomClusterType {

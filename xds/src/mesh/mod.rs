@@ -308,7 +308,7 @@ pub struct OutlierDetection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_ejection_time: Option<Dur>,
     /// At most this percentage of the workloads is ejected at once
-    /// (default 10; one may always be).
+    /// (default 10; an ejection that would take more out is not made).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ejection_percent: Option<u32>,
     /// Below this percentage of healthy workloads, all of them take

@@ -167,10 +167,14 @@ pub struct OutlierDetection {
     /// A random extra ejection time up to this.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub max_ejection_time_jitter: Dur,
-    /// At most this share of the cluster's endpoints is ejected at once
-    /// (at least one endpoint may always be).
+    /// At most this share of the cluster's endpoints is ejected at once.
     #[serde(default = "ten")]
     pub max_ejection_percent: u32,
+    /// One endpoint may always be ejected, whatever `max_ejection_percent`
+    /// says (off by default, as in Envoy: with the default 10 %, a cluster
+    /// of fewer than ten endpoints then ejects none).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub always_eject_one_host: bool,
     /// The percentage of detections that eject, per algorithm.
     #[serde(default = "hundred")]
     pub enforcing_consecutive_5xx: u32,
@@ -249,6 +253,7 @@ impl Default for OutlierDetection {
             max_ejection_time: default_max_ejection(),
             max_ejection_time_jitter: Dur::from_millis(0),
             max_ejection_percent: ten(),
+            always_eject_one_host: false,
             enforcing_consecutive_5xx: hundred(),
             enforcing_consecutive_gateway_failure: 0,
             enforcing_consecutive_local_origin_failure: hundred(),

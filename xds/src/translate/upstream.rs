@@ -111,6 +111,15 @@ pub(crate) fn circuit_breakers_to(
 }
 
 pub(crate) fn outlier_from(p: &str, o: &xcluster::OutlierDetection) -> R<model::OutlierDetection> {
+    if !o.monitors.is_empty() {
+        return refuse(at(p, "monitors"), "not supported (passive monitors)");
+    }
+    if o.detect_degraded_hosts == Some(true) {
+        return refuse(
+            at(p, "detect_degraded_hosts"),
+            "not supported (Legate does not mark hosts degraded by x-envoy-degraded)",
+        );
+    }
     let d = model::OutlierDetection::default();
     let base_ejection_time = opt_dur(
         &at(p, "base_ejection_time"),
@@ -140,6 +149,7 @@ pub(crate) fn outlier_from(p: &str, o: &xcluster::OutlierDetection) -> R<model::
             d.max_ejection_time_jitter,
         )?,
         max_ejection_percent: o.max_ejection_percent.unwrap_or(d.max_ejection_percent),
+        always_eject_one_host: o.always_eject_one_host.unwrap_or(false),
         enforcing_consecutive_5xx: o
             .enforcing_consecutive_5xx
             .unwrap_or(d.enforcing_consecutive_5xx),
@@ -208,6 +218,12 @@ pub(crate) fn outlier_to(o: &model::OutlierDetection) -> xcluster::OutlierDetect
         failure_percentage_request_volume: Some(o.failure_percentage_request_volume),
         max_ejection_time: Some(dur_to(o.max_ejection_time)),
         max_ejection_time_jitter: Some(dur_to(o.max_ejection_time_jitter)),
+        always_eject_one_host: Some(o.always_eject_one_host),
+        // What Legate does: an active health check pass leaves an ejection
+        // to run its time.
+        successful_active_health_check_uneject_host: Some(false),
+        monitors: Vec::new(),
+        detect_degraded_hosts: None,
     }
 }
 
