@@ -249,18 +249,20 @@ impl Drop for Waiting<'_> {
 async fn pending_h2(
     ep: &Arc<Endpoint>,
     priority: RoutingPriority,
-    guard: &mut UpstreamGuard,
-) -> Result<http2::SendRequest<ReqBody>, UpstreamError> {
+    has_permit: bool,
+) -> Result<(Option<OwnedSemaphorePermit>, http2::SendRequest<ReqBody>), UpstreamError> {
     let _pending = ep
         .breakers
         .pending(priority)
         .ok_or(UpstreamError::Overflow(Resource::Pending))?;
-    if guard._permit.is_none() {
-        guard._permit = ep.pool.h2_streams.clone().acquire_owned().await.ok();
-    }
+    let permit = if has_permit {
+        None
+    } else {
+        ep.pool.h2_streams.clone().acquire_owned().await.ok()
+    };
     match cached_h2(ep) {
-        Some(s) => Ok(s),
-        None => h2_connect(ep, priority).await,
+        Some(s) => Ok((permit, s)),
+        None => Ok((permit, h2_connect(ep, priority).await?)),
     }
 }
 
@@ -390,31 +392,52 @@ fn copy_head(req: &Request<ReqBody>) -> http::request::Parts {
     copy.into_parts().0
 }
 
-/// Sends `req` to `ep` over a pooled connection, holding `guard` (see
-/// [`UpstreamGuard::acquire`]), which is returned with the response and
-/// must live as long as its body.
+/// Sends `req` to the endpoint `guard` holds (see
+/// [`UpstreamGuard::acquire`]) over a pooled connection; the guard comes
+/// back with the response and must live as long as its body. `keep`, when
+/// given, gets the request head as sent (a retrying route's next try sends
+/// it again).
 ///
-/// Not an `async fn`: its request argument would stay in the future next
-/// to the path's own copy. Each path is its own future and the request's
-/// future is the larger of the two.
+/// Not an `async fn`: the common HTTP/1 case (an idle connection) starts
+/// here, so the head it writes out is handed back at once, and the future
+/// borrows nothing. Each path is its own future and the request's future
+/// is the larger of the two.
 #[inline]
-pub fn send<'a>(
-    ep: &'a Arc<Endpoint>,
+pub fn send(
     req: Request<ReqBody>,
     use_h2: bool,
     flags: SendFlags,
     guard: UpstreamGuard,
-    keep: Option<&'a mut Option<http::request::Parts>>,
-) -> impl Future<Output = Result<(Response<UpstreamBody>, UpstreamGuard), UpstreamError>> + 'a {
+    keep: Option<&mut Option<http::request::Parts>>,
+) -> impl Future<Output = Result<(Response<UpstreamBody>, UpstreamGuard), UpstreamError>> + Send + use<>
+{
     if use_h2 {
         if let Some(k) = keep {
             // hyper takes the request: a retry needs a copy of its head.
             *k = Some(copy_head(&req));
         }
-        Either::H2(send_h2(ep, req, flags.priority, guard))
-    } else {
-        Either::H1(send_h1(ep, req, flags, guard, keep))
+        return Either::H2(send_h2(req, flags.priority, guard));
     }
+    let ep = &guard.endpoint;
+    let start = match ep.pool.pop_idle(ep.settings.idle_timeout) {
+        Some(conn) => H1Start::Ready(start_h1(conn, true, req, flags, keep)),
+        // A new connection (or a wait for one): the head is written once
+        // there is one, so a caller that keeps it gets a copy now.
+        None => {
+            if let Some(k) = keep {
+                *k = Some(copy_head(&req));
+            }
+            H1Start::Connect(req)
+        }
+    };
+    Either::H1(send_h1(start, flags, guard))
+}
+
+/// How an HTTP/1 request starts: on an idle connection, its head already
+/// written to it; or waiting for one.
+enum H1Start {
+    Ready(Exchange),
+    Connect(Request<ReqBody>),
 }
 
 #[pin_project(project = EitherProj)]
@@ -434,24 +457,24 @@ impl<T, A: Future<Output = T>, B: Future<Output = T>> Future for Either<A, B> {
 }
 
 pub(crate) async fn send_h2(
-    ep: &Arc<Endpoint>,
     req: Request<ReqBody>,
     priority: RoutingPriority,
     mut guard: UpstreamGuard,
 ) -> Result<(Response<UpstreamBody>, UpstreamGuard), UpstreamError> {
+    let ep = &guard.endpoint;
     let ready = match ep.pool.h2_streams.clone().try_acquire_owned() {
-        Ok(permit) => cached_h2(ep).map(|sender| (permit, sender)),
+        Ok(permit) => cached_h2(ep).map(|sender| (Some(permit), sender)),
         Err(_) => None,
     };
-    let mut sender = match ready {
-        Some((permit, sender)) => {
-            guard._permit = Some(permit);
-            sender
-        }
+    let (permit, mut sender) = match ready {
+        Some(ready) => ready,
         // No stream slot free, or no connection yet: the request is
         // pending (within the limit) until it has both.
-        None => Box::pin(pending_h2(ep, priority, &mut guard)).await?,
+        None => Box::pin(pending_h2(ep, priority, guard._permit.is_some())).await?,
     };
+    if permit.is_some() {
+        guard._permit = permit;
+    }
     sender.ready().await.map_err(UpstreamError::Reset)?;
     let resp = sender
         .send_request(req)
@@ -460,27 +483,19 @@ pub(crate) async fn send_h2(
     Ok((resp.map(UpstreamBody::H2), guard))
 }
 
-pub(crate) async fn send_h1(
-    ep: &Arc<Endpoint>,
-    req: Request<ReqBody>,
+async fn send_h1(
+    start: H1Start,
     flags: SendFlags,
     guard: UpstreamGuard,
-    keep: Option<&mut Option<http::request::Parts>>,
 ) -> Result<(Response<UpstreamBody>, UpstreamGuard), UpstreamError> {
-    let mut exchange = match ep.pool.pop_idle(ep.settings.idle_timeout) {
-        Some(conn) => start_h1(conn, true, req, flags, keep),
+    let ep = &guard.endpoint;
+    let mut exchange = match start {
+        H1Start::Ready(exchange) => exchange,
         // New connections are the rare path; boxed to keep this future small.
-        None => {
+        H1Start::Connect(req) => {
             Box::pin(async move {
-                match acquire_h1(ep, flags.priority).await {
-                    Ok((conn, reused)) => Ok(start_h1(conn, reused, req, flags, keep)),
-                    Err(e) => {
-                        if let Some(k) = keep {
-                            *k = Some(req.into_parts().0);
-                        }
-                        Err(e)
-                    }
-                }
+                let (conn, reused) = acquire_h1(ep, flags.priority).await?;
+                Ok::<_, UpstreamError>(start_h1(conn, reused, req, flags, None))
             })
             .await?
         }
@@ -508,8 +523,8 @@ pub(crate) async fn send_h1(
     Ok((resp, guard))
 }
 
-/// Writes the request head out on `conn`; the head then goes to a caller
-/// that keeps it (a retrying route's next try sends it again).
+/// Writes the request head out on `conn`; the head then goes back to the
+/// caller if it keeps it (a retrying route's next try sends it again).
 fn start_h1(
     conn: Box<H1Conn>,
     reused: bool,

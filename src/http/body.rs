@@ -5,11 +5,14 @@
 
 use super::clock::RouteTimer;
 use crate::cluster::pool::{UpstreamBody, UpstreamBodyError, UpstreamGuard};
+use atomic_waker::AtomicWaker;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use pin_project::pin_project;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
 
 #[pin_project(project = RespBodyProj)]
@@ -116,15 +119,43 @@ impl Body for RespBody {
     }
 }
 
-/// Where the upload of a request body stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Upload {
-    /// Not yet asked for: the request waits for a connection or a stream.
-    Waiting,
-    /// The upstream connection is reading it.
-    Sending,
-    /// Read to the end.
-    Done,
+/// Where the upload of a request body stands, shared by the body (which
+/// moves it on) and the request waiting for the response (which reads it
+/// when its route timer fires, and is woken when the upload settles).
+pub struct Upload {
+    state: AtomicU8,
+    waiter: AtomicWaker,
+}
+
+/// Not yet asked for: the request waits for a connection or a stream.
+const WAITING: u8 = 0;
+/// The upstream connection is reading it.
+const SENDING: u8 = 1;
+/// Read to the end.
+const DONE: u8 = 2;
+/// The body failed (or was dropped before its end).
+const FAILED: u8 = 3;
+
+impl Upload {
+    /// The upstream connection is reading the body now.
+    pub fn is_sending(&self) -> bool {
+        self.state.load(Ordering::Acquire) == SENDING
+    }
+
+    /// Ready once the upload has ended, whole or not.
+    pub fn poll_settled(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.waiter.register(cx.waker());
+        if self.state.load(Ordering::Acquire) >= DONE {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn settle(&self, to: u8) {
+        self.state.store(to, Ordering::Release);
+        self.waiter.wake();
+    }
 }
 
 /// A request body as the downstream delivers it: read by Legate's HTTP/1
@@ -181,29 +212,43 @@ impl Body for DownBody {
 /// The request body sent upstream: the downstream body, reporting how far
 /// its upload has gone, so the route timeout can start at its end (as
 /// Envoy's does) without cutting off slow uploads.
-#[pin_project]
+#[pin_project(PinnedDrop)]
 pub struct ReqBody {
     #[pin]
     inner: DownBody,
-    state: Option<tokio::sync::watch::Sender<Upload>>,
+    /// Cleared once the upload has settled.
+    state: Option<Arc<Upload>>,
 }
 
 impl ReqBody {
-    /// Wraps `inner`. The receiver follows the upload; its sender is gone
-    /// if the body fails. `None` when there is no body, so a GET costs no
-    /// channel.
-    pub fn new(inner: DownBody) -> (Self, Option<tokio::sync::watch::Receiver<Upload>>) {
+    /// Wraps `inner`; the [`Upload`] returned follows its upload. `None`
+    /// when there is no body, so a GET costs nothing.
+    pub fn new(inner: DownBody) -> (Self, Option<Arc<Upload>>) {
         if inner.is_end_stream() {
             (ReqBody { inner, state: None }, None)
         } else {
-            let (tx, rx) = tokio::sync::watch::channel(Upload::Waiting);
+            let state = Arc::new(Upload {
+                state: AtomicU8::new(WAITING),
+                waiter: AtomicWaker::new(),
+            });
             (
                 ReqBody {
                     inner,
-                    state: Some(tx),
+                    state: Some(state.clone()),
                 },
-                Some(rx),
+                Some(state),
             )
+        }
+    }
+}
+
+#[pin_project::pinned_drop]
+impl PinnedDrop for ReqBody {
+    /// A body dropped before its end (the exchange failed, or the client
+    /// left) will never finish uploading.
+    fn drop(self: Pin<&mut Self>) {
+        if let Some(state) = self.project().state.take() {
+            state.settle(FAILED);
         }
     }
 }
@@ -217,26 +262,20 @@ impl Body for ReqBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, DownBodyError>>> {
         let mut this = self.project();
-        if let Some(tx) = this.state.as_ref()
-            && *tx.borrow() == Upload::Waiting
+        if let Some(state) = this.state.as_ref()
+            && state.state.load(Ordering::Relaxed) == WAITING
         {
-            tx.send_replace(Upload::Sending);
+            state.state.store(SENDING, Ordering::Release);
         }
         let polled = this.inner.as_mut().poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => {
-                if let Some(tx) = this.state.take() {
-                    tx.send_replace(Upload::Done);
-                }
-            }
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => {
-                if let Some(tx) = this.state.take() {
-                    tx.send_replace(Upload::Done);
-                }
-            }
-            // Dropping the sender tells the waiter the body failed.
-            Poll::Ready(Some(Err(_))) => drop(this.state.take()),
-            _ => {}
+        let settled = match &polled {
+            Poll::Ready(None) => DONE,
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => DONE,
+            Poll::Ready(Some(Err(_))) => FAILED,
+            _ => return polled,
+        };
+        if let Some(state) = this.state.take() {
+            state.settle(settled);
         }
         polled
     }

@@ -10,6 +10,7 @@ use super::{ConnInfo, HttpChain};
 use crate::cluster::lb::hash_bytes;
 use crate::cluster::outlier::Outcome;
 use crate::cluster::pool::{self, UpstreamBody, UpstreamError};
+use crate::cluster::{Cluster, Endpoint};
 use crate::filters::fault::FaultLayer;
 use crate::filters::ratelimit::RateLimitLayer;
 use crate::route::{Action, Forward, HashInput, Redirect, RequestView, Route, VirtualHost};
@@ -22,10 +23,13 @@ use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Response, StatusCode, Version};
 use legate_xds::model::{LbPolicy, UpstreamProtocol};
 use pin_project::pin_project;
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use std::time::Instant;
 use tower::util::Either;
 use tower::{Layer, Service};
@@ -39,18 +43,42 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Serves one request; never fails (errors become Envoy-style responses).
-pub async fn handle(
-    chain: &HttpChain,
-    conn: &ConnInfo,
+///
+/// Not an `async fn`, nor is [`route_request`]: an `async fn` keeps its
+/// arguments and its own copy of them in its future, and the request is
+/// large. The future is the routing one, with the counting done as it ends.
+pub fn handle<'a>(
+    chain: &'a HttpChain,
+    conn: &'a ConnInfo,
     req: Request<DownBody>,
-) -> Response<RespBody> {
-    let resp = route_request(chain, conn, req).await;
-    chain.stats.rq[class_index(resp.status().as_u16())].increment(1);
-    let flags = ResponseFlags::of(&resp);
-    if !flags.is_empty() {
-        chain.stats.count_flags(flags);
+) -> impl Future<Output = Response<RespBody>> + Send + 'a {
+    Counted {
+        inner: route_request(chain, conn, req),
+        chain,
     }
-    resp
+}
+
+/// Counts a served request's response class and flags on the listener.
+#[pin_project]
+struct Counted<'a, F> {
+    #[pin]
+    inner: F,
+    chain: &'a HttpChain,
+}
+
+impl<F: Future<Output = Response<RespBody>>> Future for Counted<'_, F> {
+    type Output = Response<RespBody>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<RespBody>> {
+        let this = self.project();
+        let resp = std::task::ready!(this.inner.poll(cx));
+        this.chain.stats.rq[class_index(resp.status().as_u16())].increment(1);
+        let flags = ResponseFlags::of(&resp);
+        if !flags.is_empty() {
+            this.chain.stats.count_flags(flags);
+        }
+        Poll::Ready(resp)
+    }
 }
 
 /// A local reply carrying response flags.
@@ -85,47 +113,57 @@ fn request_host<B>(req: &Request<B>) -> &str {
         .unwrap_or("")
 }
 
-async fn route_request(
-    chain: &HttpChain,
-    conn: &ConnInfo,
+// Not `async fn` (see `handle`): an `async` block keeps its captures once.
+#[allow(clippy::manual_async_fn)]
+fn route_request<'a>(
+    chain: &'a HttpChain,
+    conn: &'a ConnInfo,
     req: Request<DownBody>,
-) -> Response<RespBody> {
-    let table = chain.routes.load_full();
-    let matched = {
-        let view = RequestView {
-            host: request_host(&req),
-            path: req.uri().path(),
-            query: req.uri().query(),
-            headers: req.headers(),
+) -> impl Future<Output = Response<RespBody>> + Send + 'a {
+    async move {
+        let table = chain.routes.load_full();
+        let matched = {
+            let view = RequestView {
+                host: request_host(&req),
+                path: req.uri().path(),
+                query: req.uri().query(),
+                headers: req.headers(),
+            };
+            table.route(&view)
         };
-        table.route(&view)
-    };
-    let Some((vh, route)) = matched else {
-        chain.stats.no_route.increment(1);
-        return flagged(local_reply(StatusCode::NOT_FOUND, ""), ResponseFlags::NR);
-    };
-    if route.layered {
-        // Boxed, so routes without layers carry none of their state (held
-        // inline, it cost plain routes ~350 instructions a request).
-        let filtered: Pin<
-            Box<dyn Future<Output = Result<Response<RespBody>, Infallible>> + Send + '_>,
-        > = Box::pin(with_filters(chain, conn, vh, route, req));
-        return match filtered.await {
-            Ok(r) => r,
-            Err(never) => match never {},
+        let Some((vh, route)) = matched else {
+            chain.stats.no_route.increment(1);
+            return flagged(local_reply(StatusCode::NOT_FOUND, ""), ResponseFlags::NR);
         };
+        if route.layered {
+            // Boxed, so routes without layers carry none of their state (held
+            // inline, it cost plain routes ~350 instructions a request).
+            // The box is allocated first and the future written straight
+            // into it (built first, it would be copied in, all of it).
+            let boxed = Box::write(Box::new_uninit(), with_filters(chain, conn, vh, route, req));
+            let filtered: Pin<
+                Box<dyn Future<Output = Result<Response<RespBody>, Infallible>> + Send + '_>,
+            > = Box::into_pin(boxed);
+            return match filtered.await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            };
+        }
+        // Written out here rather than awaited as a function: the nested
+        // future's move cost ~190 instructions a request (callgrind).
+        act!(std::convert::identity; chain, conn, vh, route, req)
     }
-    // Written out here rather than awaited as a function: the nested
-    // future's move cost ~190 instructions a request (callgrind).
-    act!(chain, conn, vh, route, req)
 }
 
 /// Carries out a matched route's action: a direct response, a redirect, or
 /// forwarding upstream. Legate's own replies (503, 504, ...) get the
-/// response header changes too, as Envoy's router does.
+/// response header changes too, as Envoy's router does. A proxied response
+/// is returned (wrapped in `$ret`) from the enclosing `async` body.
 macro_rules! act {
-    ($chain:expr, $conn:expr, $vh:expr, $route:expr, $req:expr) => {{
-        let (chain, conn, vh, route, req) = ($chain, $conn, $vh, $route, $req);
+    ($ret:path; $chain:expr, $conn:expr, $vh:expr, $route:expr, $req:expr) => {{
+        // (The request is used where it is, never moved into a local of
+        // its own: an `async` body would keep both.)
+        let (chain, conn, vh, route) = ($chain, $conn, $vh, $route);
         let mut resp = match &route.action {
             Action::Direct { status, body } => {
                 let mut resp = Response::new(RespBody::text(body.clone()));
@@ -136,13 +174,11 @@ macro_rules! act {
                 }
                 resp
             }
-            Action::Redirect(rd) => redirect(rd, &req),
-            Action::Forward(fwd) => {
-                match forward::<false>(chain, conn, vh, route, fwd, req, None).await {
-                    Ok(proxied) => return proxied,
-                    Err(local) => local,
-                }
-            }
+            Action::Redirect(rd) => redirect(rd, &$req),
+            Action::Forward(fwd) => match start(chain, conn, vh, route, fwd, $req, None).await {
+                Ok(proxied) => return $ret(proxied),
+                Err((local, _)) => local,
+            },
         };
         route.response_headers.apply(resp.headers_mut());
         vh.response_headers.apply(resp.headers_mut());
@@ -155,8 +191,8 @@ use act;
 /// local rate limit, then fault injection, then the route's action, which
 /// for a route with retries is the retry layer over one try upstream.
 /// Every layer's future is a named type held inline, and none is an
-/// `async` block that would hold its input twice: the whole stays small,
-/// and the only allocation is one per try (the upstream call's state).
+/// `async` block that would hold its input twice: the whole stays small
+/// enough to need no allocation of its own (the caller boxes it once).
 fn with_filters<'a>(
     chain: &'a HttpChain,
     conn: &'a ConnInfo,
@@ -167,8 +203,9 @@ fn with_filters<'a>(
     let action = if let Action::Forward(fwd) = &route.action
         && let Some(policy) = &fwd.retry
     {
-        let one_try = tower::service_fn(move |(req, try_): (Request<DownBody>, Option<Try>)| {
-            Box::pin(one_try(chain, conn, vh, route, fwd, req, try_))
+        let one_try = tower::service_fn(move |(req, mut t): (Request<DownBody>, Option<Try>)| {
+            let forwarding = start(chain, conn, vh, route, fwd, req, t.as_mut());
+            TryCall { forwarding, t }
         });
         let retries = RetryLayer::new(policy, &fwd.target, fwd.timeout, fwd.priority);
         Either::Left(tower::service_fn(move |req| LocalHeaders {
@@ -177,11 +214,8 @@ fn with_filters<'a>(
             vh,
         }))
     } else {
-        // Boxed, as a try is above: the filters hold and move a pointer.
-        Either::Right(tower::service_fn(move |req| {
-            Box::pin(async move {
-                Ok::<_, Infallible>(async { act!(chain, conn, vh, route, req) }.await)
-            })
+        Either::Right(tower::service_fn(move |req| async move {
+            Ok::<_, Infallible>(act!(Ok; chain, conn, vh, route, req))
         }))
     };
     let stats = &chain.stats;
@@ -228,28 +262,37 @@ impl<F: Future<Output = Result<Response<RespBody>, Infallible>>> Future for Loca
 
 /// One try upstream, for the retry layer: the response and the try's
 /// outcome.
-async fn one_try(
-    chain: &HttpChain,
-    conn: &ConnInfo,
-    vh: &VirtualHost,
-    route: &Route,
-    fwd: &Forward,
-    req: Request<DownBody>,
-    mut try_: Option<Try>,
-) -> Result<(Response<RespBody>, Option<Try>), Infallible> {
-    let resp = match forward::<true>(chain, conn, vh, route, fwd, req, try_.as_mut()).await {
-        Ok(resp) => resp,
-        Err(local) => {
-            match try_.as_mut() {
-                // Not an upstream failure: never retried.
-                Some(t) if t.failure.is_none() => t.failure = Some(Failure::Other),
-                Some(_) => {}
-                None => return Ok((crate::router::retry::mark_local(local), None)),
-            }
-            local
+#[pin_project]
+struct TryCall<'a, F> {
+    #[pin]
+    forwarding: Forwarding<'a, F>,
+    t: Option<Try>,
+}
+
+impl<F: Future<Output = SendResult>> Future for TryCall<'_, F> {
+    type Output = Result<(Response<RespBody>, Option<Try>), Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let out = std::task::ready!(this.forwarding.poll(cx));
+        Poll::Ready(Ok(answer(out, this.t.take())))
+    }
+}
+
+/// A try's response, and the try told why when Legate answered itself
+/// (a request sent once has no try: its answer is marked Legate's own).
+fn answer(
+    out: Result<Response<RespBody>, LocalAnswer>,
+    t: Option<Try>,
+) -> (Response<RespBody>, Option<Try>) {
+    match (out, t) {
+        (Ok(resp), t) => (resp, t),
+        (Err((local, failure)), Some(mut t)) => {
+            t.failure = Some(failure);
+            (local, Some(t))
         }
-    };
-    Ok((resp, try_))
+        (Err((local, _)), None) => (crate::router::retry::mark_local(local), None),
+    }
 }
 
 /// Builds a redirect the way Envoy does: the scheme defaults to the
@@ -628,31 +671,49 @@ fn prepare(
     Ok(())
 }
 
-/// `RETRY`: a retrying route's try (`try_` set, unless the request is
-/// sent once); a plain route's request compiles without the retry
-/// bookkeeping.
-async fn forward<const RETRY: bool>(
-    chain: &HttpChain,
-    conn: &ConnInfo,
-    vh: &VirtualHost,
-    route: &Route,
-    fwd: &Forward,
+/// Why a request Legate answered itself did not get a response from
+/// upstream, for the retry layer: what [`Upstream`] fails with.
+pub type LocalAnswer = (Response<RespBody>, Failure);
+
+/// Starts forwarding a request upstream: picks the cluster (unless a
+/// retrying route's try brings it) and an endpoint, takes the request's
+/// place under the circuit breaker, prepares the upstream head and sends
+/// it. What comes back is the exchange to await, or (as one future type,
+/// so the caller holds no `Result` beside it) Legate's own answer when
+/// the request cannot go (no cluster, no healthy endpoint, a limit
+/// reached, a head that cannot be made).
+///
+/// Not an `async fn`: everything here is synchronous, and the locals it
+/// needs (the request, its head, the prepared one) would otherwise stay in
+/// the request's future after they are used, as an `async fn`'s locals
+/// do. The future returned holds only what the exchange still needs.
+///
+/// `try_`: a retrying route's try (none when the request is sent once). It
+/// brings the cluster, the endpoints to avoid, the try's timeout and
+/// number, and (from the second try on) the upstream head to send again;
+/// it takes back the endpoint chosen and the head sent.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn start<'a>(
+    chain: &'a HttpChain,
+    conn: &'a ConnInfo,
+    vh: &'a VirtualHost,
+    route: &'a Route,
+    fwd: &'a Forward,
     mut req: Request<DownBody>,
     mut try_: Option<&mut Try>,
-) -> Result<Response<RespBody>, Response<RespBody>> {
-    // One try of a retrying route: its cluster, endpoints to avoid, timeout.
-    let try_cluster = try_.as_ref().map(|t| t.cluster.clone());
-    let cluster = match &try_cluster {
-        Some(c) => c,
+) -> Forwarding<'a, impl Future<Output = SendResult> + Send + use<>> {
+    let cluster: Cow<'a, Arc<Cluster>> = match &try_ {
+        Some(t) => Cow::Owned(t.cluster.clone()),
         None => match fwd.target.pick() {
-            Some(c) => c,
+            Some(c) => Cow::Borrowed(c),
             None => {
                 // A cluster the route names but the configuration lacks
                 // (Envoy's `cluster_not_found_response_code`, 503 by
                 // default; flag NC).
                 chain.stats.no_cluster.increment(1);
                 tracing::debug!("route names a cluster that does not exist");
-                return Err(flagged(
+                return Forwarding::answered(flagged(
                     local_reply(StatusCode::SERVICE_UNAVAILABLE, ""),
                     ResponseFlags::NC,
                 ));
@@ -661,21 +722,17 @@ async fn forward<const RETRY: bool>(
     };
     // A retry brings the upstream request head its first try prepared (the
     // request it is given carries only the body and the downstream version).
-    let prepared = if RETRY {
-        try_.as_deref_mut().and_then(|t| t.prepared.take())
-    } else {
-        None
-    };
+    let prepared = try_.as_deref_mut().and_then(|t| t.prepared.take());
     let downstream_h2 = req.version() == Version::HTTP_2;
     // A retrying route's tries are never upgrades (those are sent once).
-    let upgrade = (!RETRY || try_.is_none()) && is_upgrade(&req);
+    let upgrade = try_.is_none() && is_upgrade(&req);
     let use_h2 = match cluster.protocol {
         UpstreamProtocol::Http1 => false,
         UpstreamProtocol::Http2 => true,
         UpstreamProtocol::UseDownstream => downstream_h2,
     };
     if upgrade && use_h2 {
-        return Err(local_reply(
+        return Forwarding::answered(local_reply(
             StatusCode::SERVICE_UNAVAILABLE,
             "upgrade requests need an HTTP/1.1 upstream cluster\n",
         ));
@@ -695,7 +752,7 @@ async fn forward<const RETRY: bool>(
     }
     let Some(endpoint) = picked else {
         cluster.stats.none_healthy.increment(1);
-        return Err(flagged(
+        return Forwarding::answered(flagged(
             local_reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"),
             ResponseFlags::UH,
         ));
@@ -703,7 +760,7 @@ async fn forward<const RETRY: bool>(
     // The circuit breaker's request limit: over it, fail fast.
     let guard = match pool::UpstreamGuard::acquire(&endpoint, fwd.priority) {
         Ok(g) => g,
-        Err(e) => return Err(overflow(cluster, &endpoint, &e)),
+        Err(e) => return Forwarding::answered(overflow(&cluster, &endpoint, &e)),
     };
 
     // Only Legate's HTTP/1 server offers upgrades (HTTP/2 has no Upgrade).
@@ -716,18 +773,21 @@ async fn forward<const RETRY: bool>(
     match prepared {
         // A retry: the previous try's upstream request, ready to send again.
         Some(p) => parts = p,
-        None => prepare(
-            chain,
-            conn,
-            vh,
-            route,
-            fwd,
-            &mut parts,
-            upgrade,
-            use_h2,
-            downstream_h2,
-        )
-        .map_err(|why| local_reply(StatusCode::BAD_REQUEST, why))?,
+        None => {
+            if let Err(why) = prepare(
+                chain,
+                conn,
+                vh,
+                route,
+                fwd,
+                &mut parts,
+                upgrade,
+                use_h2,
+                downstream_h2,
+            ) {
+                return Forwarding::answered(local_reply(StatusCode::BAD_REQUEST, why));
+            }
+        }
     }
     if vh.include_attempt_count {
         parts.headers.insert(
@@ -748,148 +808,170 @@ async fn forward<const RETRY: bool>(
             && vh.response_headers.is_empty(),
         priority: fwd.priority,
     };
-    // A retrying route's try keeps the request head it sends, for the next.
-    let mut keep: Option<http::request::Parts> = None;
-    let keep_slot = (RETRY && try_.is_some()).then_some(&mut keep);
-    let call = pool::send(&endpoint, upstream_req, use_h2, flags, guard, keep_slot);
+    let (timeout, keep) = match try_ {
+        Some(t) => (t.timeout, Some(&mut t.prepared)),
+        None => (fwd.timeout, None),
+    };
     // One timer serves the whole exchange, as Envoy's route timeout: it runs
     // from routing while the request waits for a connection or a stream
     // slot, waits while the body is being uploaded, restarts when the upload
     // ends, races the response headers, then goes with the response body.
-    let mut deadline: Option<RouteTimer> = None;
-    let timeout = match &try_ {
-        Some(t) => t.timeout,
-        None => fwd.timeout,
-    };
-    let result = match timeout {
-        Some(t) => {
-            let mut upload = upload;
-            // HTTP/1 requests (one at a time per connection) time out on the
-            // connection's clock; HTTP/2 streams on a tokio timer each.
-            let clock = (!downstream_h2).then_some(&conn.clock);
-            let mut timer = RouteTimer::start(clock, t);
-            let r = {
-                let mut call = std::pin::pin!(call);
-                loop {
-                    tokio::select! {
-                        biased;
-                        r = &mut call => break Some(r),
-                        state = async {
-                            let rx = upload.as_mut()?;
-                            rx.changed().await.ok()?;
-                            Some(*rx.borrow())
-                        }, if upload.is_some() => match state {
-                            // The upload ended: the clock starts now.
-                            Some(Upload::Done) => {
-                                upload = None;
-                                timer.restart(t);
-                            }
-                            Some(_) => {}
-                            // The body failed: the call fails with it; keep a
-                            // deadline all the same.
-                            None => {
-                                upload = None;
-                                timer.restart(t);
-                            }
-                        },
-                        _ = std::future::poll_fn(|cx| timer.poll_expired(cx)) => {
-                            let uploading = upload
-                                .as_ref()
-                                .is_some_and(|rx| *rx.borrow() == Upload::Sending);
-                            if uploading {
-                                // A slow upload is not a slow upstream: wait for
-                                // its end (the timer restarts there).
-                                timer.pause();
-                            } else {
-                                break None;
-                            }
-                        }
-                    }
-                }
+    // HTTP/1 requests (one at a time per connection) time out on the
+    // connection's clock; HTTP/2 streams on a tokio timer each.
+    let timer = timeout.map(|t| RouteTimer::start((!downstream_h2).then_some(&conn.clock), t));
+    // Built where it goes, in one expression: each move of the call's
+    // future on the way would copy all of it.
+    Forwarding::Sent(Upstream {
+        // A retrying route's try keeps the request head it sends, for the next.
+        call: pool::send(upstream_req, use_h2, flags, guard, keep),
+        route,
+        vh,
+        cluster,
+        endpoint,
+        started,
+        timeout,
+        timer,
+        upload,
+        downstream_upgrade,
+    })
+}
+
+/// What [`start`] comes to: the exchange upstream, or Legate's own answer.
+#[pin_project(project = ForwardingProj)]
+pub enum Forwarding<'a, F> {
+    Sent(#[pin] Upstream<'a, F>),
+    /// Taken when polled.
+    Answered(Option<Response<RespBody>>),
+}
+
+impl<F> Forwarding<'_, F> {
+    fn answered(resp: Response<RespBody>) -> Self {
+        Forwarding::Answered(Some(resp))
+    }
+}
+
+impl<F: Future<Output = SendResult>> Future for Forwarding<'_, F> {
+    type Output = Result<Response<RespBody>, LocalAnswer>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ForwardingProj::Sent(upstream) => upstream.poll(cx),
+            // Not an upstream failure: never retried.
+            ForwardingProj::Answered(resp) => Poll::Ready(Err((
+                resp.take()
+                    .unwrap_or_else(|| local_reply(StatusCode::INTERNAL_SERVER_ERROR, "")),
+                Failure::Other,
+            ))),
+        }
+    }
+}
+
+type SendResult = Result<(Response<pool::UpstreamBody>, pool::UpstreamGuard), UpstreamError>;
+
+/// An exchange with an upstream endpoint, under the route timer: the
+/// upstream's response made into the downstream one, or Legate's own
+/// answer and why. Written out as a future (not an `async fn`) so it holds
+/// nothing but the call and what finishing it needs.
+#[pin_project]
+pub struct Upstream<'a, F> {
+    #[pin]
+    call: F,
+    route: &'a Route,
+    vh: &'a VirtualHost,
+    cluster: Cow<'a, Arc<Cluster>>,
+    endpoint: Arc<Endpoint>,
+    started: Instant,
+    timeout: Option<Duration>,
+    timer: Option<RouteTimer>,
+    /// How far the request body's upload has gone (none without a body,
+    /// or once it has settled).
+    upload: Option<Arc<Upload>>,
+    downstream_upgrade: Option<OnUpgrade>,
+}
+
+impl<F: Future<Output = SendResult>> Future for Upstream<'_, F> {
+    type Output = Result<Response<RespBody>, LocalAnswer>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let result = loop {
+            if let Poll::Ready(r) = this.call.as_mut().poll(cx) {
+                break r;
+            }
+            let (Some(timer), Some(t)) = (this.timer.as_mut(), *this.timeout) else {
+                return Poll::Pending;
             };
-            // (The call is gone here: the head it kept is free to hand on.)
-            let Some(r) = r else {
-                report(cluster, &endpoint, Outcome::Timeout);
-                cluster.stats.rq_timeout.increment(1);
-                cluster.stats.rq[4].increment(1);
-                if let Some(t) = try_.as_deref_mut() {
-                    t.failure = Some(Failure::Timeout);
-                    t.prepared = keep.take();
-                }
-                return Err(flagged(
-                    local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout"),
-                    ResponseFlags::UT,
-                ));
-            };
-            if upload.is_some() {
-                // The upstream answered before the upload ended; time the
-                // rest of the exchange from here.
+            // The upload ended (or failed, and the call fails with it;
+            // keep a deadline all the same): the clock starts now.
+            if let Some(u) = this.upload.as_ref()
+                && u.poll_settled(cx).is_ready()
+            {
+                *this.upload = None;
                 timer.restart(t);
             }
-            deadline = Some(timer);
-            r
+            if timer.poll_expired(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if this.upload.as_ref().is_some_and(|u| u.is_sending()) {
+                // A slow upload is not a slow upstream: wait for its end
+                // (the timer restarts there).
+                timer.pause();
+                continue;
+            }
+            // (The call goes with the exchange.)
+            report(this.cluster, this.endpoint, Outcome::Timeout);
+            this.cluster.stats.rq_timeout.increment(1);
+            this.cluster.stats.rq[4].increment(1);
+            return Poll::Ready(Err((
+                flagged(
+                    local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout"),
+                    ResponseFlags::UT,
+                ),
+                Failure::Timeout,
+            )));
+        };
+        if this.upload.take().is_some()
+            && let (Some(timer), Some(t)) = (this.timer.as_mut(), *this.timeout)
+        {
+            // The upstream answered before the upload ended; time the rest
+            // of the exchange from here.
+            timer.restart(t);
         }
-        None => call.await,
-    };
-    if let Some(t) = try_.as_deref_mut() {
-        t.prepared = keep.take();
+        Poll::Ready(finish(
+            this.route,
+            this.vh,
+            this.cluster,
+            this.endpoint,
+            *this.started,
+            this.timer.take(),
+            this.downstream_upgrade.take(),
+            result,
+        ))
     }
+}
+
+/// An exchange's outcome made into the downstream response (or Legate's
+/// own answer): statistics, outlier detection, protocol upgrades, response
+/// header changes.
+// Both sides are a response; neither is boxed.
+#[allow(clippy::too_many_arguments, clippy::result_large_err)]
+fn finish(
+    route: &Route,
+    vh: &VirtualHost,
+    cluster: &Cluster,
+    endpoint: &Endpoint,
+    started: Instant,
+    deadline: Option<RouteTimer>,
+    downstream_upgrade: Option<OnUpgrade>,
+    result: SendResult,
+) -> Result<Response<RespBody>, LocalAnswer> {
     let (resp, guard) = match result {
         Ok(r) => r,
-        Err(UpstreamError::Overflow(r)) => {
-            if let Some(t) = try_ {
-                t.failure = Some(Failure::Other);
-            }
-            return Err(overflow(cluster, &endpoint, &UpstreamError::Overflow(r)));
-        }
-        Err(e) => {
-            tracing::debug!(cluster = %cluster.name, endpoint = %endpoint.addr, error = %e, flag = %upstream_flag(&e), "upstream request failed");
-            match &e {
-                UpstreamError::Protocol(_) => report(cluster, &endpoint, Outcome::Status(502)),
-                UpstreamError::RequestBody(_) | UpstreamError::Overflow(_) => {}
-                _ => report(cluster, &endpoint, Outcome::LocalFailure),
-            }
-            if e.is_reset() {
-                cluster.stats.rq_reset.increment(1);
-            }
-            // A client whose own body failed is not an upstream failure.
-            if !matches!(e, UpstreamError::RequestBody(_)) {
-                cluster.stats.rq[4].increment(1);
-            }
-            let failure = match &e {
-                UpstreamError::ConnectFailure(_) | UpstreamError::ConnectTimeout => {
-                    Failure::ConnectFailure
-                }
-                UpstreamError::Reset(h) if refused_stream(h) => Failure::RefusedStream,
-                UpstreamError::RequestBody(_) => Failure::Other,
-                _ => Failure::Reset,
-            };
-            // Envoy's statuses and bodies: a malformed upstream response is a
-            // 502, a failed or broken connection a 503.
-            let (status, body) = match e {
-                // The client's own body was bad (or it left): Envoy's 400.
-                UpstreamError::RequestBody(_) => (StatusCode::BAD_REQUEST, "bad request body"),
-                UpstreamError::Protocol(_) => (
-                    StatusCode::BAD_GATEWAY,
-                    "upstream connect error or disconnect/reset before headers. reset reason: protocol error",
-                ),
-                _ if e.is_reset() => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
-                ),
-                _ => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
-                ),
-            };
-            if let Some(t) = try_ {
-                t.failure = Some(failure);
-            }
-            return Err(flagged(local_reply(status, body), upstream_flag(&e)));
-        }
+        Err(e) => return Err(failed(cluster, endpoint, e)),
     };
     let status = resp.status();
-    report(cluster, &endpoint, Outcome::Status(status.as_u16()));
+    report(cluster, endpoint, Outcome::Status(status.as_u16()));
     cluster.stats.rq[class_index(status.as_u16())].increment(1);
     cluster
         .stats
@@ -932,6 +1014,57 @@ async fn forward<const RETRY: bool>(
             deadline,
         },
     ))
+}
+
+/// Legate's answer to an exchange that failed before a response: Envoy's
+/// statuses, bodies and flags, counted, and told to outlier detection.
+#[cold]
+#[inline(never)]
+fn failed(cluster: &Cluster, endpoint: &Endpoint, e: UpstreamError) -> LocalAnswer {
+    if let UpstreamError::Overflow(_) = e {
+        return (overflow(cluster, endpoint, &e), Failure::Other);
+    }
+    tracing::debug!(cluster = %cluster.name, endpoint = %endpoint.addr, error = %e, flag = %upstream_flag(&e), "upstream request failed");
+    match &e {
+        UpstreamError::Protocol(_) => report(cluster, endpoint, Outcome::Status(502)),
+        UpstreamError::RequestBody(_) | UpstreamError::Overflow(_) => {}
+        _ => report(cluster, endpoint, Outcome::LocalFailure),
+    }
+    if e.is_reset() {
+        cluster.stats.rq_reset.increment(1);
+    }
+    // A client whose own body failed is not an upstream failure.
+    if !matches!(e, UpstreamError::RequestBody(_)) {
+        cluster.stats.rq[4].increment(1);
+    }
+    let failure = match &e {
+        UpstreamError::ConnectFailure(_) | UpstreamError::ConnectTimeout => Failure::ConnectFailure,
+        UpstreamError::Reset(h) if refused_stream(h) => Failure::RefusedStream,
+        UpstreamError::RequestBody(_) => Failure::Other,
+        _ => Failure::Reset,
+    };
+    // Envoy's statuses and bodies: a malformed upstream response is a
+    // 502, a failed or broken connection a 503.
+    let (status, body) = match e {
+        // The client's own body was bad (or it left): Envoy's 400.
+        UpstreamError::RequestBody(_) => (StatusCode::BAD_REQUEST, "bad request body"),
+        UpstreamError::Protocol(_) => (
+            StatusCode::BAD_GATEWAY,
+            "upstream connect error or disconnect/reset before headers. reset reason: protocol error",
+        ),
+        _ if e.is_reset() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+        ),
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+        ),
+    };
+    (
+        flagged(local_reply(status, body), upstream_flag(&e)),
+        failure,
+    )
 }
 
 /// Envoy's answer to a request over a circuit-breaker limit: 503 at once,
@@ -1063,10 +1196,11 @@ mod tests {
                         let r = Request::new(b);
                         // One request per future measured: the whole send,
                         // then its HTTP/1 and HTTP/2 halves.
+                        let guard = pool::UpstreamGuard::acquire(&ep, Default::default()).unwrap();
                         let bytes = match nth.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
-                            0 => size(&pool::send(&ep, r, false, pool::SendFlags::default(), pool::UpstreamGuard::acquire(&ep, Default::default()).unwrap(), None)),
-                            1 => size(&pool::send_h1(&ep, r, pool::SendFlags::default(), pool::UpstreamGuard::acquire(&ep, Default::default()).unwrap(), None)),
-                            _ => size(&pool::send_h2(&ep, r, Default::default(), pool::UpstreamGuard::acquire(&ep, Default::default()).unwrap())),
+                            0 => size(&pool::send(r, false, pool::SendFlags::default(), guard, None)),
+                            1 => size(&pool::send(r, true, pool::SendFlags::default(), guard, None)),
+                            _ => size(&pool::send_h2(r, Default::default(), guard)),
                         };
                         let _ = size_tx.send(bytes);
                         Ok::<_, std::convert::Infallible>(Response::new(RespBody::empty()))
@@ -1091,11 +1225,12 @@ mod tests {
                     .await;
                 sizes.push(size_rx.recv().unwrap());
             }
-            let [send, h1, h2] = sizes[..] else { unreachable!() };
-            eprintln!("send future: {send} bytes (HTTP/1 {h1}, HTTP/2 {h2})");
+            let [send, send2, h2] = sizes[..] else { unreachable!() };
+            assert_eq!(send, send2, "one future type, whichever the protocol");
+            eprintln!("send future: {send} bytes (HTTP/2 part {h2})");
             assert!(
                 send <= 1100,
-                "pool::send future is {send} bytes (budget 1100; HTTP/1 part {h1}, HTTP/2 part {h2})"
+                "pool::send future is {send} bytes (budget 1100; HTTP/2 part {h2})"
             );
         });
     }

@@ -342,8 +342,7 @@ enum State<F> {
     Start,
     /// Reading a replayable body in full (boxed: most requests have none).
     Collecting(Pin<Box<Collect<DownBody>>>),
-    /// Not replayable (or no cluster to retry against): one try.
-    Once(#[pin] F),
+    /// A try (or, for a request that cannot be replayed, the one call).
     Trying(#[pin] F),
     Backoff(#[pin] tokio::time::Sleep),
 }
@@ -380,7 +379,7 @@ impl<S: OneTry> Future for RetryFuture<'_, S> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
-            let next = match this.state.as_mut().project() {
+            let step = match this.state.as_mut().project() {
                 StateProj::Start => {
                     let Held::Request(req) = std::mem::replace(this.held, Held::Gone) else {
                         return Poll::Ready(Ok(internal_error()));
@@ -394,18 +393,16 @@ impl<S: OneTry> Future for RetryFuture<'_, S> {
                     let replayable = !crate::http::service::is_upgrade(&req)
                         && (empty || length.is_some_and(|l| l <= MAX_BUFFERED));
                     if !replayable {
-                        State::Once(this.inner.call((req, None)))
+                        Step::Call(req, None)
                     } else {
                         let (parts, body) = req.into_parts();
                         if empty {
                             *this.held = Held::Replay(Replay::new(parts, None));
-                            match begin(&mut this) {
-                                Next(next) => next,
-                                Done(resp) => return Poll::Ready(Ok(resp)),
-                            }
+                            begin(&mut this)
                         } else {
                             *this.held = Held::Parts(parts);
-                            State::Collecting(Box::pin(body.collect()))
+                            this.state.set(State::Collecting(Box::pin(body.collect())));
+                            continue;
                         }
                     }
                 }
@@ -415,10 +412,7 @@ impl<S: OneTry> Future for RetryFuture<'_, S> {
                             return Poll::Ready(Ok(internal_error()));
                         };
                         *this.held = Held::Replay(Replay::new(parts, Some(b.to_bytes())));
-                        match begin(&mut this) {
-                            Next(next) => next,
-                            Done(resp) => return Poll::Ready(Ok(resp)),
-                        }
+                        begin(&mut this)
                     }
                     Err(_) => {
                         return Poll::Ready(Ok(local(local_reply(
@@ -427,39 +421,37 @@ impl<S: OneTry> Future for RetryFuture<'_, S> {
                         ))));
                     }
                 },
-                StateProj::Once(call) => {
-                    let (resp, _) = ready!(call.poll(cx))?;
-                    return Poll::Ready(Ok(resp));
-                }
                 StateProj::Trying(call) => {
                     let (resp, t) = ready!(call.poll(cx))?;
-                    match after_try(&mut this, resp, t) {
-                        Next(next) => next,
-                        Done(resp) => return Poll::Ready(Ok(resp)),
-                    }
+                    after_try(&mut this, resp, t)
                 }
                 StateProj::Backoff(sleep) => {
                     ready!(sleep.poll(cx));
-                    match next_try(&mut this) {
-                        Next(next) => next,
-                        Done(resp) => return Poll::Ready(Ok(resp)),
-                    }
+                    next_try(&mut this)
                 }
             };
-            this.state.set(next);
+            match step {
+                // The call's future is made where it is kept: moved on its
+                // way there, all of it would be copied each time.
+                Step::Call(req, t) => this.state.set(State::Trying(this.inner.call((req, t)))),
+                Step::Wait(sleep) => this.state.set(State::Backoff(sleep)),
+                Step::Done(resp) => return Poll::Ready(Ok(resp)),
+            }
         }
     }
 }
 
 type Proj<'p, 'a, S> = RetryProj<'p, 'a, S>;
 
-/// What a step of a retrying request comes to: the next state, or the
-/// response to answer with.
-enum Step<F> {
-    Next(State<F>),
+/// What a step of a retrying request comes to: a call to make (a try, or
+/// with no try the request's one call), a back-off, or the response.
+/// Passed straight back to the poll that acts on it, never kept.
+#[allow(clippy::large_enum_variant)]
+enum Step {
+    Call(Request<DownBody>, Option<Try>),
+    Wait(tokio::time::Sleep),
     Done(Resp),
 }
-use Step::{Done, Next};
 
 fn timed_out(cluster: &Cluster) -> Resp {
     cluster.stats.rq_timeout.increment(1);
@@ -480,13 +472,13 @@ fn flag(mut resp: Resp, flags: ResponseFlags) -> Resp {
 
 /// The request is replayable: pick the cluster once for every try, start
 /// the route timeout's clock, make the first try.
-fn begin<S: OneTry>(this: &mut Proj<'_, '_, S>) -> Step<S::Future> {
+fn begin<S: OneTry>(this: &mut Proj<'_, '_, S>) -> Step {
     let Held::Replay(replay) = this.held else {
-        return Done(internal_error());
+        return Step::Done(internal_error());
     };
     let Some(cluster) = this.target.pick().cloned() else {
-        // No such cluster: the try answers it (503, NC).
-        return Next(State::Once(this.inner.call((replay.request().0, None))));
+        // No such cluster: the call answers it (503, NC).
+        return Step::Call(replay.request().0, None);
     };
     *this.cluster = Some(cluster);
     let now = Instant::now();
@@ -495,20 +487,20 @@ fn begin<S: OneTry>(this: &mut Proj<'_, '_, S>) -> Step<S::Future> {
 }
 
 /// Starts the next try (see [`try_at`]).
-fn next_try<S: OneTry>(this: &mut Proj<'_, '_, S>) -> Step<S::Future> {
+fn next_try<S: OneTry>(this: &mut Proj<'_, '_, S>) -> Step {
     try_at(this, Instant::now())
 }
 
 /// Starts the next try at `now`, with the per-try timeout cut to what is
 /// left of the route timeout (the try's own timer enforces both).
-fn try_at<S: OneTry>(this: &mut Proj<'_, '_, S>, now: Instant) -> Step<S::Future> {
+fn try_at<S: OneTry>(this: &mut Proj<'_, '_, S>, now: Instant) -> Step {
     let (Some(cluster), Held::Replay(replay)) = (this.cluster.as_ref(), &mut *this.held) else {
-        return Done(internal_error());
+        return Step::Done(internal_error());
     };
     *this.n += 1;
     let left = this.deadline.map(|d| d.saturating_duration_since(now));
     if left.is_some_and(|l| l.is_zero()) {
-        return Done(timed_out(cluster));
+        return Step::Done(timed_out(cluster));
     }
     let timeout = match (this.policy.per_try, left) {
         (Some(p), Some(l)) => Some(p.min(l)),
@@ -528,14 +520,14 @@ fn try_at<S: OneTry>(this: &mut Proj<'_, '_, S>, now: Instant) -> Step<S::Future
         used: None,
         failure: None,
     };
-    Next(State::Trying(this.inner.call((req, Some(t)))))
+    Step::Call(req, Some(t))
 }
 
-/// A try's outcome: the response to return (`Err`), or the back-off
-/// before the next try.
-fn after_try<S: OneTry>(this: &mut Proj<'_, '_, S>, resp: Resp, t: Option<Try>) -> Step<S::Future> {
+/// A call's outcome: the response to return, or the back-off before the
+/// next try.
+fn after_try<S: OneTry>(this: &mut Proj<'_, '_, S>, resp: Resp, t: Option<Try>) -> Step {
     let Some(mut t) = t else {
-        return Done(resp);
+        return Step::Done(resp);
     };
     let prepared = match &mut *this.held {
         Held::Replay(r) => {
@@ -545,7 +537,7 @@ fn after_try<S: OneTry>(this: &mut Proj<'_, '_, S>, resp: Resp, t: Option<Try>) 
         _ => false,
     };
     let Some(cluster) = this.cluster.as_ref() else {
-        return Done(resp);
+        return Step::Done(resp);
     };
     let policy: &Retry = this.policy;
     *this.avoid = t.avoid;
@@ -559,26 +551,26 @@ fn after_try<S: OneTry>(this: &mut Proj<'_, '_, S>, resp: Resp, t: Option<Try>) 
     let n = *this.n;
     if t.failure == Some(Failure::Timeout) && this.deadline.is_some_and(|d| Instant::now() >= d) {
         // The route timeout, not the per-try one: no more tries.
-        return Done(mark(resp));
+        return Step::Done(mark(resp));
     }
     if !policy.retriable(&resp, t.failure) {
         if n > 1 {
             cluster.stats.rq_retry_success.increment(1);
         }
-        return Done(mark(resp));
+        return Step::Done(mark(resp));
     }
     if n > policy.num_retries {
         cluster.stats.rq_retry_limit_exceeded.increment(1);
-        return Done(flag(mark(resp), ResponseFlags::URX));
+        return Step::Done(flag(mark(resp), ResponseFlags::URX));
     }
     if !prepared {
         // The try failed before it had a request to send: nothing to send
         // again (such failures are not retriable; this is a safeguard).
-        return Done(mark(resp));
+        return Step::Done(mark(resp));
     }
     let Some(slot) = cluster.breakers.retry_slot(*this.priority) else {
         cluster.stats.rq_retry_overflow.increment(1);
-        return Done(flag(mark(resp), ResponseFlags::UO));
+        return Step::Done(flag(mark(resp), ResponseFlags::UO));
     };
     *this.slot = Some(slot);
     if let Some(ep) = t.used {
@@ -592,9 +584,9 @@ fn after_try<S: OneTry>(this: &mut Proj<'_, '_, S>, resp: Resp, t: Option<Try>) 
         Some(d) if Instant::now() + pause >= d => {
             // No time left for another try after the pause: wait out the
             // route timeout and answer it.
-            Next(State::Backoff(tokio::time::sleep_until(d)))
+            Step::Wait(tokio::time::sleep_until(d))
         }
-        _ => Next(State::Backoff(tokio::time::sleep(pause))),
+        _ => Step::Wait(tokio::time::sleep(pause)),
     }
 }
 
