@@ -136,14 +136,10 @@ fn route_request<'a>(
             return flagged(local_reply(StatusCode::NOT_FOUND, ""), ResponseFlags::NR);
         };
         if route.layered {
-            // Boxed, so routes without layers carry none of their state (held
-            // inline, it cost plain routes ~350 instructions a request).
-            // The box is allocated first and the future written straight
-            // into it (built first, it would be copied in, all of it).
-            let boxed = Box::write(Box::new_uninit(), with_filters(chain, conn, vh, route, req));
-            let filtered: Pin<
-                Box<dyn Future<Output = Result<Response<RespBody>, Infallible>> + Send + '_>,
-            > = Box::into_pin(boxed);
+            // Held inline (no box): the allocation, over a kilobyte, cost
+            // more than the plain routes' larger future costs them
+            // (callgrind: all policies -590 instructions, plain -40).
+            let filtered = with_filters(chain, conn, vh, route, req);
             return match filtered.await {
                 Ok(r) => r,
                 Err(never) => match never {},
