@@ -23,7 +23,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -392,75 +392,122 @@ fn copy_head(req: &Request<ReqBody>) -> http::request::Parts {
     copy.into_parts().0
 }
 
+/// What sending a request upstream comes to: the response and the guard.
+pub type SendOutput = Result<(Response<UpstreamBody>, UpstreamGuard), UpstreamError>;
+
 /// Sends `req` to the endpoint `guard` holds (see
 /// [`UpstreamGuard::acquire`]) over a pooled connection; the guard comes
 /// back with the response and must live as long as its body. `keep`, when
 /// given, gets the request head as sent (a retrying route's next try sends
 /// it again).
 ///
-/// Not an `async fn`: the common HTTP/1 case (an idle connection) starts
-/// here, so the head it writes out is handed back at once, and the future
-/// borrows nothing. Each path is its own future and the request's future
-/// is the larger of the two.
+/// Not an `async fn`: the common cases (an idle HTTP/1 connection; an open
+/// HTTP/2 connection with a stream slot free) start here, synchronously,
+/// and the future returned holds only what the exchange still needs: the
+/// HTTP/1 exchange, or hyper's response future. It is part of every
+/// request's state, moved as the request's future is built, so its size
+/// counts. The other cases (a connection to open or wait for, a stream
+/// slot to wait for) are boxed.
 #[inline]
 pub fn send(
     req: Request<ReqBody>,
     use_h2: bool,
     flags: SendFlags,
-    guard: UpstreamGuard,
+    mut guard: UpstreamGuard,
     keep: Option<&mut Option<http::request::Parts>>,
-) -> impl Future<Output = Result<(Response<UpstreamBody>, UpstreamGuard), UpstreamError>> + Send + use<>
-{
+) -> impl Future<Output = SendOutput> + Send + use<> {
     if use_h2 {
         if let Some(k) = keep {
             // hyper takes the request: a retry needs a copy of its head.
             *k = Some(copy_head(&req));
         }
-        return Either::H2(send_h2(req, flags.priority, guard));
+        let ep = &guard.endpoint;
+        if let Ok(permit) = ep.pool.h2_streams.clone().try_acquire_owned()
+            && let Some(mut sender) = cached_h2(ep)
+            // An HTTP/2 sender is ready unless its connection has closed.
+            && let Poll::Ready(Ok(())) =
+                sender.poll_ready(&mut Context::from_waker(std::task::Waker::noop()))
+        {
+            guard._permit = Some(permit);
+            return Sending::H2 {
+                call: sender.send_request(req),
+                guard: Some(guard),
+            };
+        }
+        // No stream slot free, or no connection yet: the request is
+        // pending (within the limit) until it has both.
+        return Sending::Other(Box::pin(send_h2(req, flags.priority, guard)));
     }
     let ep = &guard.endpoint;
-    let start = match ep.pool.pop_idle(ep.settings.idle_timeout) {
-        Some(conn) => H1Start::Ready(start_h1(conn, true, req, flags, keep)),
-        // A new connection (or a wait for one): the head is written once
+    match ep.pool.pop_idle(ep.settings.idle_timeout) {
+        Some(conn) => Sending::H1(exchange_h1(
+            start_h1(conn, true, req, flags, keep),
+            flags,
+            guard,
+        )),
+        // A new connection, or a wait for one: the head is written once
         // there is one, so a caller that keeps it gets a copy now.
         None => {
             if let Some(k) = keep {
                 *k = Some(copy_head(&req));
             }
-            H1Start::Connect(req)
-        }
-    };
-    Either::H1(send_h1(start, flags, guard))
-}
-
-/// How an HTTP/1 request starts: on an idle connection, its head already
-/// written to it; or waiting for one.
-enum H1Start {
-    Ready(Exchange),
-    Connect(Request<ReqBody>),
-}
-
-#[pin_project(project = EitherProj)]
-enum Either<A, B> {
-    H1(#[pin] A),
-    H2(#[pin] B),
-}
-
-impl<T, A: Future<Output = T>, B: Future<Output = T>> Future for Either<A, B> {
-    type Output = T;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        match self.project() {
-            EitherProj::H1(f) => f.poll(cx),
-            EitherProj::H2(f) => f.poll(cx),
+            Sending::Other(Box::pin(async move {
+                let (conn, reused) = acquire_h1(&guard.endpoint, flags.priority).await?;
+                let exchange = start_h1(conn, reused, req, flags, None);
+                exchange_h1(exchange, flags, guard).await
+            }))
         }
     }
 }
 
+/// A request on its way upstream (see [`send`]).
+#[pin_project(project = SendingProj)]
+enum Sending<A, B> {
+    /// On an HTTP/1 connection, its head written.
+    H1(#[pin] A),
+    /// On the HTTP/2 connection: hyper's response future.
+    H2 {
+        #[pin]
+        call: B,
+        guard: Option<UpstreamGuard>,
+    },
+    /// Waiting for a connection or a stream slot first.
+    Other(Pin<Box<dyn Future<Output = SendOutput> + Send>>),
+}
+
+impl<A, B> Future for Sending<A, B>
+where
+    A: Future<Output = SendOutput>,
+    B: Future<Output = hyper::Result<Response<Incoming>>>,
+{
+    type Output = SendOutput;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<SendOutput> {
+        match self.project() {
+            SendingProj::H1(f) => f.poll(cx),
+            SendingProj::H2 { call, guard } => {
+                let resp = match ready!(call.poll(cx)) {
+                    Ok(resp) => resp,
+                    Err(e) => return Poll::Ready(Err(UpstreamError::Reset(e))),
+                };
+                match guard.take() {
+                    Some(g) => Poll::Ready(Ok((resp.map(UpstreamBody::H2), g))),
+                    // Polled again after it ended.
+                    None => Poll::Pending,
+                }
+            }
+            SendingProj::Other(f) => f.as_mut().poll(cx),
+        }
+    }
+}
+
+/// An HTTP/2 request that found no stream slot free or no connection
+/// open: it waits (within the pending limit) for both.
 pub(crate) async fn send_h2(
     req: Request<ReqBody>,
     priority: RoutingPriority,
     mut guard: UpstreamGuard,
-) -> Result<(Response<UpstreamBody>, UpstreamGuard), UpstreamError> {
+) -> SendOutput {
     let ep = &guard.endpoint;
     let ready = match ep.pool.h2_streams.clone().try_acquire_owned() {
         Ok(permit) => cached_h2(ep).map(|sender| (Some(permit), sender)),
@@ -468,9 +515,7 @@ pub(crate) async fn send_h2(
     };
     let (permit, mut sender) = match ready {
         Some(ready) => ready,
-        // No stream slot free, or no connection yet: the request is
-        // pending (within the limit) until it has both.
-        None => Box::pin(pending_h2(ep, priority, guard._permit.is_some())).await?,
+        None => pending_h2(ep, priority, guard._permit.is_some()).await?,
     };
     if permit.is_some() {
         guard._permit = permit;
@@ -483,44 +528,40 @@ pub(crate) async fn send_h2(
     Ok((resp.map(UpstreamBody::H2), guard))
 }
 
-async fn send_h1(
-    start: H1Start,
+/// An HTTP/1 exchange whose head is written: its response head, read.
+///
+/// Not an `async fn`: the block keeps the exchange it captures, where an
+/// `async fn` would keep its argument and a copy of it.
+#[allow(clippy::manual_async_fn)]
+fn exchange_h1(
+    mut exchange: Exchange,
     flags: SendFlags,
     guard: UpstreamGuard,
-) -> Result<(Response<UpstreamBody>, UpstreamGuard), UpstreamError> {
-    let ep = &guard.endpoint;
-    let mut exchange = match start {
-        H1Start::Ready(exchange) => exchange,
-        // New connections are the rare path; boxed to keep this future small.
-        H1Start::Connect(req) => {
-            Box::pin(async move {
-                let (conn, reused) = acquire_h1(ep, flags.priority).await?;
-                Ok::<_, UpstreamError>(start_h1(conn, reused, req, flags, None))
-            })
-            .await?
-        }
-    };
-    let head = loop {
-        match std::future::poll_fn(|cx| exchange.poll_head(cx)).await {
-            Ok(head) => break head,
-            // A pooled connection the server closed while it sat idle:
-            // once more on a new one, when that is safe.
-            Err(e) if exchange.retryable(&e) => {
-                tracing::debug!(endpoint = %ep.addr, error = %e, "pooled connection failed; retrying on a new one");
-                // It replaces a connection: within the limit by definition.
-                let slot = ep
-                    .breakers
-                    .replace_connection(flags.priority, &ep.pool.open);
-                exchange.retry_on(Box::pin(connect_h1(ep, slot)).await?);
+) -> impl Future<Output = SendOutput> + Send {
+    async move {
+        let ep = &guard.endpoint;
+        let head = loop {
+            match std::future::poll_fn(|cx| exchange.poll_head(cx)).await {
+                Ok(head) => break head,
+                // A pooled connection the server closed while it sat idle:
+                // once more on a new one, when that is safe.
+                Err(e) if exchange.retryable(&e) => {
+                    tracing::debug!(endpoint = %ep.addr, error = %e, "pooled connection failed; retrying on a new one");
+                    // It replaces a connection: within the limit by definition.
+                    let slot = ep
+                        .breakers
+                        .replace_connection(flags.priority, &ep.pool.open);
+                    exchange.retry_on(Box::pin(connect_h1(ep, slot)).await?);
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
+        };
+        let mut resp = exchange.into_response(head)?.map(UpstreamBody::H1);
+        if resp.body().is_end_stream() {
+            guard.release(resp.body_mut());
         }
-    };
-    let mut resp = exchange.into_response(head)?.map(UpstreamBody::H1);
-    if resp.body().is_end_stream() {
-        guard.release(resp.body_mut());
+        Ok((resp, guard))
     }
-    Ok((resp, guard))
 }
 
 /// Writes the request head out on `conn`; the head then goes back to the
