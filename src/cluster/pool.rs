@@ -541,20 +541,23 @@ fn exchange_h1(
     async move {
         let ep = &guard.endpoint;
         let head = loop {
-            match std::future::poll_fn(|cx| exchange.poll_head(cx)).await {
+            // (The result is taken apart here, not matched on around the
+            // await below, which would keep all of it in the future.)
+            let e = match std::future::poll_fn(|cx| exchange.poll_head(cx)).await {
                 Ok(head) => break head,
-                // A pooled connection the server closed while it sat idle:
-                // once more on a new one, when that is safe.
-                Err(e) if exchange.retryable(&e) => {
-                    tracing::debug!(endpoint = %ep.addr, error = %e, "pooled connection failed; retrying on a new one");
-                    // It replaces a connection: within the limit by definition.
-                    let slot = ep
-                        .breakers
-                        .replace_connection(flags.priority, &ep.pool.open);
-                    exchange.retry_on(Box::pin(connect_h1(ep, slot)).await?);
-                }
-                Err(e) => return Err(e.into()),
+                Err(e) => e,
+            };
+            if !exchange.retryable(&e) {
+                return Err(e.into());
             }
+            // A pooled connection the server closed while it sat idle:
+            // once more on a new one, when that is safe.
+            tracing::debug!(endpoint = %ep.addr, error = %e, "pooled connection failed; retrying on a new one");
+            // It replaces a connection: within the limit by definition.
+            let slot = ep
+                .breakers
+                .replace_connection(flags.priority, &ep.pool.open);
+            exchange.retry_on(Box::pin(connect_h1(ep, slot)).await?);
         };
         let mut resp = exchange.into_response(head)?.map(UpstreamBody::H1);
         if resp.body().is_end_stream() {

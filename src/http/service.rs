@@ -14,7 +14,7 @@ use crate::cluster::{Cluster, Endpoint};
 use crate::filters::fault::FaultLayer;
 use crate::filters::ratelimit::RateLimitLayer;
 use crate::route::{Action, Forward, HashInput, Redirect, RequestView, Route, VirtualHost};
-use crate::router::retry::{Failure, LocalReply, RetryLayer, Try};
+use crate::router::retry::{Failure, LocalReply, RetryLayer, Try, TryRequest};
 use crate::telemetry::class_index;
 use crate::telemetry::flags::ResponseFlags;
 use bytes::Bytes;
@@ -171,10 +171,12 @@ macro_rules! act {
                 resp
             }
             Action::Redirect(rd) => redirect(rd, &$req),
-            Action::Forward(fwd) => match start(chain, conn, vh, route, fwd, $req, None).await {
-                Ok(proxied) => return $ret(proxied),
-                Err((local, _)) => local,
-            },
+            Action::Forward(fwd) => {
+                match start(chain, conn, vh, route, fwd, $req, None, None, None).await {
+                    Ok(proxied) => return $ret(proxied),
+                    Err((local, _)) => local,
+                }
+            }
         };
         route.response_headers.apply(resp.headers_mut());
         vh.response_headers.apply(resp.headers_mut());
@@ -199,8 +201,14 @@ fn with_filters<'a>(
     let action = if let Action::Forward(fwd) = &route.action
         && let Some(policy) = &fwd.retry
     {
-        let one_try = tower::service_fn(move |(req, mut t): (Request<DownBody>, Option<Try>)| {
-            let forwarding = start(chain, conn, vh, route, fwd, req, t.as_mut());
+        let one_try = tower::service_fn(move |r: TryRequest<'_>| {
+            let TryRequest {
+                req,
+                mut t,
+                prepared,
+                keep,
+            } = r;
+            let forwarding = start(chain, conn, vh, route, fwd, req, t.as_mut(), prepared, keep);
             TryCall { forwarding, t }
         });
         let retries = RetryLayer::new(policy, &fwd.target, fwd.timeout, fwd.priority);
@@ -698,6 +706,8 @@ fn start<'a>(
     fwd: &'a Forward,
     mut req: Request<DownBody>,
     mut try_: Option<&mut Try>,
+    prepared: Option<http::request::Parts>,
+    keep: Option<&mut Option<http::request::Parts>>,
 ) -> Forwarding<'a, impl Future<Output = SendResult> + Send + use<>> {
     let cluster: Cow<'a, Arc<Cluster>> = match &try_ {
         Some(t) => Cow::Owned(t.cluster.clone()),
@@ -718,7 +728,6 @@ fn start<'a>(
     };
     // A retry brings the upstream request head its first try prepared (the
     // request it is given carries only the body and the downstream version).
-    let prepared = try_.as_deref_mut().and_then(|t| t.prepared.take());
     let downstream_h2 = req.version() == Version::HTTP_2;
     // A retrying route's tries are never upgrades (those are sent once).
     let upgrade = try_.is_none() && is_upgrade(&req);
@@ -805,7 +814,7 @@ fn start<'a>(
         priority: fwd.priority,
     };
     let (timeout, keep) = match try_ {
-        Some(t) => (t.timeout, Some(&mut t.prepared)),
+        Some(t) => (t.timeout, keep),
         None => (fwd.timeout, None),
     };
     // One timer serves the whole exchange, as Envoy's route timeout: it runs

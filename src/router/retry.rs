@@ -158,10 +158,6 @@ impl Retry {
 /// and number; and passed back: the endpoint it went to and, when Legate
 /// answered itself, why.
 pub struct Try {
-    /// The upstream request head the previous try sent (and this one sends
-    /// again, with only its attempt count changed); none for the first.
-    /// The try leaves here the head it sent, for the next.
-    pub prepared: Option<http::request::Parts>,
     pub cluster: Arc<Cluster>,
     pub avoid: Vec<Arc<Endpoint>>,
     pub timeout: Option<Duration>,
@@ -239,7 +235,7 @@ type Resp = Response<RespBody>;
 /// What a retrying request's tries send: the body, read in full, every
 /// time; and a request head, the downstream one for the first try and
 /// afterwards the upstream one the last try prepared and sent (see
-/// [`Try::prepared`]), which is sent again with only its attempt count
+/// [`TryRequest::keep`]), which is sent again with only its attempt count
 /// changed.
 struct Replay {
     version: Version,
@@ -292,21 +288,50 @@ fn local(mut resp: Resp) -> Resp {
     resp
 }
 
-/// The service retries wrap: one try, given the request and (for a
-/// replayable request) its [`Try`], answering with the response and the
-/// try's outcome.
-pub trait OneTry:
-    Service<(Request<DownBody>, Option<Try>), Response = (Resp, Option<Try>), Error = Infallible>
-{
+/// What one call of the service retries wrap is given.
+pub struct TryRequest<'x> {
+    /// The request: the downstream one for the first try; for a retry,
+    /// only the body (and the downstream version).
+    pub req: Request<DownBody>,
+    /// The try (none for a request sent once).
+    pub t: Option<Try>,
+    /// For a retry, the upstream request head the previous try sent, to
+    /// send again with only its attempt count changed.
+    pub prepared: Option<http::request::Parts>,
+    /// Where the try leaves the head it sends, for the next (the retrying
+    /// request keeps it; a try's own state does not carry it).
+    pub keep: Option<&'x mut Option<http::request::Parts>>,
 }
 
-impl<S> OneTry for S where
-    S: Service<
-            (Request<DownBody>, Option<Try>),
+/// The service retries wrap: one try, given a [`TryRequest`], answering
+/// with the response and the try's outcome.
+pub trait OneTry {
+    type Future: Future<Output = Result<(Resp, Option<Try>), Infallible>>;
+
+    fn poll_ready_try(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>>;
+
+    fn call_try(&mut self, r: TryRequest<'_>) -> Self::Future;
+}
+
+impl<S, F> OneTry for S
+where
+    S: for<'x> Service<
+            TryRequest<'x>,
             Response = (Resp, Option<Try>),
             Error = Infallible,
-        >
+            Future = F,
+        >,
+    F: Future<Output = Result<(Resp, Option<Try>), Infallible>>,
 {
+    type Future = F;
+
+    fn poll_ready_try(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Service::<TryRequest<'_>>::poll_ready(self, cx)
+    }
+
+    fn call_try(&mut self, r: TryRequest<'_>) -> F {
+        self.call(r)
+    }
 }
 
 impl<'a, S: OneTry + Clone> Service<Request<DownBody>> for RetryService<'a, S> {
@@ -315,7 +340,7 @@ impl<'a, S: OneTry + Clone> Service<Request<DownBody>> for RetryService<'a, S> {
     type Future = RetryFuture<'a, S>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
+        self.inner.poll_ready_try(cx)
     }
 
     fn call(&mut self, req: Request<DownBody>) -> RetryFuture<'a, S> {
@@ -393,7 +418,7 @@ impl<S: OneTry> Future for RetryFuture<'_, S> {
                     let replayable = !crate::http::service::is_upgrade(&req)
                         && (empty || length.is_some_and(|l| l <= MAX_BUFFERED));
                     if !replayable {
-                        Step::Call(req, None)
+                        Step::Call(req, None, None)
                     } else {
                         let (parts, body) = req.into_parts();
                         if empty {
@@ -433,7 +458,20 @@ impl<S: OneTry> Future for RetryFuture<'_, S> {
             match step {
                 // The call's future is made where it is kept: moved on its
                 // way there, all of it would be copied each time.
-                Step::Call(req, t) => this.state.set(State::Trying(this.inner.call((req, t)))),
+                Step::Call(req, t, prepared) => {
+                    // A try leaves the head it sends with the request.
+                    let keep = match (&t, &mut *this.held) {
+                        (Some(_), Held::Replay(r)) => Some(&mut r.head),
+                        _ => None,
+                    };
+                    let r = TryRequest {
+                        req,
+                        t,
+                        prepared,
+                        keep,
+                    };
+                    this.state.set(State::Trying(this.inner.call_try(r)))
+                }
                 Step::Wait(sleep) => this.state.set(State::Backoff(sleep)),
                 Step::Done(resp) => return Poll::Ready(Ok(resp)),
             }
@@ -443,12 +481,13 @@ impl<S: OneTry> Future for RetryFuture<'_, S> {
 
 type Proj<'p, 'a, S> = RetryProj<'p, 'a, S>;
 
-/// What a step of a retrying request comes to: a call to make (a try, or
-/// with no try the request's one call), a back-off, or the response.
+/// What a step of a retrying request comes to: a call to make (a try, with
+/// the head to send again if any, or with no try the request's one call),
+/// a back-off, or the response.
 /// Passed straight back to the poll that acts on it, never kept.
 #[allow(clippy::large_enum_variant)]
 enum Step {
-    Call(Request<DownBody>, Option<Try>),
+    Call(Request<DownBody>, Option<Try>, Option<http::request::Parts>),
     Wait(tokio::time::Sleep),
     Done(Resp),
 }
@@ -478,7 +517,7 @@ fn begin<S: OneTry>(this: &mut Proj<'_, '_, S>) -> Step {
     };
     let Some(cluster) = this.target.pick().cloned() else {
         // No such cluster: the call answers it (503, NC).
-        return Step::Call(replay.request().0, None);
+        return Step::Call(replay.request().0, None, None);
     };
     *this.cluster = Some(cluster);
     let now = Instant::now();
@@ -508,7 +547,6 @@ fn try_at<S: OneTry>(this: &mut Proj<'_, '_, S>, now: Instant) -> Step {
     };
     let (req, prepared) = replay.request();
     let t = Try {
-        prepared,
         cluster: cluster.clone(),
         avoid: if this.policy.previous_hosts {
             std::mem::take(this.avoid)
@@ -520,22 +558,17 @@ fn try_at<S: OneTry>(this: &mut Proj<'_, '_, S>, now: Instant) -> Step {
         used: None,
         failure: None,
     };
-    Step::Call(req, Some(t))
+    Step::Call(req, Some(t), prepared)
 }
 
 /// A call's outcome: the response to return, or the back-off before the
 /// next try.
 fn after_try<S: OneTry>(this: &mut Proj<'_, '_, S>, resp: Resp, t: Option<Try>) -> Step {
-    let Some(mut t) = t else {
+    let Some(t) = t else {
         return Step::Done(resp);
     };
-    let prepared = match &mut *this.held {
-        Held::Replay(r) => {
-            r.head = t.prepared.take();
-            r.head.is_some()
-        }
-        _ => false,
-    };
+    // The head the try sent, to send again.
+    let prepared = matches!(&*this.held, Held::Replay(r) if r.head.is_some());
     let Some(cluster) = this.cluster.as_ref() else {
         return Step::Done(resp);
     };
