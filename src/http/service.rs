@@ -14,7 +14,7 @@ use crate::cluster::{Cluster, Endpoint};
 use crate::filters::fault::FaultLayer;
 use crate::filters::ratelimit::RateLimitLayer;
 use crate::route::{Action, Forward, HashInput, Redirect, RequestView, Route, VirtualHost};
-use crate::router::retry::{Failure, LocalReply, RetryLayer, Try, TryRequest};
+use crate::router::retry::{Failure, LocalAnswer, LocalReply, RetryLayer, Try, TryRequest};
 use crate::telemetry::class_index;
 use crate::telemetry::flags::ResponseFlags;
 use bytes::Bytes;
@@ -204,12 +204,11 @@ fn with_filters<'a>(
         let one_try = tower::service_fn(move |r: TryRequest<'_>| {
             let TryRequest {
                 req,
-                mut t,
+                t,
                 prepared,
                 keep,
             } = r;
-            let forwarding = start(chain, conn, vh, route, fwd, req, t.as_mut(), prepared, keep);
-            TryCall { forwarding, t }
+            start(chain, conn, vh, route, fwd, req, t, prepared, keep)
         });
         let retries = RetryLayer::new(policy, &fwd.target, fwd.timeout, fwd.priority);
         Either::Left(tower::service_fn(move |req| LocalHeaders {
@@ -261,41 +260,6 @@ impl<F: Future<Output = Result<Response<RespBody>, Infallible>>> Future for Loca
             this.vh.response_headers.apply(resp.headers_mut());
         }
         Poll::Ready(Ok(resp))
-    }
-}
-
-/// One try upstream, for the retry layer: the response and the try's
-/// outcome.
-#[pin_project]
-struct TryCall<'a, F> {
-    #[pin]
-    forwarding: Forwarding<'a, F>,
-    t: Option<Try>,
-}
-
-impl<F: Future<Output = SendResult>> Future for TryCall<'_, F> {
-    type Output = Result<(Response<RespBody>, Option<Try>), Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let out = std::task::ready!(this.forwarding.poll(cx));
-        Poll::Ready(Ok(answer(out, this.t.take())))
-    }
-}
-
-/// A try's response, and the try told why when Legate answered itself
-/// (a request sent once has no try: its answer is marked Legate's own).
-fn answer(
-    out: Result<Response<RespBody>, LocalAnswer>,
-    t: Option<Try>,
-) -> (Response<RespBody>, Option<Try>) {
-    match (out, t) {
-        (Ok(resp), t) => (resp, t),
-        (Err((local, failure)), Some(mut t)) => {
-            t.failure = Some(failure);
-            (local, Some(t))
-        }
-        (Err((local, _)), None) => (crate::router::retry::mark_local(local), None),
     }
 }
 
@@ -674,10 +638,6 @@ fn prepare(
     };
     Ok(())
 }
-
-/// Why a request Legate answered itself did not get a response from
-/// upstream, for the retry layer: what [`Upstream`] fails with.
-pub type LocalAnswer = (Response<RespBody>, Failure);
 
 /// Starts forwarding a request upstream: picks the cluster (unless a
 /// retrying route's try brings it) and an endpoint, takes the request's

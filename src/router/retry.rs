@@ -153,18 +153,20 @@ impl Retry {
     }
 }
 
-/// One try of a retrying request, passed down with it: the cluster chosen
-/// once for the whole request, the endpoints to avoid, the try's timeout
-/// and number; and passed back: the endpoint it went to and, when Legate
-/// answered itself, why.
+/// One try of a retrying request, lent to it as it starts: the cluster
+/// chosen once for the whole request, the endpoints to avoid, the try's
+/// timeout and number; the try leaves in it the endpoint it went to.
 pub struct Try {
     pub cluster: Arc<Cluster>,
     pub avoid: Vec<Arc<Endpoint>>,
     pub timeout: Option<Duration>,
     pub number: u32,
     pub used: Option<Arc<Endpoint>>,
-    pub failure: Option<Failure>,
 }
+
+/// Legate's own answer to a try, and why it did not come from upstream:
+/// what the service retries wrap fails with.
+pub type LocalAnswer = (Resp, Failure);
 
 /// Marks a response Legate made itself on a retrying route (so the route's
 /// response header changes still apply to it).
@@ -294,7 +296,7 @@ pub struct TryRequest<'x> {
     /// only the body (and the downstream version).
     pub req: Request<DownBody>,
     /// The try (none for a request sent once).
-    pub t: Option<Try>,
+    pub t: Option<&'x mut Try>,
     /// For a retry, the upstream request head the previous try sent, to
     /// send again with only its attempt count changed.
     pub prepared: Option<http::request::Parts>,
@@ -304,29 +306,26 @@ pub struct TryRequest<'x> {
 }
 
 /// The service retries wrap: one try, given a [`TryRequest`], answering
-/// with the response and the try's outcome.
+/// with the upstream's response, or failing with Legate's own answer and
+/// why ([`LocalAnswer`]).
 pub trait OneTry {
-    type Future: Future<Output = Result<(Resp, Option<Try>), Infallible>>;
+    type Future: Future<Output = Result<Resp, LocalAnswer>>;
 
-    fn poll_ready_try(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>>;
+    fn poll_ready_try(&mut self, cx: &mut Context<'_>) -> Poll<()>;
 
     fn call_try(&mut self, r: TryRequest<'_>) -> Self::Future;
 }
 
 impl<S, F> OneTry for S
 where
-    S: for<'x> Service<
-            TryRequest<'x>,
-            Response = (Resp, Option<Try>),
-            Error = Infallible,
-            Future = F,
-        >,
-    F: Future<Output = Result<(Resp, Option<Try>), Infallible>>,
+    S: for<'x> Service<TryRequest<'x>, Response = Resp, Error = LocalAnswer, Future = F>,
+    F: Future<Output = Result<Resp, LocalAnswer>>,
 {
     type Future = F;
 
-    fn poll_ready_try(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Service::<TryRequest<'_>>::poll_ready(self, cx)
+    /// (An error here would be the call's to answer: it is made anyway.)
+    fn poll_ready_try(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        Service::<TryRequest<'_>>::poll_ready(self, cx).map(|_| ())
     }
 
     fn call_try(&mut self, r: TryRequest<'_>) -> F {
@@ -340,7 +339,7 @@ impl<'a, S: OneTry + Clone> Service<Request<DownBody>> for RetryService<'a, S> {
     type Future = RetryFuture<'a, S>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready_try(cx)
+        self.inner.poll_ready_try(cx).map(Ok)
     }
 
     fn call(&mut self, req: Request<DownBody>) -> RetryFuture<'a, S> {
@@ -355,6 +354,7 @@ impl<'a, S: OneTry + Clone> Service<Request<DownBody>> for RetryService<'a, S> {
             deadline: None,
             avoid: Vec::new(),
             n: 0,
+            current: None,
             slot: None,
             state: State::Start,
         }
@@ -388,6 +388,8 @@ pub struct RetryFuture<'a, S: OneTry> {
     avoid: Vec<Arc<Endpoint>>,
     /// Tries made so far.
     n: u32,
+    /// The try in flight (none for a request sent once).
+    current: Option<Try>,
     /// The retry in flight's place under the circuit breaker.
     slot: Option<RetrySlot>,
     #[pin]
@@ -446,10 +448,10 @@ impl<S: OneTry> Future for RetryFuture<'_, S> {
                         ))));
                     }
                 },
-                StateProj::Trying(call) => {
-                    let (resp, t) = ready!(call.poll(cx))?;
-                    after_try(&mut this, resp, t)
-                }
+                StateProj::Trying(call) => match ready!(call.poll(cx)) {
+                    Ok(resp) => after_try(&mut this, resp, None),
+                    Err((local, failure)) => after_try(&mut this, local, Some(failure)),
+                },
                 StateProj::Backoff(sleep) => {
                     ready!(sleep.poll(cx));
                     next_try(&mut this)
@@ -459,14 +461,15 @@ impl<S: OneTry> Future for RetryFuture<'_, S> {
                 // The call's future is made where it is kept: moved on its
                 // way there, all of it would be copied each time.
                 Step::Call(req, t, prepared) => {
+                    *this.current = t;
                     // A try leaves the head it sends with the request.
-                    let keep = match (&t, &mut *this.held) {
+                    let keep = match (&this.current, &mut *this.held) {
                         (Some(_), Held::Replay(r)) => Some(&mut r.head),
                         _ => None,
                     };
                     let r = TryRequest {
                         req,
-                        t,
+                        t: this.current.as_mut(),
                         prepared,
                         keep,
                     };
@@ -556,16 +559,19 @@ fn try_at<S: OneTry>(this: &mut Proj<'_, '_, S>, now: Instant) -> Step {
         timeout,
         number: *this.n,
         used: None,
-        failure: None,
     };
     Step::Call(req, Some(t), prepared)
 }
 
-/// A call's outcome: the response to return, or the back-off before the
-/// next try.
-fn after_try<S: OneTry>(this: &mut Proj<'_, '_, S>, resp: Resp, t: Option<Try>) -> Step {
-    let Some(t) = t else {
-        return Step::Done(resp);
+/// A call's outcome (with `failure`, Legate's own answer): the response to
+/// return, or the back-off before the next try.
+fn after_try<S: OneTry>(this: &mut Proj<'_, '_, S>, resp: Resp, failure: Option<Failure>) -> Step {
+    let mark = |resp: Resp| {
+        if failure.is_some() { local(resp) } else { resp }
+    };
+    let Some(t) = this.current.take() else {
+        // Sent once.
+        return Step::Done(mark(resp));
     };
     // The head the try sent, to send again.
     let prepared = matches!(&*this.held, Held::Replay(r) if r.head.is_some());
@@ -574,19 +580,12 @@ fn after_try<S: OneTry>(this: &mut Proj<'_, '_, S>, resp: Resp, t: Option<Try>) 
     };
     let policy: &Retry = this.policy;
     *this.avoid = t.avoid;
-    let mark = |resp: Resp| {
-        if t.failure.is_some() {
-            local(resp)
-        } else {
-            resp
-        }
-    };
     let n = *this.n;
-    if t.failure == Some(Failure::Timeout) && this.deadline.is_some_and(|d| Instant::now() >= d) {
+    if failure == Some(Failure::Timeout) && this.deadline.is_some_and(|d| Instant::now() >= d) {
         // The route timeout, not the per-try one: no more tries.
         return Step::Done(mark(resp));
     }
-    if !policy.retriable(&resp, t.failure) {
+    if !policy.retriable(&resp, failure) {
         if n > 1 {
             cluster.stats.rq_retry_success.increment(1);
         }
