@@ -339,6 +339,15 @@ fn redirect(rd: &Redirect, req: &Request<DownBody>) -> Response<RespBody> {
     }
 }
 
+/// Whether a request asks for a protocol upgrade: the HTTP/1 server has
+/// checked ([`is_upgrade`]) and marked it with the upgraded connection's
+/// hand-over (an extension lookup, not two header lookups; HTTP/2 has no
+/// upgrades).
+#[inline]
+pub fn wants_upgrade<B>(req: &Request<B>) -> bool {
+    req.extensions().get::<OnUpgrade>().is_some()
+}
+
 /// A protocol upgrade to tunnel (WebSocket and the like). `Upgrade: h2c`
 /// is not one: like Envoy, Legate drops it (with `HTTP2-Settings`, named in
 /// `Connection`) and serves the request as HTTP/1.1.
@@ -690,7 +699,7 @@ fn start<'a>(
     // request it is given carries only the body and the downstream version).
     let downstream_h2 = req.version() == Version::HTTP_2;
     // A retrying route's tries are never upgrades (those are sent once).
-    let upgrade = try_.is_none() && is_upgrade(&req);
+    let upgrade = try_.is_none() && wants_upgrade(&req);
     let use_h2 = match cluster.protocol {
         UpstreamProtocol::Http1 => false,
         UpstreamProtocol::Http2 => true,

@@ -412,15 +412,13 @@ impl<S: OneTry> Future for RetryFuture<'_, S> {
                         return Poll::Ready(Ok(internal_error()));
                     };
                     let empty = http_body::Body::is_end_stream(req.body());
-                    let length = req
-                        .headers()
-                        .get(http::header::CONTENT_LENGTH)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<u64>().ok());
-                    let replayable = !crate::http::service::is_upgrade(&req)
+                    // The body's length as its framing gave it (none when
+                    // chunked, or an HTTP/2 body without content-length).
+                    let length = http_body::Body::size_hint(req.body()).exact();
+                    let replayable = !crate::http::service::wants_upgrade(&req)
                         && (empty || length.is_some_and(|l| l <= MAX_BUFFERED));
                     if !replayable {
-                        Step::Call(req, None, None)
+                        Step::Call(req)
                     } else {
                         let (parts, body) = req.into_parts();
                         if empty {
@@ -460,18 +458,26 @@ impl<S: OneTry> Future for RetryFuture<'_, S> {
             match step {
                 // The call's future is made where it is kept: moved on its
                 // way there, all of it would be copied each time.
-                Step::Call(req, t, prepared) => {
-                    *this.current = t;
-                    // A try leaves the head it sends with the request.
-                    let keep = match (&this.current, &mut *this.held) {
-                        (Some(_), Held::Replay(r)) => Some(&mut r.head),
-                        _ => None,
+                Step::Call(req) => {
+                    let r = TryRequest {
+                        req,
+                        t: None,
+                        prepared: None,
+                        keep: None,
                     };
+                    this.state.set(State::Trying(this.inner.call_try(r)))
+                }
+                Step::Try => {
+                    let Held::Replay(replay) = &mut *this.held else {
+                        return Poll::Ready(Ok(internal_error()));
+                    };
+                    let (req, prepared) = replay.request();
                     let r = TryRequest {
                         req,
                         t: this.current.as_mut(),
                         prepared,
-                        keep,
+                        // A try leaves the head it sends with the request.
+                        keep: Some(&mut replay.head),
                     };
                     this.state.set(State::Trying(this.inner.call_try(r)))
                 }
@@ -484,13 +490,14 @@ impl<S: OneTry> Future for RetryFuture<'_, S> {
 
 type Proj<'p, 'a, S> = RetryProj<'p, 'a, S>;
 
-/// What a step of a retrying request comes to: a call to make (a try, with
-/// the head to send again if any, or with no try the request's one call),
-/// a back-off, or the response.
-/// Passed straight back to the poll that acts on it, never kept.
+/// What a step of a retrying request comes to: the request's one call
+/// (not replayable, or no cluster to retry against), the next try (see
+/// [`try_at`]), a back-off, or the response. Passed straight back to the
+/// poll that acts on it, never kept.
 #[allow(clippy::large_enum_variant)]
 enum Step {
-    Call(Request<DownBody>, Option<Try>, Option<http::request::Parts>),
+    Call(Request<DownBody>),
+    Try,
     Wait(tokio::time::Sleep),
     Done(Resp),
 }
@@ -520,7 +527,7 @@ fn begin<S: OneTry>(this: &mut Proj<'_, '_, S>) -> Step {
     };
     let Some(cluster) = this.target.pick().cloned() else {
         // No such cluster: the call answers it (503, NC).
-        return Step::Call(replay.request().0, None, None);
+        return Step::Call(replay.request().0);
     };
     *this.cluster = Some(cluster);
     let now = Instant::now();
@@ -533,10 +540,11 @@ fn next_try<S: OneTry>(this: &mut Proj<'_, '_, S>) -> Step {
     try_at(this, Instant::now())
 }
 
-/// Starts the next try at `now`, with the per-try timeout cut to what is
-/// left of the route timeout (the try's own timer enforces both).
+/// Readies the next try at `now` ([`Step::Try`]: the poll makes it), with
+/// the per-try timeout cut to what is left of the route timeout (the try's
+/// own timer enforces both).
 fn try_at<S: OneTry>(this: &mut Proj<'_, '_, S>, now: Instant) -> Step {
-    let (Some(cluster), Held::Replay(replay)) = (this.cluster.as_ref(), &mut *this.held) else {
+    let Some(cluster) = this.cluster.as_ref() else {
         return Step::Done(internal_error());
     };
     *this.n += 1;
@@ -548,8 +556,7 @@ fn try_at<S: OneTry>(this: &mut Proj<'_, '_, S>, now: Instant) -> Step {
         (Some(p), Some(l)) => Some(p.min(l)),
         (p, l) => p.or(l),
     };
-    let (req, prepared) = replay.request();
-    let t = Try {
+    *this.current = Some(Try {
         cluster: cluster.clone(),
         avoid: if this.policy.previous_hosts {
             std::mem::take(this.avoid)
@@ -559,8 +566,8 @@ fn try_at<S: OneTry>(this: &mut Proj<'_, '_, S>, now: Instant) -> Step {
         timeout,
         number: *this.n,
         used: None,
-    };
-    Step::Call(req, Some(t), prepared)
+    });
+    Step::Try
 }
 
 /// A call's outcome (with `failure`, Legate's own answer): the response to
