@@ -408,3 +408,42 @@ async fn a_retry_sends_the_same_request_again() {
         );
     }
 }
+
+/// Legate's own replies on a retrying route (the route timeout, retries
+/// run out) carry the route's and the virtual host's response header
+/// changes, as the upstream's responses do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_replies_on_a_retrying_route_get_the_response_headers() {
+    let hang = misbehaving("hang", |_| Act::Hang).await;
+    let down = misbehaving("down", |_| Act::Status(503)).await;
+    let ok = misbehaving("ok", |_| Act::Ok).await;
+    let route = |prefix: &str, cluster: &str, extra: &str| {
+        format!(
+            "              - {{ match: {{ prefix: {prefix} }}, route: {{ cluster: {cluster}, retry: {{ retry_on: [5xx], backoff_base: 1ms }} {extra} }}, response_headers: {{ add: [{{ name: x-route, value: r }}] }} }}\n"
+        )
+    };
+    let routes = [
+        route("/slow", "retry-headers-hang", ", timeout: 200ms"),
+        route("/down", "retry-headers-down", ""),
+        route("/", "retry-headers-ok", ""),
+    ]
+    .concat();
+    let (_p, addr) = one_vhost(
+        "retry-headers",
+        "response_headers: { add: [{ name: x-vhost, value: v }] }",
+        &routes,
+        &format!(
+            "  - {{ name: retry-headers-hang, endpoints: [{{ address: \"{}\" }}] }}\n  - {{ name: retry-headers-down, endpoints: [{{ address: \"{}\" }}] }}\n  - {{ name: retry-headers-ok, endpoints: [{{ address: \"{}\" }}] }}",
+            hang.addr, down.addr, ok.addr
+        ),
+    )
+    .await;
+    for (path, status) in [("/slow", 504), ("/down", 503), ("/", 200)] {
+        let r = get(addr, "x", path, &[]).await;
+        assert_eq!(r.status, status, "{path}");
+        assert_eq!(r.header("x-route"), Some("r"), "{path}: {:?}", r.headers);
+        assert_eq!(r.header("x-vhost"), Some("v"), "{path}: {:?}", r.headers);
+    }
+    // The 503 is the upstream's, passed on after the retry ran out.
+    assert_eq!(down.requests.load(Ordering::SeqCst), 2);
+}

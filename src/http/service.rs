@@ -140,10 +140,18 @@ fn route_request<'a>(
             // more than the plain routes' larger future costs them
             // (callgrind: all policies -590 instructions, plain -40).
             let filtered = with_filters(chain, conn, vh, route, req);
-            return match filtered.await {
+            let mut resp = match filtered.await {
                 Ok(r) => r,
                 Err(never) => match never {},
             };
+            // A retrying route's own replies (504, retries exhausted, ...)
+            // get the route's and virtual host's response header changes,
+            // as proxied responses have.
+            if resp.extensions().get::<LocalReply>().is_some() {
+                route.response_headers.apply(resp.headers_mut());
+                vh.response_headers.apply(resp.headers_mut());
+            }
+            return resp;
         }
         // Written out here rather than awaited as a function: the nested
         // future's move cost ~190 instructions a request (callgrind).
@@ -211,11 +219,7 @@ fn with_filters<'a>(
             start(chain, conn, vh, route, fwd, req, t, prepared, keep)
         });
         let retries = RetryLayer::new(policy, &fwd.target, fwd.timeout, fwd.priority);
-        Either::Left(tower::service_fn(move |req| LocalHeaders {
-            inner: retries.layer(one_try).call(req),
-            route,
-            vh,
-        }))
+        Either::Left(retries.layer(one_try))
     } else {
         Either::Right(tower::service_fn(move |req| async move {
             Ok::<_, Infallible>(act!(Ok; chain, conn, vh, route, req))
@@ -237,30 +241,6 @@ fn with_filters<'a>(
         )
         .service(action)
         .call(req)
-}
-
-/// A retrying route's answer: Legate's own replies get the route's and
-/// virtual host's response header changes (proxied ones have them).
-#[pin_project]
-struct LocalHeaders<'a, F> {
-    #[pin]
-    inner: F,
-    route: &'a Route,
-    vh: &'a VirtualHost,
-}
-
-impl<F: Future<Output = Result<Response<RespBody>, Infallible>>> Future for LocalHeaders<'_, F> {
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut resp = std::task::ready!(this.inner.poll(cx))?;
-        if resp.extensions().get::<LocalReply>().is_some() {
-            this.route.response_headers.apply(resp.headers_mut());
-            this.vh.response_headers.apply(resp.headers_mut());
-        }
-        Poll::Ready(Ok(resp))
-    }
 }
 
 /// Builds a redirect the way Envoy does: the scheme defaults to the

@@ -224,6 +224,7 @@ impl<'a, S> Layer<S> for RetryLayer<'a> {
     }
 }
 
+#[derive(Clone)]
 pub struct RetryService<'a, S> {
     policy: &'a Retry,
     target: &'a Target,
