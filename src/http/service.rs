@@ -23,7 +23,6 @@ use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Response, StatusCode, Version};
 use legate_xds::model::{LbPolicy, UpstreamProtocol};
 use pin_project::pin_project;
-use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -209,7 +208,7 @@ fn with_filters<'a>(
     let action = if let Action::Forward(fwd) = &route.action
         && let Some(policy) = &fwd.retry
     {
-        let one_try = tower::service_fn(move |r: TryRequest<'_>| {
+        let one_try = tower::service_fn(move |r: TryRequest<'_, 'a>| {
             let TryRequest {
                 req,
                 t,
@@ -654,14 +653,14 @@ fn start<'a>(
     route: &'a Route,
     fwd: &'a Forward,
     mut req: Request<DownBody>,
-    mut try_: Option<&mut Try>,
+    mut try_: Option<&mut Try<'a>>,
     prepared: Option<http::request::Parts>,
     keep: Option<&mut Option<http::request::Parts>>,
 ) -> Forwarding<'a, impl Future<Output = SendResult> + Send + use<>> {
-    let cluster: Cow<'a, Arc<Cluster>> = match &try_ {
-        Some(t) => Cow::Owned(t.cluster.clone()),
+    let cluster: &'a Arc<Cluster> = match &try_ {
+        Some(t) => t.cluster,
         None => match fwd.target.pick() {
-            Some(c) => Cow::Borrowed(c),
+            Some(c) => c,
             None => {
                 // A cluster the route names but the configuration lacks
                 // (Envoy's `cluster_not_found_response_code`, 503 by
@@ -701,7 +700,9 @@ fn start<'a>(
         Some(t) if !t.avoid.is_empty() => cluster.pick_avoiding(hash, &t.avoid),
         _ => cluster.pick(hash),
     };
-    if let (Some(t), Some(ep)) = (try_.as_deref_mut(), &picked) {
+    if let (Some(t), Some(ep)) = (try_.as_deref_mut(), &picked)
+        && t.avoid_used
+    {
         t.used = Some(ep.clone());
     }
     let Some(endpoint) = picked else {
@@ -714,7 +715,7 @@ fn start<'a>(
     // The circuit breaker's request limit: over it, fail fast.
     let guard = match pool::UpstreamGuard::acquire(&endpoint, fwd.priority) {
         Ok(g) => g,
-        Err(e) => return Forwarding::answered(overflow(&cluster, &endpoint, &e)),
+        Err(e) => return Forwarding::answered(overflow(cluster, &endpoint, &e)),
     };
 
     // Only Legate's HTTP/1 server offers upgrades (HTTP/2 has no Upgrade).
@@ -833,7 +834,7 @@ pub struct Upstream<'a, F> {
     call: F,
     route: &'a Route,
     vh: &'a VirtualHost,
-    cluster: Cow<'a, Arc<Cluster>>,
+    cluster: &'a Arc<Cluster>,
     endpoint: Arc<Endpoint>,
     started: Instant,
     timeout: Option<Duration>,

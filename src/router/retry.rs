@@ -156,11 +156,15 @@ impl Retry {
 /// One try of a retrying request, lent to it as it starts: the cluster
 /// chosen once for the whole request, the endpoints to avoid, the try's
 /// timeout and number; the try leaves in it the endpoint it went to.
-pub struct Try {
-    pub cluster: Arc<Cluster>,
+pub struct Try<'c> {
+    /// Borrowed from the route's configuration, as the request is.
+    pub cluster: &'c Arc<Cluster>,
     pub avoid: Vec<Arc<Endpoint>>,
     pub timeout: Option<Duration>,
     pub number: u32,
+    /// Whether the endpoint chosen is to be avoided by the next try
+    /// (`retry_previous_hosts`), so kept in `used`.
+    pub avoid_used: bool,
     pub used: Option<Arc<Endpoint>>,
 }
 
@@ -292,12 +296,12 @@ fn local(mut resp: Resp) -> Resp {
 }
 
 /// What one call of the service retries wrap is given.
-pub struct TryRequest<'x> {
+pub struct TryRequest<'x, 'c> {
     /// The request: the downstream one for the first try; for a retry,
     /// only the body (and the downstream version).
     pub req: Request<DownBody>,
     /// The try (none for a request sent once).
-    pub t: Option<&'x mut Try>,
+    pub t: Option<&'x mut Try<'c>>,
     /// For a retry, the upstream request head the previous try sent, to
     /// send again with only its attempt count changed.
     pub prepared: Option<http::request::Parts>,
@@ -309,32 +313,32 @@ pub struct TryRequest<'x> {
 /// The service retries wrap: one try, given a [`TryRequest`], answering
 /// with the upstream's response, or failing with Legate's own answer and
 /// why ([`LocalAnswer`]).
-pub trait OneTry {
+pub trait OneTry<'c> {
     type Future: Future<Output = Result<Resp, LocalAnswer>>;
 
     fn poll_ready_try(&mut self, cx: &mut Context<'_>) -> Poll<()>;
 
-    fn call_try(&mut self, r: TryRequest<'_>) -> Self::Future;
+    fn call_try(&mut self, r: TryRequest<'_, 'c>) -> Self::Future;
 }
 
-impl<S, F> OneTry for S
+impl<'c, S, F> OneTry<'c> for S
 where
-    S: for<'x> Service<TryRequest<'x>, Response = Resp, Error = LocalAnswer, Future = F>,
+    S: for<'x> Service<TryRequest<'x, 'c>, Response = Resp, Error = LocalAnswer, Future = F>,
     F: Future<Output = Result<Resp, LocalAnswer>>,
 {
     type Future = F;
 
     /// (An error here would be the call's to answer: it is made anyway.)
     fn poll_ready_try(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        Service::<TryRequest<'_>>::poll_ready(self, cx).map(|_| ())
+        Service::<TryRequest<'_, 'c>>::poll_ready(self, cx).map(|_| ())
     }
 
-    fn call_try(&mut self, r: TryRequest<'_>) -> F {
+    fn call_try(&mut self, r: TryRequest<'_, 'c>) -> F {
         self.call(r)
     }
 }
 
-impl<'a, S: OneTry + Clone> Service<Request<DownBody>> for RetryService<'a, S> {
+impl<'a, S: OneTry<'a> + Clone> Service<Request<DownBody>> for RetryService<'a, S> {
     type Response = Resp;
     type Error = Infallible;
     type Future = RetryFuture<'a, S>;
@@ -376,7 +380,7 @@ enum State<F> {
 /// A retrying request: written out as a state machine (not an `async`
 /// block) so it needs no allocation of its own and stays small to move.
 #[pin_project(project = RetryProj)]
-pub struct RetryFuture<'a, S: OneTry> {
+pub struct RetryFuture<'a, S: OneTry<'a>> {
     policy: &'a Retry,
     target: &'a Target,
     /// The route timeout, covering every try.
@@ -384,13 +388,13 @@ pub struct RetryFuture<'a, S: OneTry> {
     priority: RoutingPriority,
     inner: S,
     held: Held,
-    cluster: Option<Arc<Cluster>>,
+    cluster: Option<&'a Arc<Cluster>>,
     deadline: Option<Instant>,
     avoid: Vec<Arc<Endpoint>>,
     /// Tries made so far.
     n: u32,
     /// The try in flight (none for a request sent once).
-    current: Option<Try>,
+    current: Option<Try<'a>>,
     /// The retry in flight's place under the circuit breaker.
     slot: Option<RetrySlot>,
     #[pin]
@@ -401,7 +405,7 @@ fn internal_error() -> Resp {
     local(local_reply(StatusCode::INTERNAL_SERVER_ERROR, ""))
 }
 
-impl<S: OneTry> Future for RetryFuture<'_, S> {
+impl<'a, S: OneTry<'a>> Future for RetryFuture<'a, S> {
     type Output = Result<Resp, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -522,11 +526,11 @@ fn flag(mut resp: Resp, flags: ResponseFlags) -> Resp {
 
 /// The request is replayable: pick the cluster once for every try, start
 /// the route timeout's clock, make the first try.
-fn begin<S: OneTry>(this: &mut Proj<'_, '_, S>) -> Step {
+fn begin<'a, S: OneTry<'a>>(this: &mut Proj<'_, 'a, S>) -> Step {
     let Held::Replay(replay) = this.held else {
         return Step::Done(internal_error());
     };
-    let Some(cluster) = this.target.pick().cloned() else {
+    let Some(cluster) = this.target.pick() else {
         // No such cluster: the call answers it (503, NC).
         return Step::Call(replay.request().0);
     };
@@ -537,15 +541,15 @@ fn begin<S: OneTry>(this: &mut Proj<'_, '_, S>) -> Step {
 }
 
 /// Starts the next try (see [`try_at`]).
-fn next_try<S: OneTry>(this: &mut Proj<'_, '_, S>) -> Step {
+fn next_try<'a, S: OneTry<'a>>(this: &mut Proj<'_, 'a, S>) -> Step {
     try_at(this, Instant::now())
 }
 
 /// Readies the next try at `now` ([`Step::Try`]: the poll makes it), with
 /// the per-try timeout cut to what is left of the route timeout (the try's
 /// own timer enforces both).
-fn try_at<S: OneTry>(this: &mut Proj<'_, '_, S>, now: Instant) -> Step {
-    let Some(cluster) = this.cluster.as_ref() else {
+fn try_at<'a, S: OneTry<'a>>(this: &mut Proj<'_, 'a, S>, now: Instant) -> Step {
+    let Some(cluster) = *this.cluster else {
         return Step::Done(internal_error());
     };
     *this.n += 1;
@@ -558,7 +562,7 @@ fn try_at<S: OneTry>(this: &mut Proj<'_, '_, S>, now: Instant) -> Step {
         (p, l) => p.or(l),
     };
     *this.current = Some(Try {
-        cluster: cluster.clone(),
+        cluster,
         avoid: if this.policy.previous_hosts {
             std::mem::take(this.avoid)
         } else {
@@ -566,6 +570,7 @@ fn try_at<S: OneTry>(this: &mut Proj<'_, '_, S>, now: Instant) -> Step {
         },
         timeout,
         number: *this.n,
+        avoid_used: this.policy.previous_hosts,
         used: None,
     });
     Step::Try
@@ -573,7 +578,11 @@ fn try_at<S: OneTry>(this: &mut Proj<'_, '_, S>, now: Instant) -> Step {
 
 /// A call's outcome (with `failure`, Legate's own answer): the response to
 /// return, or the back-off before the next try.
-fn after_try<S: OneTry>(this: &mut Proj<'_, '_, S>, resp: Resp, failure: Option<Failure>) -> Step {
+fn after_try<'a, S: OneTry<'a>>(
+    this: &mut Proj<'_, 'a, S>,
+    resp: Resp,
+    failure: Option<Failure>,
+) -> Step {
     let mark = |resp: Resp| {
         if failure.is_some() { local(resp) } else { resp }
     };
