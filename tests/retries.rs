@@ -447,3 +447,63 @@ async fn own_replies_on_a_retrying_route_get_the_response_headers() {
     // The 503 is the upstream's, passed on after the retry ran out.
     assert_eq!(down.requests.load(Ordering::SeqCst), 2);
 }
+
+/// Every combination of retries, a rate limit and fault injection on a
+/// route composes in Envoy's order: the rate limit first (a request it
+/// refuses meets no fault), then the fault (an abort is never retried),
+/// then retries. Each upstream answers its first request with 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_combination_of_layers_composes_in_order() {
+    // (retries, rate limit, fault) -> statuses of: a plain request, one
+    // asking for a 418 fault, a plain one.
+    let combos: [((bool, bool, bool), [u16; 3]); 8] = [
+        ((true, true, true), [200, 418, 429]),
+        ((true, true, false), [200, 200, 429]),
+        ((true, false, true), [200, 418, 200]),
+        ((true, false, false), [200, 200, 200]),
+        ((false, true, true), [503, 418, 429]),
+        ((false, true, false), [503, 200, 429]),
+        ((false, false, true), [503, 418, 200]),
+        ((false, false, false), [503, 200, 200]),
+    ];
+    let mut ups = Vec::new();
+    let (mut routes, mut clusters) = (String::new(), String::new());
+    for (i, ((retry, limit, fault), _)) in combos.iter().enumerate() {
+        let up = misbehaving("combo", |n| if n == 1 { Act::Status(503) } else { Act::Ok }).await;
+        let retry = if *retry {
+            ", retry: { retry_on: [5xx], backoff_base: 1ms }"
+        } else {
+            ""
+        };
+        let limit = if *limit {
+            ", rate_limit: { max_tokens: 2, fill_interval: 1h }"
+        } else {
+            ""
+        };
+        let fault = if *fault {
+            ", fault: { abort: { from_header: true, percent: 100 } }"
+        } else {
+            ""
+        };
+        routes.push_str(&format!(
+            "              - {{ match: {{ prefix: /c{i}/ }}, route: {{ cluster: combo-{i}{retry} }}{limit}{fault} }}\n"
+        ));
+        clusters.push_str(&format!(
+            "  - {{ name: combo-{i}, endpoints: [{{ address: \"{}\" }}] }}\n",
+            up.addr
+        ));
+        ups.push(up);
+    }
+    let (_p, addr) = one_vhost("combos", "", &routes, &clusters).await;
+    for (i, (combo, want)) in combos.iter().enumerate() {
+        let path = format!("/c{i}/");
+        let got = [
+            get(addr, "x", &path, &[]).await.status,
+            get(addr, "x", &path, &[("x-envoy-fault-abort-request", "418")])
+                .await
+                .status,
+            get(addr, "x", &path, &[]).await.status,
+        ];
+        assert_eq!(got, *want, "(retries, rate limit, fault) = {combo:?}");
+    }
+}
