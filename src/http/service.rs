@@ -710,8 +710,10 @@ fn prepare(
 ///
 /// `try_`: a retrying route's try (none when the request is sent once). It
 /// brings the cluster, the endpoints to avoid, the try's timeout and
-/// number, and (from the second try on) the upstream head to send again;
-/// it takes back the endpoint chosen and the head sent.
+/// number; it takes back the endpoint chosen (for `retry_previous_hosts`).
+/// `prepared`: from the second try on, the upstream head to send again
+/// (the request then carries only the body). `keep`: where the head sent
+/// is left, for the next try.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn start<'a>(
