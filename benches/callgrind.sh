@@ -57,10 +57,9 @@ PIDS+=($!)
 # what the resilience layers cost a request.
 RETRY= RATE_LIMIT= CLUSTER_POLICIES=
 if [[ ${POLICIES:-0} == 1 ]]; then
-	RETRY=", retry: { retry_on: [5xx, reset, connect-failure], num_retries: 2 }"
-	RATE_LIMIT="                rate_limit: { max_tokens: 1000000000, tokens_per_fill: 1000000000, fill_interval: 1s }"
-	CLUSTER_POLICIES="    circuit_breakers: { default: { max_connections: 100000, max_pending_requests: 100000, max_requests: 100000 } }
-    outlier_detection: { consecutive_5xx: 5, interval: 10s }"
+	# shellcheck source=benches/policies.sh
+	source "$ROOT/benches/policies.sh"
+	RETRY=$POLICY_RETRY RATE_LIMIT=$POLICY_RATE_LIMIT CLUSTER_POLICIES=$POLICY_CLUSTER
 fi
 cat >"$TMP/legate.yaml" <<YAML
 admin: { address: "127.0.0.1:$ADMIN" }

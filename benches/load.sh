@@ -432,41 +432,13 @@ $(nginx_http_common nginx)
 }
 EOF
 
-cat >"$TMP/legate.yaml" <<EOF
-admin: { address: "127.0.0.1:$LEGATE_ADMIN" }
-listeners:
-  - name: h1
-    address: "127.0.0.1:$LEGATE_H1"
-    http:
-      route_config:
-        virtual_hosts:
-          - name: all
-            domains: ["*"]
-            routes:
-              - match: { prefix: "/" }
-                route: { cluster: up_h1 }
-  - name: h2
-    address: "127.0.0.1:$LEGATE_H2"
-    http:
-      route_config:
-        virtual_hosts:
-          - name: all
-            domains: ["*"]
-            routes:
-              - match: { prefix: "/" }
-                route: { cluster: up_h2 }
-clusters:
-  - name: up_h1
-    endpoints: [{ address: "127.0.0.1:$UP_H1" }]
-  - name: up_h2
-    protocol: http2
-    endpoints: [{ address: "127.0.0.1:$UP_H2" }]
-EOF
-
-# The same, with every resilience policy on (limits never hit): retries, a
-# local rate limit, circuit breakers and outlier detection. Its overhead
-# against the plain route is the figure the resilience work is held to.
-legate_policy_listener() { # NAME PORT CLUSTER
+# Legate: each listener routes everything to its cluster. The second
+# config is the same with every resilience policy on (benches/policies.sh;
+# limits never hit): its overhead against the plain route is the figure
+# the resilience work is held to.
+# shellcheck source=benches/policies.sh
+source "$ROOT/benches/policies.sh"
+legate_listener() { # NAME PORT CLUSTER ROUTE_EXTRA RATE_LIMIT_LINE
 	cat <<EOF
   - name: $1
     address: "127.0.0.1:$2"
@@ -477,28 +449,31 @@ legate_policy_listener() { # NAME PORT CLUSTER
             domains: ["*"]
             routes:
               - match: { prefix: "/" }
-                route: { cluster: $3, retry: { retry_on: [5xx, reset, connect-failure], num_retries: 2 } }
-                rate_limit: { max_tokens: 1000000000, tokens_per_fill: 1000000000, fill_interval: 1s }
+                route: { cluster: $3$4 }
+$5
 EOF
 }
-legate_policy_cluster() { # NAME PORT EXTRA
+legate_cluster() { # NAME PORT EXTRA_LINES
 	cat <<EOF
   - name: $1
     endpoints: [{ address: "127.0.0.1:$2" }]
-    circuit_breakers: { default: { max_connections: 100000, max_pending_requests: 100000, max_requests: 100000 } }
-    outlier_detection: { consecutive_5xx: 5, interval: 10s }
 $3
 EOF
 }
-cat >"$TMP/legate-policies.yaml" <<EOF
+legate_config() { # ROUTE_EXTRA RATE_LIMIT_LINE CLUSTER_LINES
+	cat <<EOF
 admin: { address: "127.0.0.1:$LEGATE_ADMIN" }
 listeners:
-$(legate_policy_listener h1 "$LEGATE_H1" up_h1)
-$(legate_policy_listener h2 "$LEGATE_H2" up_h2)
+$(legate_listener h1 "$LEGATE_H1" up_h1 "$1" "$2")
+$(legate_listener h2 "$LEGATE_H2" up_h2 "$1" "$2")
 clusters:
-$(legate_policy_cluster up_h1 "$UP_H1" "")
-$(legate_policy_cluster up_h2 "$UP_H2" "    protocol: http2")
+$(legate_cluster up_h1 "$UP_H1" "$3")
+$(legate_cluster up_h2 "$UP_H2" "    protocol: http2
+$3")
 EOF
+}
+legate_config "" "" "" >"$TMP/legate.yaml"
+legate_config "$POLICY_RETRY" "$POLICY_RATE_LIMIT" "$POLICY_CLUSTER" >"$TMP/legate-policies.yaml"
 
 envoy_listener() { # NAME PORT CLUSTER
 	cat <<EOF
