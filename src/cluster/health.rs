@@ -140,35 +140,41 @@ impl Tracker {
 
     /// A passed check. The first one makes the endpoint healthy at once.
     pub fn success(&mut self) -> Transition {
-        self.failures = 0;
-        let mut t = Transition::Unchanged;
-        if !self.healthy {
-            self.successes = self.successes.saturating_add(1);
-            if self.pending || self.successes >= self.healthy_threshold {
-                self.healthy = true;
-                self.successes = 0;
-                t = Transition::Changed;
-            } else {
-                t = Transition::ChangePending;
-            }
-        }
-        if std::mem::take(&mut self.pending) {
-            t = Transition::Changed;
-        }
-        t
+        self.record(true, false)
     }
 
     /// A failed check; `immediate` for a non-retriable one (a bad HTTP
     /// status, a gRPC answer other than SERVING), which makes a healthy
     /// endpoint unhealthy whatever the threshold.
     pub fn failure(&mut self, immediate: bool) -> Transition {
-        self.successes = 0;
+        self.record(false, immediate)
+    }
+
+    /// A check's result: it ends the streak of the other kind and, if it
+    /// goes against the endpoint's state, lengthens its own; the state
+    /// changes when that streak reaches its threshold (at once for an
+    /// `immediate` failure or for the first check of a new endpoint).
+    fn record(&mut self, passed: bool, immediate: bool) -> Transition {
+        let (streak, other, threshold) = if passed {
+            (
+                &mut self.successes,
+                &mut self.failures,
+                self.healthy_threshold,
+            )
+        } else {
+            (
+                &mut self.failures,
+                &mut self.successes,
+                self.unhealthy_threshold,
+            )
+        };
+        *other = 0;
         let mut t = Transition::Unchanged;
-        if self.healthy {
-            self.failures = self.failures.saturating_add(1);
-            if immediate || self.failures >= self.unhealthy_threshold {
-                self.healthy = false;
-                self.failures = 0;
+        if self.healthy != passed {
+            *streak = streak.saturating_add(1);
+            if immediate || (passed && self.pending) || *streak >= threshold {
+                self.healthy = passed;
+                *streak = 0;
                 t = Transition::Changed;
             } else {
                 t = Transition::ChangePending;
@@ -1142,31 +1148,21 @@ mod tests {
         let spec = Spec::new(0, &m, "c").unwrap();
         let mut rng = fastrand::Rng::with_seed(1);
         let ms = Duration::from_millis;
-        assert_eq!(
-            spec.next_delay(true, Transition::Unchanged, &mut rng),
-            ms(100)
-        );
-        assert_eq!(
-            spec.next_delay(true, Transition::Changed, &mut rng),
-            ms(100)
-        );
-        assert_eq!(
-            spec.next_delay(true, Transition::ChangePending, &mut rng),
-            ms(30)
-        );
-        assert_eq!(
-            spec.next_delay(false, Transition::Unchanged, &mut rng),
-            ms(500)
-        );
-        assert_eq!(
-            spec.next_delay(false, Transition::Changed, &mut rng),
-            ms(500)
-        );
         // unhealthy_edge_interval defaults to unhealthy_interval.
-        assert_eq!(
-            spec.next_delay(false, Transition::ChangePending, &mut rng),
-            ms(500)
-        );
+        for (healthy, transition, delay) in [
+            (true, Transition::Unchanged, 100),
+            (true, Transition::Changed, 100),
+            (true, Transition::ChangePending, 30),
+            (false, Transition::Unchanged, 500),
+            (false, Transition::Changed, 500),
+            (false, Transition::ChangePending, 500),
+        ] {
+            assert_eq!(
+                spec.next_delay(healthy, transition, &mut rng),
+                ms(delay),
+                "healthy {healthy}, {transition:?}"
+            );
+        }
         assert_eq!(spec.initial_delay(&mut rng), Duration::ZERO);
     }
 
