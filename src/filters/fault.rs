@@ -213,51 +213,54 @@ impl Drop for ActiveFault {
     }
 }
 
-/// The fault filter as a layer over the rest of the request's way.
-pub struct FaultLayer {
-    fault: Arc<Fault>,
-    stats: Arc<ListenerStats>,
+/// The fault filter as a layer over the rest of the request's way. It
+/// borrows the route's compiled fault and the listener's statistics for
+/// the request (no reference counting per request).
+#[derive(Clone, Copy)]
+pub struct FaultLayer<'a> {
+    fault: &'a Arc<Fault>,
+    stats: &'a ListenerStats,
 }
 
-impl FaultLayer {
-    pub fn new(fault: Arc<Fault>, stats: Arc<ListenerStats>) -> FaultLayer {
+impl<'a> FaultLayer<'a> {
+    pub fn new(fault: &'a Arc<Fault>, stats: &'a ListenerStats) -> FaultLayer<'a> {
         FaultLayer { fault, stats }
     }
 }
 
-impl<S> Layer<S> for FaultLayer {
-    type Service = FaultService<S>;
+impl<'a, S> Layer<S> for FaultLayer<'a> {
+    type Service = FaultService<'a, S>;
 
-    fn layer(&self, inner: S) -> FaultService<S> {
+    fn layer(&self, inner: S) -> FaultService<'a, S> {
         FaultService {
-            fault: self.fault.clone(),
-            stats: self.stats.clone(),
+            fault: self.fault,
+            stats: self.stats,
             inner,
         }
     }
 }
 
-pub struct FaultService<S> {
-    fault: Arc<Fault>,
-    stats: Arc<ListenerStats>,
+pub struct FaultService<'a, S> {
+    fault: &'a Arc<Fault>,
+    stats: &'a ListenerStats,
     inner: S,
 }
 
 type Resp = Response<RespBody>;
 
-impl<S> Service<Request<DownBody>> for FaultService<S>
+impl<'a, S> Service<Request<DownBody>> for FaultService<'a, S>
 where
     S: Service<Request<DownBody>, Response = Resp, Error = Infallible> + Clone,
 {
     type Response = Resp;
     type Error = Infallible;
-    type Future = FaultFuture<S>;
+    type Future = FaultFuture<'a, S>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<DownBody>) -> FaultFuture<S> {
+    fn call(&mut self, req: Request<DownBody>) -> FaultFuture<'a, S> {
         let plan = self.fault.plan(req.headers());
         if plan.delay.is_none() && plan.abort.is_none() {
             return FaultFuture::Inner {
@@ -281,7 +284,7 @@ where
                 req: Some(req),
                 abort: plan.abort,
                 inner: self.inner.clone(),
-                stats: self.stats.clone(),
+                stats: self.stats,
                 active: Some(active),
             }));
         }
@@ -292,7 +295,7 @@ where
 }
 
 #[pin_project(project = FaultProj)]
-pub enum FaultFuture<S: Service<Request<DownBody>>> {
+pub enum FaultFuture<'a, S: Service<Request<DownBody>>> {
     Inner {
         #[pin]
         call: S::Future,
@@ -301,24 +304,24 @@ pub enum FaultFuture<S: Service<Request<DownBody>>> {
         delayed: bool,
     },
     /// Boxed: only delayed requests pay for holding the request here.
-    Delay(Pin<Box<Delayed<S>>>),
+    Delay(Pin<Box<Delayed<'a, S>>>),
     /// Boxed: only aborted requests pay for holding the response here.
     Abort(Option<Box<Resp>>),
 }
 
 /// A request waiting out its injected delay.
 #[pin_project]
-pub struct Delayed<S> {
+pub struct Delayed<'a, S> {
     #[pin]
     sleep: tokio::time::Sleep,
     req: Option<Request<DownBody>>,
     abort: Option<Resp>,
     inner: S,
-    stats: Arc<ListenerStats>,
+    stats: &'a ListenerStats,
     active: Option<ActiveFault>,
 }
 
-impl<S> Future for FaultFuture<S>
+impl<S> Future for FaultFuture<'_, S>
 where
     S: Service<Request<DownBody>, Response = Resp, Error = Infallible>,
 {

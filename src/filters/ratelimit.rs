@@ -162,52 +162,55 @@ impl RateLimit {
     }
 }
 
-/// The rate limit as a layer over the rest of the request's way.
-pub struct RateLimitLayer {
-    limit: Arc<RateLimit>,
-    stats: Arc<ListenerStats>,
+/// The rate limit as a layer over the rest of the request's way. It
+/// borrows the route's compiled limit and the listener's statistics for
+/// the request (no reference counting per request).
+#[derive(Clone, Copy)]
+pub struct RateLimitLayer<'a> {
+    limit: &'a RateLimit,
+    stats: &'a ListenerStats,
 }
 
-impl RateLimitLayer {
-    pub fn new(limit: Arc<RateLimit>, stats: Arc<ListenerStats>) -> RateLimitLayer {
+impl<'a> RateLimitLayer<'a> {
+    pub fn new(limit: &'a RateLimit, stats: &'a ListenerStats) -> RateLimitLayer<'a> {
         RateLimitLayer { limit, stats }
     }
 }
 
-impl<S> Layer<S> for RateLimitLayer {
-    type Service = RateLimitService<S>;
+impl<'a, S> Layer<S> for RateLimitLayer<'a> {
+    type Service = RateLimitService<'a, S>;
 
-    fn layer(&self, inner: S) -> RateLimitService<S> {
+    fn layer(&self, inner: S) -> RateLimitService<'a, S> {
         RateLimitService {
-            limit: self.limit.clone(),
-            stats: self.stats.clone(),
+            limit: self.limit,
+            stats: self.stats,
             inner,
         }
     }
 }
 
-pub struct RateLimitService<S> {
-    limit: Arc<RateLimit>,
-    stats: Arc<ListenerStats>,
+pub struct RateLimitService<'a, S> {
+    limit: &'a RateLimit,
+    stats: &'a ListenerStats,
     inner: S,
 }
 
 type Resp = Response<RespBody>;
 
-impl<S> Service<Request<DownBody>> for RateLimitService<S>
+impl<'a, S> Service<Request<DownBody>> for RateLimitService<'a, S>
 where
     S: Service<Request<DownBody>, Response = Resp, Error = Infallible>,
 {
     type Response = Resp;
     type Error = Infallible;
-    type Future = RateLimitFuture<S::Future>;
+    type Future = RateLimitFuture<'a, S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<DownBody>) -> RateLimitFuture<S::Future> {
-        let l = &self.limit;
+    fn call(&mut self, mut req: Request<DownBody>) -> RateLimitFuture<'a, S::Future> {
+        let l = self.limit;
         if !draw(l.enabled) {
             return RateLimitFuture::Inner {
                 call: self.inner.call(req),
@@ -235,25 +238,25 @@ where
         RateLimitFuture::Inner {
             call: self.inner.call(req),
             taken: Some(taken),
-            limit: l.x_headers.then(|| l.clone()),
+            limit: l.x_headers.then_some(l),
         }
     }
 }
 
 #[pin_project(project = RateLimitProj)]
-pub enum RateLimitFuture<F> {
+pub enum RateLimitFuture<'a, F> {
     Inner {
         #[pin]
         call: F,
         taken: Option<Taken>,
         /// Set when the response gets x-ratelimit headers.
-        limit: Option<Arc<RateLimit>>,
+        limit: Option<&'a RateLimit>,
     },
     /// Boxed: only refused requests pay for holding the response here.
     Limited(Option<Box<Resp>>),
 }
 
-impl<F> Future for RateLimitFuture<F>
+impl<F> Future for RateLimitFuture<'_, F>
 where
     F: Future<Output = Result<Resp, Infallible>>,
 {
