@@ -115,6 +115,17 @@ async fn enforced(p: &legate::RunningProxy, cluster: &str, kind: &str) -> f64 {
     .unwrap_or(0.0)
 }
 
+/// Ejections `max_ejection_percent` did not allow.
+async fn overflowed(p: &legate::RunningProxy, cluster: &str) -> f64 {
+    metric(
+        p,
+        "legate_cluster_outlier_detection_ejections_overflow_total",
+        &[("cluster", cluster)],
+    )
+    .await
+    .unwrap_or(0.0)
+}
+
 /// Waits until `addr` is ejected, then until it returns; the time between.
 async fn ejection_time(p: &legate::RunningProxy, cluster: &str, addr: SocketAddr) -> Duration {
     eventually("the endpoint ejected", || ejected(p, cluster, addr)).await;
@@ -254,13 +265,7 @@ async fn no_more_than_max_ejection_percent_is_ejected() {
     }
     assert_eq!(out, 1);
     assert_eq!(enforced(&p, name, "consecutive_5xx").await, 1.0);
-    let overflow = metric(
-        &p,
-        "legate_cluster_outlier_detection_ejections_overflow_total",
-        &[("cluster", name)],
-    )
-    .await
-    .unwrap_or(0.0);
+    let overflow = overflowed(&p, name).await;
     assert!(overflow >= 2.0, "{overflow}");
 }
 
@@ -283,13 +288,7 @@ async fn a_small_cluster_ejects_only_with_always_eject_one_host() {
             get(addr, "x", "/", &[]).await;
         }
         assert_eq!(ejected(&p, name, bad.addr).await, ejects, "{name}");
-        let overflow = metric(
-            &p,
-            "legate_cluster_outlier_detection_ejections_overflow_total",
-            &[("cluster", name)],
-        )
-        .await
-        .unwrap_or(0.0);
+        let overflow = overflowed(&p, name).await;
         assert_eq!(overflow > 0.0, !ejects, "{name}: {overflow}");
     }
 }

@@ -33,6 +33,48 @@ struct Misbehaving {
 }
 
 async fn misbehaving(name: &'static str, behaviour: fn(usize) -> Act) -> Misbehaving {
+    let (addr, requests) = serve(move |n, req| async move {
+        let attempt = req
+            .headers()
+            .get("x-envoy-attempt-count")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_string();
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let status = match behaviour(n) {
+            Act::Ok => 200,
+            Act::Status(s) => s,
+            Act::Reset => return Err("reset"),
+            Act::Hang => {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                200
+            }
+        };
+        let mut r = Response::new(Full::new(body));
+        *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        r.headers_mut()
+            .insert("x-upstream", http::HeaderValue::from_static(name));
+        r.headers_mut()
+            .insert("x-attempt", http::HeaderValue::from_str(&attempt).unwrap());
+        Ok(r)
+    })
+    .await;
+    Misbehaving { addr, requests }
+}
+
+/// An HTTP/1.1 and HTTP/2 upstream on loopback whose n-th request (from 1)
+/// is answered by `answer(n, request)`; an error resets the connection.
+/// Returns its address and its request count.
+async fn serve<F, Fut>(answer: F) -> (SocketAddr, Arc<AtomicUsize>)
+where
+    F: Fn(usize, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Response<Full<Bytes>>, &'static str>> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let requests = Arc::new(AtomicUsize::new(0));
@@ -42,40 +84,10 @@ async fn misbehaving(name: &'static str, behaviour: fn(usize) -> Act) -> Misbeha
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let count = count.clone();
+            let (count, answer) = (count.clone(), answer.clone());
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let n = count.fetch_add(1, Ordering::SeqCst) + 1;
-                    async move {
-                        let attempt = req
-                            .headers()
-                            .get("x-envoy-attempt-count")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("-")
-                            .to_string();
-                        let body = req
-                            .into_body()
-                            .collect()
-                            .await
-                            .map(|b| b.to_bytes())
-                            .unwrap_or_default();
-                        let status = match behaviour(n) {
-                            Act::Ok => 200,
-                            Act::Status(s) => s,
-                            Act::Reset => return Err("reset"),
-                            Act::Hang => {
-                                tokio::time::sleep(Duration::from_secs(30)).await;
-                                200
-                            }
-                        };
-                        let mut r = Response::new(Full::new(body));
-                        *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
-                        r.headers_mut()
-                            .insert("x-upstream", http::HeaderValue::from_static(name));
-                        r.headers_mut()
-                            .insert("x-attempt", http::HeaderValue::from_str(&attempt).unwrap());
-                        Ok::<_, &str>(r)
-                    }
+                    answer(count.fetch_add(1, Ordering::SeqCst) + 1, req)
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), svc)
@@ -83,7 +95,7 @@ async fn misbehaving(name: &'static str, behaviour: fn(usize) -> Act) -> Misbeha
             });
         }
     });
-    Misbehaving { addr, requests }
+    (addr, requests)
 }
 
 /// A proxy whose only route sends to a cluster named like the listener
@@ -335,55 +347,36 @@ fn retry_configs_are_checked() {
 /// an HTTP/1 and an HTTP/2 upstream alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_sends_the_same_request_again() {
-    // Fails the first request; answers the others with what it saw.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let up = listener.local_addr().unwrap();
-    let seen = Arc::new(AtomicUsize::new(0));
-    let count = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let count = count.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let n = count.fetch_add(1, Ordering::SeqCst) + 1;
-                    async move {
-                        let (parts, body) = req.into_parts();
-                        let h = &parts.headers;
-                        let all = |name: &str| {
-                            h.get_all(name)
-                                .iter()
-                                .map(|v| v.to_str().unwrap_or("?").to_string())
-                                .collect::<Vec<_>>()
-                                .join("|")
-                        };
-                        let seen = format!(
-                            "xff={} appended={} host={} attempt={} path={} body={}",
-                            all("x-forwarded-for"),
-                            all("x-appended"),
-                            h.get("host")
-                                .map(|v| v.to_str().unwrap_or("?").to_string())
-                                .or_else(|| parts.uri.authority().map(|a| a.to_string()))
-                                .unwrap_or_default(),
-                            all("x-envoy-attempt-count"),
-                            parts.uri.path(),
-                            String::from_utf8_lossy(&body.collect().await.unwrap().to_bytes()),
-                        );
-                        let mut r = Response::new(Full::new(Bytes::from(seen)));
-                        if n % 2 == 1 {
-                            *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
-                        }
-                        Ok::<_, std::convert::Infallible>(r)
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
+    // Fails every odd request; answers the others with what it saw.
+    let (up, _) = serve(|n, req| async move {
+        let (parts, body) = req.into_parts();
+        let h = &parts.headers;
+        let all = |name: &str| {
+            h.get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap_or("?").to_string())
+                .collect::<Vec<_>>()
+                .join("|")
+        };
+        let seen = format!(
+            "xff={} appended={} host={} attempt={} path={} body={}",
+            all("x-forwarded-for"),
+            all("x-appended"),
+            h.get("host")
+                .map(|v| v.to_str().unwrap_or("?").to_string())
+                .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+                .unwrap_or_default(),
+            all("x-envoy-attempt-count"),
+            parts.uri.path(),
+            String::from_utf8_lossy(&body.collect().await.unwrap().to_bytes()),
+        );
+        let mut r = Response::new(Full::new(Bytes::from(seen)));
+        if n % 2 == 1 {
+            *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
         }
-    });
+        Ok(r)
+    })
+    .await;
     for (name, protocol) in [("retry-same-h1", "http1"), ("retry-same-h2", "http2")] {
         let (_p, addr) = one_vhost(
             name,

@@ -83,6 +83,30 @@ fn esocket(address: &str, port: u32) -> Option<ecore::Address> {
     })
 }
 
+/// A load assignment of one endpoint.
+fn one_endpoint(
+    cluster: &str,
+    address: &str,
+    port: u32,
+) -> Option<eendpoint::ClusterLoadAssignment> {
+    Some(eendpoint::ClusterLoadAssignment {
+        cluster_name: cluster.into(),
+        endpoints: vec![eendpoint::LocalityLbEndpoints {
+            lb_endpoints: vec![eendpoint::LbEndpoint {
+                host_identifier: Some(eendpoint::lb_endpoint::HostIdentifier::Endpoint(
+                    eendpoint::Endpoint {
+                        address: esocket(address, port),
+                        ..Default::default()
+                    },
+                )),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+}
+
 fn ads() -> Option<ecore::ConfigSource> {
     Some(ecore::ConfigSource {
         config_source_specifier: Some(ecore::config_source::ConfigSourceSpecifier::Ads(
@@ -1213,22 +1237,7 @@ fn realistic_health_checks() {
     };
     let c = ecluster::Cluster {
         name: "backend".into(),
-        load_assignment: Some(eendpoint::ClusterLoadAssignment {
-            cluster_name: "backend".into(),
-            endpoints: vec![eendpoint::LocalityLbEndpoints {
-                lb_endpoints: vec![eendpoint::LbEndpoint {
-                    host_identifier: Some(eendpoint::lb_endpoint::HostIdentifier::Endpoint(
-                        eendpoint::Endpoint {
-                            address: esocket("10.0.0.7", 8080),
-                            ..Default::default()
-                        },
-                    )),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
+        load_assignment: one_endpoint("backend", "10.0.0.7", 8080),
         health_checks: vec![
             // As a control plane writes an HTTP check.
             ecore::HealthCheck {
@@ -2444,22 +2453,7 @@ fn decode_refuses_declared_fields_set_by_envoy() {
         cluster_discovery_type: Some(ecluster::cluster::ClusterDiscoveryType::Type(
             ecluster::cluster::DiscoveryType::StrictDns as i32,
         )),
-        load_assignment: Some(eendpoint::ClusterLoadAssignment {
-            cluster_name: "c".into(),
-            endpoints: vec![eendpoint::LocalityLbEndpoints {
-                lb_endpoints: vec![eendpoint::LbEndpoint {
-                    host_identifier: Some(eendpoint::lb_endpoint::HostIdentifier::Endpoint(
-                        eendpoint::Endpoint {
-                            address: esocket("db.internal", 5432),
-                            ..Default::default()
-                        },
-                    )),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
+        load_assignment: one_endpoint("c", "db.internal", 5432),
         ..Default::default()
     };
     decode_ok(translate::CLUSTER_TYPE, &eany(&cluster()));

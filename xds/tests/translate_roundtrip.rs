@@ -68,21 +68,19 @@ fn host() -> impl Strategy<Value = String> {
 // ---------------------------------------------------------------------------
 // Routes
 
+fn header_value_option() -> impl Strategy<Value = HeaderValueOption> {
+    (header_name(), header_value(), any::<bool>()).prop_map(|(name, value, append)| {
+        HeaderValueOption {
+            name,
+            value,
+            append,
+        }
+    })
+}
+
 fn mutation(request: bool) -> impl Strategy<Value = HeaderMutation> {
     let _ = request; // generated names are never `host`
-    (
-        vec(
-            (header_name(), header_value(), any::<bool>()).prop_map(|(name, value, append)| {
-                HeaderValueOption {
-                    name,
-                    value,
-                    append,
-                }
-            }),
-            0..3,
-        ),
-        vec(header_name(), 0..3),
-    )
+    (vec(header_value_option(), 0..3), vec(header_name(), 0..3))
         .prop_map(|(add, remove)| HeaderMutation { add, remove })
 }
 
@@ -262,16 +260,7 @@ fn http_health_check() -> impl Strategy<Value = HttpHealthCheck> {
     (
         path(),
         option::of(host()),
-        vec(
-            (header_name(), header_value(), any::<bool>()).prop_map(|(name, value, append)| {
-                HeaderValueOption {
-                    name,
-                    value,
-                    append,
-                }
-            }),
-            0..3,
-        ),
+        vec(header_value_option(), 0..3),
         vec((100..599u16, 1..100u16), 0..3),
         select(vec![HealthCheckCodec::Http1, HealthCheckCodec::Http2]),
     )
