@@ -214,10 +214,7 @@ fn with_filters<'a>(
         .rate_limit
         .as_ref()
         .map(|l| RateLimitLayer::new(l, stats));
-    let fault = route
-        .fault
-        .as_ref()
-        .map(|f| FaultLayer::new(f, stats));
+    let fault = route.fault.as_ref().map(|f| FaultLayer::new(f, stats));
     // The action under whichever filters the route has.
     macro_rules! filtered {
         ($action:expr, $both:ident, $limit:ident, $fault:ident, $none:ident) => {
