@@ -7,6 +7,7 @@ pub mod health;
 pub mod lb;
 pub mod outlier;
 pub mod pool;
+pub mod sent;
 
 use crate::telemetry::ClusterStats;
 use arc_swap::ArcSwap;

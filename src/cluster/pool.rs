@@ -9,6 +9,7 @@
 use super::Endpoint;
 use super::breaker::{CxSlot, Resource};
 use super::h1::{Exchange, H1Body, H1Conn, H1Error};
+use super::sent::SentHead;
 use crate::http::body::ReqBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -382,16 +383,6 @@ pub struct SendFlags {
     pub priority: RoutingPriority,
 }
 
-#[cold]
-fn copy_head(req: &Request<ReqBody>) -> http::request::Parts {
-    let mut copy = Request::new(());
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    copy.into_parts().0
-}
-
 /// What sending a request upstream comes to: the response and the guard.
 pub type SendOutput = Result<(Response<UpstreamBody>, UpstreamGuard), UpstreamError>;
 
@@ -414,12 +405,12 @@ pub fn send(
     use_h2: bool,
     flags: SendFlags,
     mut guard: UpstreamGuard,
-    keep: Option<&mut Option<http::request::Parts>>,
+    keep: Option<&mut Option<SentHead>>,
 ) -> impl Future<Output = SendOutput> + Send + use<> {
     if use_h2 {
         if let Some(k) = keep {
             // hyper takes the request: a retry needs a copy of its head.
-            *k = Some(copy_head(&req));
+            *k = Some(SentHead::copy(&req));
         }
         let ep = &guard.endpoint;
         if let Ok(permit) = ep.pool.h2_streams.clone().try_acquire_owned()
@@ -449,7 +440,7 @@ pub fn send(
         // there is one, so a caller that keeps it gets a copy now.
         None => {
             if let Some(k) = keep {
-                *k = Some(copy_head(&req));
+                *k = Some(SentHead::copy(&req));
             }
             Sending::Other(Box::pin(async move {
                 let (conn, reused) = acquire_h1(&guard.endpoint, flags.priority).await?;
@@ -574,12 +565,12 @@ fn start_h1(
     reused: bool,
     req: Request<ReqBody>,
     flags: SendFlags,
-    keep: Option<&mut Option<http::request::Parts>>,
+    keep: Option<&mut Option<SentHead>>,
 ) -> Exchange {
     let (parts, body) = req.into_parts();
     let exchange = Exchange::new(conn, reused, &parts, body, flags.upgrade, flags.raw_head);
     if let Some(k) = keep {
-        *k = Some(parts);
+        *k = Some(SentHead::Parts(parts));
     }
     exchange
 }

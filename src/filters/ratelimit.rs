@@ -32,7 +32,10 @@ static RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 pub struct TokenBucket {
     max: u32,
     per_fill: u32,
-    interval: Duration,
+    /// The fill interval in nanoseconds (at least a millisecond): the
+    /// arithmetic per request is in `u64`, not in `Duration`'s `u128`
+    /// nanoseconds (two 128-bit divisions a request, ~60 instructions).
+    interval_ns: u64,
     start: Instant,
     /// High 32 bits: fills counted; low 32 bits: tokens.
     state: AtomicU64,
@@ -52,7 +55,8 @@ impl TokenBucket {
         TokenBucket {
             max,
             per_fill,
-            interval: interval.max(Duration::from_millis(1)),
+            interval_ns: u64::try_from(interval.max(Duration::from_millis(1)).as_nanos())
+                .unwrap_or(u64::MAX),
             start: Instant::now(),
             state: AtomicU64::new(u64::from(max)),
         }
@@ -61,10 +65,15 @@ impl TokenBucket {
     /// Takes one token if there is one.
     pub fn take(&self, now: Instant) -> Taken {
         let elapsed = now.saturating_duration_since(self.start);
-        let interval = self.interval.as_nanos().max(1);
-        let fills_now = (elapsed.as_nanos() / interval) as u32;
-        let since_fill = Duration::from_nanos((elapsed.as_nanos() % interval) as u64);
-        let reset = self.interval.saturating_sub(since_fill);
+        let elapsed_ns = elapsed
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(elapsed.subsec_nanos()));
+        let fills = elapsed_ns / self.interval_ns;
+        let since_fill = elapsed_ns - fills * self.interval_ns;
+        // (Counted modulo 2^32, as the state word keeps it.)
+        let fills_now = fills as u32;
+        let reset = Duration::from_nanos(self.interval_ns - since_fill);
         let mut cur = self.state.load(Ordering::Acquire);
         loop {
             let (fills, tokens) = ((cur >> 32) as u32, cur as u32);

@@ -10,6 +10,7 @@ use super::{ConnInfo, HttpChain};
 use crate::cluster::lb::hash_bytes;
 use crate::cluster::outlier::Outcome;
 use crate::cluster::pool::{self, UpstreamBody, UpstreamError};
+use crate::cluster::sent::SentHead;
 use crate::cluster::{Cluster, Endpoint};
 use crate::filters::fault::FaultLayer;
 use crate::filters::ratelimit::RateLimitLayer;
@@ -722,7 +723,7 @@ fn start<'a>(
     mut req: Request<DownBody>,
     mut try_: Option<&mut Try<'a>>,
     prepared: Option<http::request::Parts>,
-    keep: Option<&mut Option<http::request::Parts>>,
+    keep: Option<&mut Option<SentHead>>,
 ) -> Forwarding<'a, impl Future<Output = SendResult> + Send + use<>> {
     let cluster: &'a Arc<Cluster> = match &try_ {
         Some(t) => t.cluster,

@@ -11,6 +11,7 @@
 //! gets flag URX; one whose retry the breaker refuses gets UO.
 
 use crate::cluster::breaker::RetrySlot;
+use crate::cluster::sent::SentHead;
 use crate::cluster::{Cluster, Endpoint};
 use crate::http::body::{DownBody, RespBody};
 use crate::http::service::local_reply;
@@ -246,7 +247,7 @@ type Resp = Response<RespBody>;
 /// changed.
 struct Replay {
     version: Version,
-    head: Option<http::request::Parts>,
+    head: Option<SentHead>,
     body: Option<Bytes>,
     sent: bool,
 }
@@ -255,7 +256,7 @@ impl Replay {
     fn new(parts: http::request::Parts, body: Option<Bytes>) -> Replay {
         Replay {
             version: parts.version,
-            head: Some(parts),
+            head: Some(SentHead::Parts(parts)),
             body,
             sent: false,
         }
@@ -266,13 +267,13 @@ impl Replay {
     fn request(&mut self) -> (Request<DownBody>, Option<http::request::Parts>) {
         let body = DownBody::Buffered(self.body.clone());
         if !std::mem::replace(&mut self.sent, true)
-            && let Some(parts) = self.head.take()
+            && let Some(head) = self.head.take()
         {
-            return (Request::from_parts(parts, body), None);
+            return (Request::from_parts(head.into_parts(), body), None);
         }
         let mut r = Request::new(body);
         *r.version_mut() = self.version;
-        (r, self.head.take())
+        (r, self.head.take().map(SentHead::into_parts))
     }
 }
 
@@ -307,7 +308,7 @@ pub struct TryRequest<'x, 'c> {
     pub prepared: Option<http::request::Parts>,
     /// Where the try leaves the head it sends, for the next (the retrying
     /// request keeps it; a try's own state does not carry it).
-    pub keep: Option<&'x mut Option<http::request::Parts>>,
+    pub keep: Option<&'x mut Option<SentHead>>,
 }
 
 /// The service retries wrap: one try, given a [`TryRequest`], answering
