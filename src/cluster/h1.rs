@@ -66,6 +66,11 @@ pub struct H1Conn {
     active: metrics::Gauge,
     /// Its place under the cluster's connection limit (upstream ones).
     pub(crate) slot: Option<super::breaker::CxSlot>,
+    /// The exchange under way leaves the connection fit for another (as
+    /// its response head said, and nothing failed since). Kept here, not
+    /// in the response body: that makes every proxied response 8 bytes
+    /// smaller, 256 in all, which a move copies in half the instructions.
+    keep_alive: bool,
 }
 
 impl H1Conn {
@@ -77,6 +82,7 @@ impl H1Conn {
             wbuf: Vec::with_capacity(1024),
             active,
             slot: None,
+            keep_alive: false,
         })
     }
 
@@ -608,13 +614,13 @@ impl Exchange {
         // Boxed: only a response that overtakes its upload carries one.
         let upload =
             (!self.write_failed && !self.upload.done(&*self.conn)).then(|| Box::new(self.upload));
-        let keep_alive = head.keep_alive && !self.write_failed && !matches!(read, Read::Close);
+        let mut conn = self.conn;
+        conn.keep_alive = head.keep_alive && !self.write_failed && !matches!(read, Read::Close);
         let mut resp = Response::new(H1Body {
-            conn: Some(self.conn),
+            conn: Some(conn),
             raw: head.raw,
             upload,
             read,
-            keep_alive,
         });
         *resp.status_mut() = head.status;
         *resp.headers_mut() = head.headers;
@@ -966,7 +972,6 @@ pub struct H1Body {
     raw: Option<RawHead>,
     upload: Option<Box<Upload<ReqBody>>>,
     read: Read,
-    keep_alive: bool,
 }
 
 impl H1Body {
@@ -978,10 +983,10 @@ impl H1Body {
     /// The connection, if the exchange ended cleanly and it can serve
     /// another request. Takes it: a second call returns `None`.
     pub fn take_reusable(&mut self) -> Option<Box<H1Conn>> {
-        if self.read != Read::Done || !self.keep_alive {
+        let conn = self.conn.as_ref()?;
+        if self.read != Read::Done || !conn.keep_alive {
             return None;
         }
-        let conn = self.conn.as_ref()?;
         if self.upload.as_ref().is_some_and(|u| !u.done(&**conn)) || !conn.rbuf.is_empty() {
             return None;
         }
@@ -1172,7 +1177,7 @@ impl Body for H1Body {
                 // The upstream stopped reading; the response may still end
                 // well, but the connection is not reused.
                 Poll::Ready(Err(_)) => {
-                    this.keep_alive = false;
+                    conn.keep_alive = false;
                     this.upload = None;
                 }
                 Poll::Ready(Ok(())) | Poll::Pending => {}
@@ -1182,7 +1187,7 @@ impl Body for H1Body {
         // Only read bytes can end a response; a closed read side means the
         // connection is spent, whatever the framing said.
         if let Poll::Ready(Some(Err(_))) = polled {
-            this.keep_alive = false;
+            conn.keep_alive = false;
         }
         polled
     }

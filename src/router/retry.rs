@@ -452,10 +452,31 @@ impl<'a, S: OneTry<'a>> Future for RetryFuture<'a, S> {
                         ))));
                     }
                 },
-                StateProj::Trying(call) => match ready!(call.poll(cx)) {
-                    Ok(resp) => after_try(&mut this, resp, None),
-                    Err((local, failure)) => after_try(&mut this, local, Some(failure)),
-                },
+                StateProj::Trying(call) => {
+                    let (mut resp, failure) = match ready!(call.poll(cx)) {
+                        Ok(resp) => (resp, None),
+                        Err((local, failure)) => (local, Some(failure)),
+                    };
+                    // Decided on a borrow, marked in place: the response
+                    // moves once, out.
+                    match after_try(&mut this, &resp, failure) {
+                        Verdict::Return(flags) => {
+                            if failure.is_some() {
+                                resp.extensions_mut().insert(LocalReply);
+                            }
+                            if !flags.is_empty() {
+                                ResponseFlags::mark(&mut resp, flags);
+                            }
+                            return Poll::Ready(Ok(resp));
+                        }
+                        Verdict::Wait(sleep) => {
+                            // The failed try's response (and its
+                            // connection) goes now.
+                            drop(resp);
+                            Step::Wait(sleep)
+                        }
+                    }
+                }
                 StateProj::Backoff(sleep) => {
                     ready!(sleep.poll(cx));
                     next_try(&mut this)
@@ -577,66 +598,70 @@ fn try_at<'a, S: OneTry<'a>>(this: &mut Proj<'_, 'a, S>, now: Instant) -> Step {
     Step::Try
 }
 
-/// A call's outcome (with `failure`, Legate's own answer): the response to
-/// return, or the back-off before the next try.
+/// What a try's outcome comes to: the response, returned (with response
+/// flags to add), or a back-off before the next try. Carries no response:
+/// [`after_try`] decides on a borrow of it.
+enum Verdict {
+    Return(ResponseFlags),
+    Wait(tokio::time::Sleep),
+}
+
+/// Decides on a try's outcome (with `failure`, Legate's own answer): the
+/// response to return, or the back-off before the next try.
 fn after_try<'a, S: OneTry<'a>>(
     this: &mut Proj<'_, 'a, S>,
-    resp: Resp,
+    resp: &Resp,
     failure: Option<Failure>,
-) -> Step {
-    let mark = |resp: Resp| {
-        if failure.is_some() { local(resp) } else { resp }
-    };
+) -> Verdict {
+    let done = Verdict::Return(ResponseFlags::default());
     let Some(t) = this.current.take() else {
         // Sent once.
-        return Step::Done(mark(resp));
+        return done;
     };
     // The head the try sent, to send again.
     let prepared = matches!(&*this.held, Held::Replay(r) if r.head.is_some());
     let Some(cluster) = this.cluster.as_ref() else {
-        return Step::Done(resp);
+        return done;
     };
     let policy: &Retry = this.policy;
     *this.avoid = t.avoid;
     let n = *this.n;
     if failure == Some(Failure::Timeout) && this.deadline.is_some_and(|d| Instant::now() >= d) {
         // The route timeout, not the per-try one: no more tries.
-        return Step::Done(mark(resp));
+        return done;
     }
-    if !policy.retriable(&resp, failure) {
+    if !policy.retriable(resp, failure) {
         if n > 1 {
             cluster.stats.rq_retry_success.increment(1);
         }
-        return Step::Done(mark(resp));
+        return done;
     }
     if n > policy.num_retries {
         cluster.stats.rq_retry_limit_exceeded.increment(1);
-        return Step::Done(flag(mark(resp), ResponseFlags::URX));
+        return Verdict::Return(ResponseFlags::URX);
     }
     if !prepared {
         // The try failed before it had a request to send: nothing to send
         // again (such failures are not retriable; this is a safeguard).
-        return Step::Done(mark(resp));
+        return done;
     }
     let Some(slot) = cluster.breakers.retry_slot(*this.priority) else {
         cluster.stats.rq_retry_overflow.increment(1);
-        return Step::Done(flag(mark(resp), ResponseFlags::UO));
+        return Verdict::Return(ResponseFlags::UO);
     };
     *this.slot = Some(slot);
     if let Some(ep) = t.used {
         this.avoid.push(ep);
     }
-    // The failed try's response (and its connection) goes now.
-    drop(resp);
     cluster.stats.rq_retry.increment(1);
     let pause = policy.backoff(n);
     match *this.deadline {
         Some(d) if Instant::now() + pause >= d => {
             // No time left for another try after the pause: wait out the
             // route timeout and answer it.
-            Step::Wait(tokio::time::sleep_until(d))
+            Verdict::Wait(tokio::time::sleep_until(d))
         }
-        _ => Step::Wait(tokio::time::sleep(pause)),
+        _ => Verdict::Wait(tokio::time::sleep(pause)),
     }
 }
 
