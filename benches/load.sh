@@ -48,6 +48,14 @@
 #       proxy far below 100% was not the bottleneck (direct's req/s is the
 #       ceiling of this setup).
 #
+# The policies' cost: one Legate process serves the plain route and the
+# all-policies one side by side (:10001/:10002 and :10003/:10004), measured
+# alternately (ABBA order) for POLICY_ROUNDS rounds (5) of POLICY_DURATION
+# seconds (5) each, h1 (wrk -c$CONNS) and h2 (h2load); the figure is the
+# median of the per-round ratios. Separate processes measured minutes apart
+# (the table's two Legate rows) drift by several percent on this machine,
+# more than the cost being measured. POLICY_ROUNDS=0 skips it.
+#
 # Other knobs: CONNS (64), H2_STREAMS (10), WARMUP (2), ENVOY_BIN, NGINX_BIN,
 # RESULTS_DIR (default benches/results/<UTC timestamp>, gitignored).
 # A missing peer binary (Envoy, Legate) skips that target's rows with a note.
@@ -69,6 +77,9 @@ RES=${RESULTS_DIR:-$ROOT/benches/results/$STAMP}
 
 UP_H1=18080 UP_H2=18443
 LEGATE_H1=10001 LEGATE_H2=10002 LEGATE_ADMIN=15900
+LEGATE_P1=10003 LEGATE_P2=10004
+POLICY_ROUNDS=${POLICY_ROUNDS:-5}
+POLICY_DURATION=${POLICY_DURATION:-5}
 ENVOY_H1=10011 ENVOY_H2=10012 ENVOY_ADMIN=15901
 NGINX_H1=10021 NGINX_H2=10022
 BODY='hello from upstream'
@@ -374,7 +385,10 @@ nginx_http_common() { # NAME
     uwsgi_temp_path $TMP/$1/uwsgi;
     scgi_temp_path $TMP/$1/scgi;
     keepalive_timeout 300s;
-    keepalive_requests 1000000;
+    # Past what a run sends: nginx ends a connection after this many
+    # requests (HTTP/2: a GOAWAY), and streams then in flight on it fail on
+    # a route without retries, through Legate as through Envoy.
+    keepalive_requests 100000000;
     http2_max_concurrent_streams 1024;
 EOF
 }
@@ -474,6 +488,21 @@ EOF
 }
 legate_config "" "" "" >"$TMP/legate.yaml"
 legate_config "$POLICY_RETRY" "$POLICY_RATE_LIMIT" "$POLICY_CLUSTER" >"$TMP/legate-policies.yaml"
+# Both side by side, for the policies' cost.
+cat >"$TMP/legate-both.yaml" <<EOF
+admin: { address: "127.0.0.1:$LEGATE_ADMIN" }
+listeners:
+$(legate_listener h1 "$LEGATE_H1" up_h1 "" "")
+$(legate_listener h2 "$LEGATE_H2" up_h2 "" "")
+$(legate_listener h1p "$LEGATE_P1" up_h1_p "$POLICY_RETRY" "$POLICY_RATE_LIMIT")
+$(legate_listener h2p "$LEGATE_P2" up_h2_p "$POLICY_RETRY" "$POLICY_RATE_LIMIT")
+clusters:
+$(legate_cluster up_h1 "$UP_H1" "")
+$(legate_cluster up_h2 "$UP_H2" "    protocol: http2")
+$(legate_cluster up_h1_p "$UP_H1" "$POLICY_CLUSTER")
+$(legate_cluster up_h2_p "$UP_H2" "    protocol: http2
+$POLICY_CLUSTER")
+EOF
 
 envoy_listener() { # NAME PORT CLUSTER
 	cat <<EOF
@@ -532,7 +561,7 @@ EOF
 mkdir -p "$RES/config"
 cp "$TMP/upstream/nginx.conf" "$RES/config/upstream-nginx.conf"
 cp "$TMP/nginx/nginx.conf" "$RES/config/proxy-nginx.conf"
-cp "$TMP/legate.yaml" "$TMP/legate-policies.yaml" "$TMP/envoy.yaml" "$RES/config/"
+cp "$TMP/legate.yaml" "$TMP/legate-policies.yaml" "$TMP/legate-both.yaml" "$TMP/envoy.yaml" "$RES/config/"
 
 # --------------------------------------------------------- environment ----
 first_line() { "$@" 2>&1 | awk 'NF && !n++' || true; }
@@ -551,7 +580,7 @@ first_line() { "$@" 2>&1 | awk 'NF && !n++' || true; }
 } >"$RES/env.txt"
 
 # ---------------------------------------------------------------- runs ----
-for p in $UP_H1 $UP_H2 $LEGATE_H1 $LEGATE_H2 $LEGATE_ADMIN $ENVOY_H1 $ENVOY_H2 $ENVOY_ADMIN $NGINX_H1 $NGINX_H2; do
+for p in $UP_H1 $UP_H2 $LEGATE_H1 $LEGATE_H2 $LEGATE_P1 $LEGATE_P2 $LEGATE_ADMIN $ENVOY_H1 $ENVOY_H2 $ENVOY_ADMIN $NGINX_H1 $NGINX_H2; do
 	! port_busy "$p" || die "127.0.0.1:$p is already in use; stop whatever listens there"
 done
 
@@ -592,10 +621,56 @@ run_legate() { # TARGET CONFIG
 	stop_pid "$pid"
 }
 
+# policy_cost: one Legate, plain and all-policies listeners measured
+# alternately (ABBA); R[pc,h1] / R[pc,h2] = the median per-round ratio,
+# R[pc,h1rounds] / R[pc,h2rounds] the rounds' ratios.
+policy_cost() {
+	local log=$RES/legate-both.log pid rc r order v f h1 h2 p
+	local -A rps
+	start_bg "$PROXY_CPU" "$log" env LEGATE_WORKER_THREADS=1 "$LEGATE_BIN" run --config "$TMP/legate-both.yaml"
+	pid=$LAST_PID
+	rc=0
+	wait_ready "http://127.0.0.1:$LEGATE_ADMIN/ready" "$pid" || rc=$?
+	if ((rc)); then
+		fail_target legate-both "$(why_not_ready "$rc" "http://127.0.0.1:$LEGATE_ADMIN/ready")" "$log"
+	elif ! smoke "$LEGATE_H1" "$LEGATE_H2" || ! smoke "$LEGATE_P1" "$LEGATE_P2"; then
+		fail_target legate-both "smoke test failed" "$log"
+	else
+		for ((r = 1; r <= POLICY_ROUNDS; r++)); do
+			order="plain policies"
+			((r % 2)) || order="policies plain"
+			for v in $order; do
+				h1=$LEGATE_H1 h2=$LEGATE_H2
+				[[ $v == plain ]] || h1=$LEGATE_P1 h2=$LEGATE_P2
+				echo "[policy cost] round $r/$POLICY_ROUNDS, $v..." >&2
+				taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:$h1/" >/dev/null 2>&1 || true
+				f=$RES/policy-cost-$r-$v-h1.txt
+				taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${POLICY_DURATION}s" "http://127.0.0.1:$h1/" >"$f" 2>&1 || true
+				check_wrk "$f" "policy cost $v h1 round $r"
+				rps[$v,h1,$r]=$(wrk_rps "$f")
+				f=$RES/policy-cost-$r-$v-h2.txt
+				taskset -c "$LOAD_CPU" h2load -c"$CONNS" -m"$H2_STREAMS" -t1 -D "$POLICY_DURATION" --warm-up-time=1 "http://127.0.0.1:$h2/" >"$f" 2>&1 || true
+				check_h2 "$f" "policy cost $v h2 round $r"
+				rps[$v,h2,$r]=$(h2_rps "$f")
+			done
+		done
+		for p in h1 h2; do
+			R[pc,${p}rounds]=$(for ((r = 1; r <= POLICY_ROUNDS; r++)); do
+				awk -v a="${rps[policies,$p,$r]:-}" -v b="${rps[plain,$p,$r]:-}" \
+					'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.3f ", a / b }'
+			done)
+			R[pc,$p]=$(tr ' ' '\n' <<<"${R[pc,${p}rounds]}" | awk 'NF' | sort -n |
+				awk '{ x[NR] = $1 } END { if (NR) printf "%.3f", (NR % 2 ? x[(NR + 1) / 2] : (x[NR / 2] + x[NR / 2 + 1]) / 2) }')
+		done
+	fi
+	stop_pid "$pid"
+}
+
 # legate, plain and with every resilience policy
 if [[ -x $LEGATE_BIN ]]; then
 	run_legate legate "$TMP/legate.yaml"
 	run_legate legate-policies "$TMP/legate-policies.yaml"
+	((POLICY_ROUNDS <= 0)) || policy_cost
 else
 	SKIPPED[legate]="binary not found at $LEGATE_BIN (build it, or set LEGATE_BIN)"
 	SKIPPED[legate-policies]=${SKIPPED[legate]}
@@ -701,9 +776,11 @@ ratio() { # A B -> A/B with 2 decimals, or n/a
 	else
 		echo "- n/a: no Legate results in this run"
 	fi
-	if [[ -n ${R[legate,ok]:-} && -n ${R[legate-policies,ok]:-} ]]; then
+	if [[ -n ${R[pc,h1]:-} || -n ${R[pc,h2]:-} ]]; then
 		echo
-		echo "Resilience policies' cost (legate with all policies / plain legate): h1 req/s $(ratio "${R[legate-policies,h1rps]}" "${R[legate,h1rps]}")x, h2 req/s $(ratio "${R[legate-policies,h2rps]}" "${R[legate,h2rps]}")x"
+		echo "Resilience policies' cost (all policies / plain route; one Legate process, the two measured alternately; median of $POLICY_ROUNDS rounds of ${POLICY_DURATION} s): h1 req/s $(v pc,h1)x, h2 req/s $(v pc,h2)x"
+		echo "- rounds, h1: $(v pc,h1rounds)"
+		echo "- rounds, h2: $(v pc,h2rounds)"
 	fi
 	if ((${#WARNINGS[@]})); then
 		echo

@@ -174,15 +174,19 @@ impl RateLimit {
 /// The rate limit as a layer over the rest of the request's way. It
 /// borrows the route's compiled limit and the listener's statistics for
 /// the request (no reference counting per request).
+///
+/// It is made for one request, with the instant the request was routed at
+/// (read once for the request's layers: a clock read is ~40 instructions).
 #[derive(Clone, Copy)]
 pub struct RateLimitLayer<'a> {
     limit: &'a RateLimit,
     stats: &'a ListenerStats,
+    now: Instant,
 }
 
 impl<'a> RateLimitLayer<'a> {
-    pub fn new(limit: &'a RateLimit, stats: &'a ListenerStats) -> RateLimitLayer<'a> {
-        RateLimitLayer { limit, stats }
+    pub fn new(limit: &'a RateLimit, stats: &'a ListenerStats, now: Instant) -> RateLimitLayer<'a> {
+        RateLimitLayer { limit, stats, now }
     }
 }
 
@@ -193,6 +197,7 @@ impl<'a, S> Layer<S> for RateLimitLayer<'a> {
         RateLimitService {
             limit: self.limit,
             stats: self.stats,
+            now: self.now,
             inner,
         }
     }
@@ -201,6 +206,7 @@ impl<'a, S> Layer<S> for RateLimitLayer<'a> {
 pub struct RateLimitService<'a, S> {
     limit: &'a RateLimit,
     stats: &'a ListenerStats,
+    now: Instant,
     inner: S,
 }
 
@@ -227,7 +233,7 @@ where
                 limit: None,
             };
         }
-        let taken = l.bucket.take(Instant::now());
+        let taken = l.bucket.take(self.now);
         if taken.allowed {
             self.stats.rate_limit_ok.increment(1);
         } else if draw(l.enforced) {

@@ -211,10 +211,17 @@ fn with_filters<'a>(
     req: Request<DownBody>,
 ) -> impl Future<Output = Result<Response<RespBody>, Infallible>> + Send + 'a {
     let stats = &chain.stats;
+    let retrying = match &route.action {
+        Action::Forward(fwd) => fwd.retry.as_ref().map(|policy| (fwd, policy)),
+        _ => None,
+    };
+    // The clock is read once for the layers that need it.
+    let now = (route.rate_limit.is_some() || retrying.is_some()).then(Instant::now);
     let limit = route
         .rate_limit
         .as_ref()
-        .map(|l| RateLimitLayer::new(l, stats));
+        .zip(now)
+        .map(|(l, now)| RateLimitLayer::new(l, stats, now));
     let fault = route.fault.as_ref().map(|f| FaultLayer::new(f, stats));
     // The action under whichever filters the route has.
     macro_rules! filtered {
@@ -233,12 +240,8 @@ fn with_filters<'a>(
             }
         };
     }
-    let retrying = match &route.action {
-        Action::Forward(fwd) => fwd.retry.as_ref().map(|policy| (fwd, policy)),
-        _ => None,
-    };
-    match retrying {
-        Some((fwd, policy)) => {
+    match retrying.zip(now) {
+        Some(((fwd, policy), now)) => {
             let one_try = tower::service_fn(move |r: TryRequest<'_, 'a>| {
                 let TryRequest {
                     req,
@@ -248,7 +251,7 @@ fn with_filters<'a>(
                 } = r;
                 start(chain, conn, vh, route, fwd, req, t, prepared, keep)
             });
-            let retries = RetryLayer::new(policy, &fwd.target, fwd.timeout, fwd.priority);
+            let retries = RetryLayer::new(policy, &fwd.target, fwd.timeout, fwd.priority, now);
             filtered!(
                 retries.layer(one_try),
                 RetryBoth,
@@ -823,7 +826,7 @@ fn start<'a>(
     // body has been read to the end (at once when there is none), as Envoy's.
     let (body, upload) = ReqBody::new(body);
     let upstream_req = Request::from_parts(parts, body);
-    let started = Instant::now();
+    let started = try_.as_ref().map_or_else(Instant::now, |t| t.started);
     let flags = pool::SendFlags {
         upgrade,
         raw_head: !downstream_h2

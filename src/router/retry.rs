@@ -160,6 +160,8 @@ impl Retry {
 pub struct Try<'c> {
     /// Borrowed from the route's configuration, as the request is.
     pub cluster: &'c Arc<Cluster>,
+    /// When the try starts (the clock is read once for it).
+    pub started: std::time::Instant,
     pub avoid: Vec<Arc<Endpoint>>,
     pub timeout: Option<Duration>,
     pub number: u32,
@@ -197,6 +199,9 @@ pub struct RetryLayer<'a> {
     timeout: Option<Duration>,
     /// Whose retry limit the retries count against.
     priority: RoutingPriority,
+    /// When the request was routed: the route timeout of a request without
+    /// a body runs from then (the layer is made per request).
+    routed: std::time::Instant,
 }
 
 impl<'a> RetryLayer<'a> {
@@ -205,12 +210,14 @@ impl<'a> RetryLayer<'a> {
         target: &'a Target,
         timeout: Option<Duration>,
         priority: RoutingPriority,
+        routed: std::time::Instant,
     ) -> Self {
         RetryLayer {
             policy,
             target,
             timeout,
             priority,
+            routed,
         }
     }
 }
@@ -224,6 +231,7 @@ impl<'a, S> Layer<S> for RetryLayer<'a> {
             target: self.target,
             timeout: self.timeout,
             priority: self.priority,
+            routed: self.routed,
             inner,
         }
     }
@@ -235,6 +243,7 @@ pub struct RetryService<'a, S> {
     target: &'a Target,
     timeout: Option<Duration>,
     priority: RoutingPriority,
+    routed: std::time::Instant,
     inner: S,
 }
 
@@ -354,6 +363,7 @@ impl<'a, S: OneTry<'a> + Clone> Service<Request<DownBody>> for RetryService<'a, 
             target: self.target,
             timeout: self.timeout,
             priority: self.priority,
+            routed: self.routed,
             inner: self.inner.clone(),
             held: Held::Request(req),
             cluster: None,
@@ -387,6 +397,7 @@ pub struct RetryFuture<'a, S: OneTry<'a>> {
     /// The route timeout, covering every try.
     timeout: Option<Duration>,
     priority: RoutingPriority,
+    routed: std::time::Instant,
     inner: S,
     held: Held,
     cluster: Option<&'a Arc<Cluster>>,
@@ -429,7 +440,8 @@ impl<'a, S: OneTry<'a>> Future for RetryFuture<'a, S> {
                         let (parts, body) = req.into_parts();
                         if empty {
                             *this.held = Held::Replay(Replay::new(parts, None));
-                            begin(&mut this)
+                            let routed = Instant::from_std(*this.routed);
+                            begin(&mut this, routed)
                         } else {
                             *this.held = Held::Parts(parts);
                             this.state.set(State::Collecting(Box::pin(body.collect())));
@@ -443,7 +455,8 @@ impl<'a, S: OneTry<'a>> Future for RetryFuture<'a, S> {
                             return Poll::Ready(Ok(internal_error()));
                         };
                         *this.held = Held::Replay(Replay::new(parts, Some(b.to_bytes())));
-                        begin(&mut this)
+                        // The route timeout runs once the body has been read.
+                        begin(&mut this, Instant::now())
                     }
                     Err(_) => {
                         return Poll::Ready(Ok(local(local_reply(
@@ -547,8 +560,8 @@ fn flag(mut resp: Resp, flags: ResponseFlags) -> Resp {
 }
 
 /// The request is replayable: pick the cluster once for every try, start
-/// the route timeout's clock, make the first try.
-fn begin<'a, S: OneTry<'a>>(this: &mut Proj<'_, 'a, S>) -> Step {
+/// the route timeout's clock at `now`, make the first try.
+fn begin<'a, S: OneTry<'a>>(this: &mut Proj<'_, 'a, S>, now: Instant) -> Step {
     let Held::Replay(replay) = this.held else {
         return Step::Done(internal_error());
     };
@@ -557,7 +570,6 @@ fn begin<'a, S: OneTry<'a>>(this: &mut Proj<'_, 'a, S>) -> Step {
         return Step::Call(replay.request().0);
     };
     *this.cluster = Some(cluster);
-    let now = Instant::now();
     *this.deadline = this.timeout.map(|t| now + t);
     try_at(this, now)
 }
@@ -585,6 +597,7 @@ fn try_at<'a, S: OneTry<'a>>(this: &mut Proj<'_, 'a, S>, now: Instant) -> Step {
     };
     *this.current = Some(Try {
         cluster,
+        started: now.into_std(),
         avoid: if this.policy.previous_hosts {
             std::mem::take(this.avoid)
         } else {
