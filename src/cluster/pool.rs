@@ -569,8 +569,9 @@ fn start_h1(
 ) -> Exchange {
     let (parts, body) = req.into_parts();
     let exchange = Exchange::new(conn, reused, &parts, body, flags.upgrade, flags.raw_head);
-    if let Some(k) = keep {
-        *k = Some(SentHead::Parts(parts));
+    match keep {
+        Some(k) => *k = Some(SentHead::Parts(parts)),
+        None => crate::http::header_maps::give_back(parts.headers),
     }
     exchange
 }

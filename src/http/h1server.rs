@@ -27,7 +27,7 @@ use crate::cluster::h1::{
     header_span, parse_length, poll_fill_from, push_decimal, push_header,
 };
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use std::cell::RefCell;
@@ -254,7 +254,7 @@ fn parse_request(
         Uri::from_maybe_shared(head.slice(path_at.0..path_at.0 + path_at.1)).map_err(|_| bad())?;
     // Room for what the pipeline adds (x-forwarded-*, x-request-id, ...)
     // without growing the map.
-    let mut headers = HeaderMap::with_capacity(count + 8);
+    let mut headers = super::header_maps::take(count + 8);
     for &(n0, n1, v0, v1) in spans[..count.min(HEADERS_ON_STACK)].iter().chain(&spill) {
         let name = HeaderName::from_bytes(&head[n0 as usize..n1 as usize]).map_err(|_| bad())?;
         let value = HeaderValue::from_maybe_shared(head.slice(v0 as usize..v1 as usize))
@@ -558,7 +558,7 @@ pub async fn serve(
         if *drain_flag.borrow() {
             keep_alive = false;
         }
-        let (parts, body) = resp.into_parts();
+        let (mut parts, body) = resp.into_parts();
         let mode = encode_head(
             &mut write.wbuf,
             &parts,
@@ -567,6 +567,7 @@ pub async fn serve(
             http10,
             &mut keep_alive,
         );
+        super::header_maps::give_back(std::mem::take(&mut parts.headers));
         if parts.status == StatusCode::SWITCHING_PROTOCOLS {
             // The pipeline answers 101 only to an upgrade it tunnels: hand
             // it the connection, with whatever the client sent past the head.

@@ -6,6 +6,7 @@
 pub mod body;
 pub mod clock;
 pub mod h1server;
+pub mod header_maps;
 pub mod service;
 
 use crate::route::RouteTable;

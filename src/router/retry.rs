@@ -286,6 +286,15 @@ impl Replay {
     }
 }
 
+impl Drop for Replay {
+    /// The head kept for the next try goes back for reuse.
+    fn drop(&mut self) {
+        if let Some(SentHead::Parts(parts)) = self.head.take() {
+            crate::http::header_maps::give_back(parts.headers);
+        }
+    }
+}
+
 /// What a retrying request holds, as it goes.
 enum Held {
     Request(Request<DownBody>),
