@@ -262,6 +262,17 @@ struct Replay {
 }
 
 impl Replay {
+    /// The replay of a request without a body, whose first try sends the
+    /// request itself.
+    fn sent(version: Version) -> Replay {
+        Replay {
+            version,
+            head: None,
+            body: None,
+            sent: true,
+        }
+    }
+
     fn new(parts: http::request::Parts, body: Option<Bytes>) -> Replay {
         Replay {
             version: parts.version,
@@ -434,28 +445,53 @@ impl<'a, S: OneTry<'a>> Future for RetryFuture<'a, S> {
         loop {
             let step = match this.state.as_mut().project() {
                 StateProj::Start => {
-                    let Held::Request(req) = std::mem::replace(this.held, Held::Gone) else {
+                    let Held::Request(req) = &*this.held else {
                         return Poll::Ready(Ok(internal_error()));
                     };
                     let empty = http_body::Body::is_end_stream(req.body());
                     // The body's length as its framing gave it (none when
                     // chunked, or an HTTP/2 body without content-length).
                     let length = http_body::Body::size_hint(req.body()).exact();
-                    let replayable = !crate::http::service::wants_upgrade(&req)
+                    let replayable = !crate::http::service::wants_upgrade(req)
                         && (empty || length.is_some_and(|l| l <= MAX_BUFFERED));
+                    let version = req.version();
+                    let held = if replayable && empty {
+                        // The first try sends the request as it came (there
+                        // is no body to keep); the head it sends comes back
+                        // into the replay.
+                        Held::Replay(Replay::sent(version))
+                    } else {
+                        Held::Gone
+                    };
+                    let Held::Request(req) = std::mem::replace(this.held, held) else {
+                        return Poll::Ready(Ok(internal_error()));
+                    };
                     if !replayable {
                         Step::Call(req)
+                    } else if empty {
+                        let routed = Instant::from_std(*this.routed);
+                        match begin(&mut this, routed) {
+                            Some(Step::Try) => {
+                                let Held::Replay(replay) = &mut *this.held else {
+                                    return Poll::Ready(Ok(internal_error()));
+                                };
+                                let r = TryRequest {
+                                    req,
+                                    t: this.current.as_mut(),
+                                    prepared: None,
+                                    keep: Some(&mut replay.head),
+                                };
+                                this.state.set(State::Trying(this.inner.call_try(r)));
+                                continue;
+                            }
+                            Some(step) => step,
+                            None => Step::Call(req),
+                        }
                     } else {
                         let (parts, body) = req.into_parts();
-                        if empty {
-                            *this.held = Held::Replay(Replay::new(parts, None));
-                            let routed = Instant::from_std(*this.routed);
-                            begin(&mut this, routed)
-                        } else {
-                            *this.held = Held::Parts(parts);
-                            this.state.set(State::Collecting(Box::pin(body.collect())));
-                            continue;
-                        }
+                        *this.held = Held::Parts(parts);
+                        this.state.set(State::Collecting(Box::pin(body.collect())));
+                        continue;
                     }
                 }
                 StateProj::Collecting(body) => match ready!(body.as_mut().poll(cx)) {
@@ -465,7 +501,15 @@ impl<'a, S: OneTry<'a>> Future for RetryFuture<'a, S> {
                         };
                         *this.held = Held::Replay(Replay::new(parts, Some(b.to_bytes())));
                         // The route timeout runs once the body has been read.
-                        begin(&mut this, Instant::now())
+                        match begin(&mut this, Instant::now()) {
+                            Some(step) => step,
+                            None => {
+                                let Held::Replay(replay) = &mut *this.held else {
+                                    return Poll::Ready(Ok(internal_error()));
+                                };
+                                Step::Call(replay.request().0)
+                            }
+                        }
                     }
                     Err(_) => {
                         return Poll::Ready(Ok(local(local_reply(
@@ -569,18 +613,14 @@ fn flag(mut resp: Resp, flags: ResponseFlags) -> Resp {
 }
 
 /// The request is replayable: pick the cluster once for every try, start
-/// the route timeout's clock at `now`, make the first try.
-fn begin<'a, S: OneTry<'a>>(this: &mut Proj<'_, 'a, S>, now: Instant) -> Step {
-    let Held::Replay(replay) = this.held else {
-        return Step::Done(internal_error());
-    };
-    let Some(cluster) = this.target.pick() else {
-        // No such cluster: the call answers it (503, NC).
-        return Step::Call(replay.request().0);
-    };
+/// the route timeout's clock at `now`, ready the first try. None when the
+/// route's cluster does not exist (the request's one call answers that:
+/// 503, NC).
+fn begin<'a, S: OneTry<'a>>(this: &mut Proj<'_, 'a, S>, now: Instant) -> Option<Step> {
+    let cluster = this.target.pick()?;
     *this.cluster = Some(cluster);
     *this.deadline = this.timeout.map(|t| now + t);
-    try_at(this, now)
+    Some(try_at(this, now))
 }
 
 /// Starts the next try (see [`try_at`]).
