@@ -1,4 +1,5 @@
-//! Command line: `legate run`, `legate validate`, `legate demo`.
+//! Command line: `legate run`, `legate validate`, `legate demo`,
+//! `legate iptables`.
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -28,6 +29,13 @@ pub enum Command {
     Validate {
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// Install, print or remove the iptables rules that send a pod's
+    /// inbound and outbound TCP through the sidecar (run in the pod's
+    /// network namespace, with NET_ADMIN, as Istio's init container).
+    Iptables {
+        #[command(subcommand)]
+        action: crate::iptables::IptablesCommand,
     },
     /// Run a self-contained demo: two upstream services behind Legate,
     /// traffic split 80/20 between them.

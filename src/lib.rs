@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod demo;
 pub mod filters;
 pub mod http;
+pub mod iptables;
 pub mod listener;
 pub mod proxy;
 pub mod route;

@@ -10,6 +10,9 @@ fn main() -> ExitCode {
     if let Command::Validate { files } = &cli.command {
         return validate(files);
     }
+    if let Command::Iptables { action } = &cli.command {
+        return legate::iptables::main(action);
+    }
 
     let threads = cli.concurrency.or_else(|| {
         std::env::var("LEGATE_WORKER_THREADS")
@@ -38,7 +41,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run(*args).await,
             Command::Demo { listen, admin } => legate::demo::run(&listen, &admin).await,
-            Command::Validate { .. } => ExitCode::FAILURE,
+            Command::Validate { .. } | Command::Iptables { .. } => ExitCode::FAILURE,
         }
     })
 }
