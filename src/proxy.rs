@@ -290,6 +290,9 @@ struct PlannedListener {
     stats: Arc<ListenerStats>,
     /// A socket for a listener that is new or moved to another address.
     bound: Option<(SocketAddr, std::net::TcpListener)>,
+    /// Binds no port (`bind_to_port: false`): served through a
+    /// `use_original_dst` listener.
+    serve_only: bool,
 }
 
 /// Whether two cluster models differ only in endpoints that can be updated
@@ -369,6 +372,7 @@ impl Plan {
             routes.insert(key.clone(), (slot(&key), table));
         }
         let mut listeners = Vec::new();
+        let mut compiled = Vec::new();
         for (i, l) in config.listeners.iter().enumerate() {
             let old = live.and_then(|lv| lv.listeners.get(&l.name));
             let stats = match old {
@@ -427,9 +431,48 @@ impl Plan {
                 });
             }
             let bound = match old {
+                _ if !l.bind_to_port => None,
                 Some(o) if o.address == l.address => None,
                 _ => Some(bind(format!("listener {:?}", l.name), &l.address)?),
             };
+            compiled.push((i, chains, stats, bound));
+        }
+        // Listeners that bind no port serve what a `use_original_dst`
+        // listener hands them: compiled first, so those can hold them.
+        let mut handoff = HashMap::new();
+        let mut rest = Vec::new();
+        for (i, chains, stats, bound) in compiled {
+            let l = &config.listeners[i];
+            if l.bind_to_port {
+                rest.push((i, chains, stats, bound));
+                continue;
+            }
+            let addr: SocketAddr = l.address.parse().map_err(|_| CompileError {
+                path: format!("listeners[{i}].address"),
+                message: format!("invalid socket address {:?}", l.address),
+            })?;
+            let cfg = Arc::new(ListenerConfig {
+                name: l.name.as_str().into(),
+                chains,
+                stats: stats.clone(),
+                original_dst: None,
+            });
+            handoff.insert(addr, cfg.clone());
+            listeners.push(PlannedListener {
+                name: l.name.clone(),
+                address: l.address.clone(),
+                config: cfg,
+                stats,
+                bound: None,
+                serve_only: true,
+            });
+        }
+        for (i, chains, stats, bound) in rest {
+            let l = &config.listeners[i];
+            let original_dst = l.use_original_dst.then(|| listener::OriginalDst {
+                handoff: handoff.clone(),
+                policy: l.outbound_traffic_policy.unwrap_or_default(),
+            });
             listeners.push(PlannedListener {
                 name: l.name.clone(),
                 address: l.address.clone(),
@@ -437,9 +480,11 @@ impl Plan {
                     name: l.name.as_str().into(),
                     chains,
                     stats: stats.clone(),
+                    original_dst,
                 }),
                 stats,
                 bound,
+                serve_only: false,
             });
         }
         Ok(Plan {
@@ -471,6 +516,15 @@ impl Plan {
         let mut old = std::mem::take(&mut live.listeners);
         for p in self.listeners {
             let name = p.name;
+            if p.serve_only {
+                // Served through the listeners that hand it connections;
+                // one that used to bind its port stops accepting.
+                if let Some(prev) = old.remove(&name) {
+                    prev.drain.signal();
+                    live.retired.push(prev.drain);
+                }
+                continue;
+            }
             let entry = match (p.bound, old.remove(&name)) {
                 (None, Some(o)) => {
                     o.config.store(p.config);

@@ -9,85 +9,9 @@
 //! set) they fail. Each namespace is deleted when its test ends, failed or
 //! not.
 
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-const LEGATE: &str = env!("CARGO_BIN_EXE_legate");
-
-fn can_run() -> bool {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
-    let tools = ["ip", "iptables", "iptables-save", "python3"]
-        .iter()
-        .all(|t| Command::new(t).arg("--version").output().is_ok());
-    if root && tools {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("CI is set: these tests need root, ip, iptables and python3 (root: {root})");
-    }
-    eprintln!("note: skipped (needs root, ip, iptables and python3)");
-    false
-}
-
-/// A network namespace, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Netns {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "lgt-ipt-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        );
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "ip netns add: {out:?}");
-        let ns = Netns(name);
-        ns.ok(&["ip", "link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn exec(&self, argv: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.0])
-            .args(argv)
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, argv: &[&str]) -> String {
-        let out = self.exec(argv);
-        assert!(
-            out.status.success(),
-            "{argv:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// The nat table as `iptables-save` shows it, without its comments.
-    fn nat(&self, save: &str) -> String {
-        self.ok(&[save, "-t", "nat"])
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .map(|l| format!("{l}\n"))
-            .collect()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
+#[path = "common/netns.rs"]
+mod netns;
+use netns::{LEGATE, Netns, can_run};
 
 fn rules_of(text: &str) -> Vec<&str> {
     text.lines().filter(|l| l.starts_with("-A ")).collect()

@@ -6,7 +6,9 @@ use crate::http::{self, HttpChain};
 use crate::tcp::{self, TcpChain};
 use crate::telemetry::ListenerStats;
 use arc_swap::ArcSwap;
-use std::net::SocketAddr;
+use legate_xds::model::OutboundTrafficPolicy;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -30,6 +32,50 @@ pub struct ListenerConfig {
     pub name: Arc<str>,
     pub chains: Vec<FilterChain>,
     pub stats: Arc<ListenerStats>,
+    /// For a `use_original_dst` listener: where intercepted connections go.
+    pub original_dst: Option<OriginalDst>,
+}
+
+/// What a `use_original_dst` listener does with an intercepted connection.
+pub struct OriginalDst {
+    /// The listeners that bind no port, by address: served here.
+    pub handoff: HashMap<SocketAddr, Arc<ListenerConfig>>,
+    pub policy: OutboundTrafficPolicy,
+}
+
+/// Where an intercepted connection went (`legate_listener_original_dst_total`'s
+/// `result` label): to the listener at its destination, to a filter chain
+/// of the intercepting listener, passed through, or refused.
+#[derive(Clone, Copy)]
+pub enum Routed {
+    Listener = 0,
+    FilterChain = 1,
+    Passthrough = 2,
+    Blocked = 3,
+}
+
+/// The destination a connection had before an iptables REDIRECT (the
+/// local address when it was not redirected).
+fn original_dst(stream: &TcpStream, local: SocketAddr) -> SocketAddr {
+    let sock = socket2::SockRef::from(stream);
+    let got = if local.is_ipv4() {
+        sock.original_dst_v4()
+    } else {
+        sock.original_dst_v6()
+    };
+    match got.ok().and_then(|a| a.as_socket()) {
+        Some(a) => a,
+        None => local,
+    }
+}
+
+/// The wildcard address of `addr`'s family, with its port.
+fn unspecified(addr: SocketAddr) -> SocketAddr {
+    let ip = match addr {
+        SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    SocketAddr::new(ip, addr.port())
 }
 
 impl ListenerConfig {
@@ -153,6 +199,45 @@ async fn serve_connection(
     let local = match stream.local_addr() {
         Ok(a) => a,
         Err(_) => return,
+    };
+    let (cfg, local) = match &cfg.original_dst {
+        None => (cfg, local),
+        Some(od) => {
+            let dest = original_dst(&stream, local);
+            let stats = cfg.stats.clone();
+            let count = |r: Routed| stats.original_dst[r as usize].increment(1);
+            if let Some(target) = (dest != local)
+                .then(|| {
+                    od.handoff
+                        .get(&dest)
+                        .or_else(|| od.handoff.get(&unspecified(dest)))
+                })
+                .flatten()
+            {
+                count(Routed::Listener);
+                (target.clone(), dest)
+            } else if cfg.choose(dest).is_some() {
+                count(Routed::FilterChain);
+                (cfg.clone(), dest)
+            } else if dest == local {
+                // Not redirected, and nothing here serves it: passing it
+                // through would connect back to this listener.
+                tracing::debug!(listener = %cfg.name, %peer, "a direct connection no filter chain matches; closing");
+                return;
+            } else {
+                match od.policy {
+                    OutboundTrafficPolicy::AllowAny => {
+                        count(Routed::Passthrough);
+                        tcp::passthrough(stream, peer, dest).await;
+                    }
+                    OutboundTrafficPolicy::RegistryOnly => {
+                        count(Routed::Blocked);
+                        tracing::debug!(listener = %cfg.name, %peer, %dest, "outbound_traffic_policy registry_only: no listener for the destination; closing");
+                    }
+                }
+                return;
+            }
+        }
     };
     let Some(chain) = cfg.choose(local) else {
         tracing::debug!(listener = %cfg.name, %peer, "no filter chain matches; closing");

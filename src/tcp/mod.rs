@@ -136,6 +136,26 @@ pub async fn proxy(downstream: TcpStream, peer: SocketAddr, chain: Arc<TcpChain>
     };
     cluster.stats.cx_total.increment(1);
     cluster.stats.cx_active.increment(1.0);
+    let result = splice(downstream, upstream, chain.idle_timeout, peer).await;
+    cluster.stats.cx_active.decrement(1.0);
+    match result {
+        Ok((received, sent)) => {
+            cluster.stats.tcp_received.increment(received);
+            cluster.stats.tcp_sent.increment(sent);
+        }
+        Err(e) => tracing::debug!(%peer, error = %e, "tcp: connection ended with an error"),
+    }
+}
+
+/// Copies both ways between `downstream` and `upstream` until both ends
+/// close, or until neither has sent a byte for `idle`; returns the bytes
+/// received from downstream and sent to it.
+async fn splice(
+    downstream: TcpStream,
+    upstream: TcpStream,
+    idle_timeout: Option<Duration>,
+    peer: SocketAddr,
+) -> io::Result<(u64, u64)> {
     let _ = upstream.set_nodelay(true);
     let activity = Arc::new(Activity {
         epoch: Instant::now(),
@@ -150,7 +170,7 @@ pub async fn proxy(downstream: TcpStream, peer: SocketAddr, chain: Arc<TcpChain>
         activity: activity.clone(),
     };
     let copy = tokio::io::copy_bidirectional(&mut down, &mut up);
-    let result = match chain.idle_timeout {
+    match idle_timeout {
         None => copy.await,
         Some(idle) => {
             tokio::pin!(copy);
@@ -167,13 +187,31 @@ pub async fn proxy(downstream: TcpStream, peer: SocketAddr, chain: Arc<TcpChain>
                 }
             }
         }
-    };
-    cluster.stats.cx_active.decrement(1.0);
-    match result {
-        Ok((received, sent)) => {
-            cluster.stats.tcp_received.increment(received);
-            cluster.stats.tcp_sent.increment(sent);
+    }
+}
+
+/// How long a passthrough connection may take to connect, and stay idle
+/// (Istio's PassthroughCluster: 10 s to connect; Envoy's TCP proxy: an
+/// hour idle).
+const PASSTHROUGH_CONNECT: Duration = Duration::from_secs(10);
+const PASSTHROUGH_IDLE: Duration = Duration::from_secs(3600);
+
+/// Passes a connection through to its original destination as it is (an
+/// intercepted connection no listener or filter chain matches, under
+/// `outbound_traffic_policy: allow_any`).
+pub async fn passthrough(downstream: TcpStream, peer: SocketAddr, dest: SocketAddr) {
+    let upstream = match tokio::time::timeout(PASSTHROUGH_CONNECT, TcpStream::connect(dest)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, %dest, error = %e, "passthrough: connect failed");
+            return;
         }
-        Err(e) => tracing::debug!(%peer, error = %e, "tcp: connection ended with an error"),
+        Err(_) => {
+            tracing::debug!(%peer, %dest, "passthrough: connect timed out");
+            return;
+        }
+    };
+    if let Err(e) = splice(downstream, upstream, Some(PASSTHROUGH_IDLE), peer).await {
+        tracing::debug!(%peer, %dest, error = %e, "passthrough: connection ended with an error");
     }
 }

@@ -117,6 +117,10 @@ fn describe() {
         "Requests the local rate limit was worked out for, by result: ok (a token was taken) or rate_limited (none left; response flag RL)."
     );
     describe_counter!(
+        "legate_listener_original_dst_total",
+        "Connections a use_original_dst listener intercepted, by where they went: listener (the listener at their original destination), filter_chain (one of its own), passthrough (to the original destination as is) or blocked (outbound_traffic_policy registry_only)."
+    );
+    describe_counter!(
         "legate_cluster_upstream_rq_retry_total",
         "Retries sent to the cluster."
     );
@@ -238,6 +242,9 @@ pub struct ListenerStats {
     /// not (RL; refused, or let through when not enforced).
     pub rate_limit_ok: Counter,
     pub rate_limited: Counter,
+    /// Intercepted connections of a `use_original_dst` listener, by where
+    /// they went (see `listener::Routed`).
+    pub original_dst: [Counter; 4],
 }
 
 impl ListenerStats {
@@ -256,7 +263,10 @@ impl ListenerStats {
             fault_delays: counter!("legate_http_fault_delays_injected_total", "listener" => l.clone()),
             fault_aborts: counter!("legate_http_fault_aborts_injected_total", "listener" => l.clone()),
             rate_limit_ok: counter!("legate_http_local_rate_limit_total", "listener" => l.clone(), "result" => "ok"),
-            rate_limited: counter!("legate_http_local_rate_limit_total", "listener" => l, "result" => "rate_limited"),
+            rate_limited: counter!("legate_http_local_rate_limit_total", "listener" => l.clone(), "result" => "rate_limited"),
+            original_dst: ["listener", "filter_chain", "passthrough", "blocked"].map(|result| {
+                counter!("legate_listener_original_dst_total", "listener" => l.clone(), "result" => result)
+            }),
         }
     }
 }

@@ -127,10 +127,22 @@ pub fn validate(config: &Config) -> Vec<FieldError> {
         if l.http.is_some() || l.tcp.is_some() {
             e.push(p.to_string(), "internal: listener not normalized");
         }
-        if l.filter_chains.is_empty() {
+        if l.filter_chains.is_empty() && !l.use_original_dst {
             e.push(
                 format!("{p}.filter_chains"),
                 "a listener needs at least one filter chain (or `http:`/`tcp:`)",
+            );
+        }
+        if l.use_original_dst && !l.bind_to_port {
+            e.push(
+                format!("{p}.bind_to_port"),
+                "a `use_original_dst` listener must bind its port (it is where iptables sends connections)",
+            );
+        }
+        if l.outbound_traffic_policy.is_some() && !l.use_original_dst {
+            e.push(
+                format!("{p}.outbound_traffic_policy"),
+                "only applies to a `use_original_dst` listener",
             );
         }
         let mut seen_any = false;

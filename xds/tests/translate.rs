@@ -2790,19 +2790,25 @@ fn base_resources_are_accepted() {
 #[test]
 fn listener_refusals() {
     let base = listener_with(base_hcm());
+    // Interception: a virtual listener serves connections by their
+    // original destination; listeners that bind no port are served
+    // through it. One listener cannot be both.
     let mut l = base.clone();
     l.use_original_dst = Some(true);
+    let m = translate::listener_from_xds(&l).unwrap();
+    assert!(m.use_original_dst && m.bind_to_port);
+    assert_eq!(translate::listener_to_xds(&m).use_original_dst, Some(true));
+    l.bind_to_port = Some(false);
     listener_refused(
         &l,
-        "use_original_dst",
-        "not supported yet (traffic interception is a later feature)",
+        "bind_to_port",
+        "a `use_original_dst` listener must bind its port",
     );
-    l.use_original_dst = Some(false);
-    translate::listener_from_xds(&l).unwrap();
-
     let mut l = base.clone();
     l.bind_to_port = Some(false);
-    listener_refused(&l, "bind_to_port", "must be true");
+    let m = translate::listener_from_xds(&l).unwrap();
+    assert!(!m.use_original_dst && !m.bind_to_port);
+    assert_eq!(translate::listener_to_xds(&m).bind_to_port, Some(false));
 
     let mut l = base.clone();
     l.listener_filters = vec![

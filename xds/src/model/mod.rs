@@ -120,7 +120,7 @@ impl Default for Admin {
 }
 
 /// A listening socket with one or more filter chains.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
     pub name: String,
@@ -136,6 +136,49 @@ pub struct Listener {
     /// Shorthand for a single filter chain with a TCP proxy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp: Option<TcpProxy>,
+    /// Serve each connection by its original destination (the address
+    /// it had before an iptables REDIRECT, `SO_ORIGINAL_DST`), as Envoy's
+    /// virtual outbound listener: handed to the listener with
+    /// `bind_to_port: false` at that address (or at `0.0.0.0`/`[::]` and
+    /// its port), else to this listener's filter chain matching it, else to
+    /// `outbound_traffic_policy`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub use_original_dst: bool,
+    /// Off: the address is not bound; the listener serves the connections
+    /// a `use_original_dst` listener hands it.
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub bind_to_port: bool,
+    /// With `use_original_dst`: what becomes of a connection to a
+    /// destination nothing here matches (Istio's outboundTrafficPolicy):
+    /// `allow_any` (default) passes it through to its original
+    /// destination; `registry_only` closes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
+}
+
+/// See [`Listener::outbound_traffic_policy`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboundTrafficPolicy {
+    #[default]
+    AllowAny,
+    RegistryOnly,
+}
+
+impl Default for Listener {
+    /// (Written out: a derived default would not bind the port.)
+    fn default() -> Self {
+        Listener {
+            name: String::new(),
+            address: String::new(),
+            filter_chains: Vec::new(),
+            http: None,
+            tcp: None,
+            use_original_dst: false,
+            bind_to_port: true,
+            outbound_traffic_policy: None,
+        }
+    }
 }
 
 impl Listener {

@@ -23,8 +23,8 @@ pub(crate) const TCP_PROXY_NAME: &str = "envoy.filters.network.tcp_proxy";
 pub(crate) const ROUTER_NAME: &str = "envoy.filters.http.router";
 
 /// Listener filters that change nothing for Legate (it detects HTTP/1 and
-/// HTTP/2 itself, has no TLS yet, and `original_dst` only matters with
-/// `use_original_dst`, which is refused): accepted and ignored.
+/// HTTP/2 itself, has no TLS yet, and reads the original destination of a
+/// `use_original_dst` listener's connections itself): accepted and ignored.
 const IGNORED_LISTENER_FILTERS: &[(&str, &str)] = &[
     (
         "envoy.filters.listener.tls_inspector",
@@ -57,18 +57,6 @@ pub fn listener_from_xds(l: &xlistener::Listener) -> Result<model::Listener, Tra
 /// The listener and, for each of its model filter chains, the Envoy path
 /// it came from (chains are reordered to keep Envoy's matching).
 fn listener_from(l: &xlistener::Listener) -> R<(model::Listener, Vec<String>)> {
-    if l.use_original_dst == Some(true) {
-        return refuse(
-            "use_original_dst",
-            "not supported yet (traffic interception is a later feature)",
-        );
-    }
-    if l.bind_to_port == Some(false) {
-        return refuse(
-            "bind_to_port",
-            "must be true: Legate binds every listener it is given",
-        );
-    }
     let refused = [
         (
             "per_connection_buffer_high_watermark_timeout",
@@ -156,6 +144,9 @@ fn listener_from(l: &xlistener::Listener) -> R<(model::Listener, Vec<String>)> {
             filter_chains,
             http: None,
             tcp: None,
+            use_original_dst: l.use_original_dst == Some(true),
+            bind_to_port: l.bind_to_port != Some(false),
+            outbound_traffic_policy: None,
         },
         origins,
     ))
@@ -558,6 +549,8 @@ pub fn listener_to_xds(l: &model::Listener) -> xlistener::Listener {
             .iter()
             .map(|fc| chain_to(fc, &l.name))
             .collect(),
+        use_original_dst: l.use_original_dst.then_some(true),
+        bind_to_port: (!l.bind_to_port).then_some(false),
         ..Default::default()
     }
 }
