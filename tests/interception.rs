@@ -1,8 +1,9 @@
 //! Transparent interception end to end, in network namespaces the test
-//! makes: a `pod` (10.77.N.1) whose rules come from `legate iptables
-//! apply` and whose Legate runs as UID 1337, and a `server` (10.77.N.2)
-//! joined to it by a veth pair. The pod's application (curl, python, as
-//! root) calls the server as if there were no proxy.
+//! makes: a `pod` (10.77.N.1, 10.78.N.1) whose rules come from `legate
+//! iptables apply` and whose Legate runs as UID 1337, a `server`
+//! (10.77.N.2) and a `client` (10.78.N.2), each joined to the pod by a veth
+//! pair. The pod's application (curl, python, as root) calls the server,
+//! and the client calls the application, as if there were no proxy.
 //!
 //! Needs root, ip, iptables, python3, curl and setpriv (see
 //! `common/netns.rs`: skipped outside CI without them, failing under CI).
@@ -41,6 +42,33 @@ threading.Thread(target=echo, daemon=True).start()
 ThreadingHTTPServer(("0.0.0.0", 80), H).serve_forever()
 "#;
 
+/// The pod's application: HTTP on :8080 answering who called and the
+/// `x-forwarded-for` it got, a TCP service on :7000 answering the address
+/// the connection came from.
+const APP: &str = r#"
+import socket, threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ("app saw %s xff=%s" % (self.client_address[0], self.headers.get("x-forwarded-for"))).encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+def who():
+    l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    l.bind(("0.0.0.0", 7000)); l.listen(16)
+    while True:
+        c, a = l.accept()
+        c.recv(4096)
+        c.sendall(("from-%s" % a[0]).encode())
+        c.close()
+threading.Thread(target=who, daemon=True).start()
+ThreadingHTTPServer(("0.0.0.0", 8080), H).serve_forever()
+"#;
+
 /// A TCP client: sends `ping` to argv[1]:argv[2] and prints what came back.
 const TCP_CLIENT: &str = r#"
 import socket, sys
@@ -59,10 +87,15 @@ print("got:%s" % got.decode())
 struct Mesh {
     legate: Option<Background>,
     _server: Background,
+    _app: Background,
     pod: Netns,
     _server_ns: Netns,
+    client: Netns,
     pod_ip: String,
     server_ip: String,
+    /// The pod's address on the client's side, and the client's.
+    pod_front_ip: String,
+    client_ip: String,
     dir: tempdir::Dir,
 }
 
@@ -106,15 +139,37 @@ impl Mesh {
         pod.ok(&["ip", "link", "set", "v0", "up"]);
         server.ok(&["ip", "addr", "add", &format!("{server_ip}/24"), "dev", "v1"]);
         server.ok(&["ip", "link", "set", "v1", "up"]);
+        let client = Netns::new();
+        let (pod_front_ip, client_ip) = (format!("10.78.{n}.1"), format!("10.78.{n}.2"));
+        pod.ok(&[
+            "ip", "link", "add", "v2", "type", "veth", "peer", "name", "v3", "netns", &client.0,
+        ]);
+        pod.ok(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{pod_front_ip}/24"),
+            "dev",
+            "v2",
+        ]);
+        pod.ok(&["ip", "link", "set", "v2", "up"]);
+        client.ok(&["ip", "addr", "add", &format!("{client_ip}/24"), "dev", "v3"]);
+        client.ok(&["ip", "link", "set", "v3", "up"]);
         let srv = server.spawn(&["python3", "-c", SERVER]);
+        let app = pod.spawn(&["python3", "-c", APP]);
         server.wait_ok(&["curl", "-sf", "-o", "/dev/null", "http://127.0.0.1/"]);
+        pod.wait_ok(&["curl", "-sf", "-o", "/dev/null", "http://127.0.0.1:8080/"]);
         Mesh {
             legate: None,
             _server: srv,
+            _app: app,
             pod,
             _server_ns: server,
+            client,
             pod_ip,
             server_ip,
+            pod_front_ip,
+            client_ip,
             dir: tempdir::Dir::new(),
         }
     }
@@ -129,6 +184,20 @@ listeners:
     address: "0.0.0.0:15001"
     use_original_dst: true
     outbound_traffic_policy: {policy}
+  - name: virtual_inbound
+    address: "0.0.0.0:15006"
+    use_original_dst: true
+    filter_chains:
+      - match: {{ destination_port: 8080 }}
+        http:
+          route_config:
+            virtual_hosts:
+              - name: app
+                domains: ["*"]
+                response_headers: {{ add: [{{ name: x-inbound, value: legate }}] }}
+                routes:
+                  - match: {{ prefix: "/" }}
+                    route: {{ cluster: app }}
   - name: server_http
     address: "{server}:80"
     bind_to_port: false
@@ -144,6 +213,8 @@ listeners:
 clusters:
   - name: server
     endpoints: [{{ address: "{server}:80" }}]
+  - name: app
+    endpoints: [{{ address: "127.0.0.1:8080" }}]
 "#,
             server = self.server_ip
         );
@@ -202,15 +273,46 @@ clusters:
         )
     }
 
+    /// The client calling the pod's application.
+    fn client_curl(&self, path: &str) -> String {
+        self.client.ok(&[
+            "curl",
+            "-s",
+            "-i",
+            "--max-time",
+            "5",
+            &format!("http://{}:8080{path}", self.pod_front_ip),
+        ])
+    }
+
+    fn client_tcp(&self, port: u16) -> String {
+        let out = self.client.exec(&[
+            "python3",
+            "-c",
+            TCP_CLIENT,
+            &self.pod_front_ip,
+            &port.to_string(),
+        ]);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
     /// `legate_listener_original_dst_total` for `result`.
     fn routed(&self, result: &str) -> u64 {
+        self.routed_on("virtual_outbound", result)
+    }
+
+    fn routed_on(&self, listener: &str, result: &str) -> u64 {
         let page = self
             .pod
             .ok(&["curl", "-s", "http://127.0.0.1:15000/stats/prometheus"]);
         page.lines()
             .filter(|l| {
                 l.starts_with("legate_listener_original_dst_total{")
-                    && l.contains("listener=\"virtual_outbound\"")
+                    && l.contains(&format!("listener=\"{listener}\""))
                     && l.contains(&format!("result=\"{result}\""))
             })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
@@ -285,4 +387,49 @@ fn registry_only_closes_connections_to_unknown_destinations() {
     assert!(!tcp.contains("got:ping"), "{tcp}");
     assert_eq!(mesh.routed("blocked"), 1);
     assert_eq!(mesh.routed("passthrough"), 0);
+}
+
+#[test]
+fn calls_into_the_pod_reach_the_application_through_legate() {
+    if !can_run() {
+        return;
+    }
+    let mut mesh = Mesh::new();
+    let direct = mesh.client_curl("/in");
+    assert!(
+        direct.contains(&format!("app saw {} xff=None", mesh.client_ip)),
+        "{direct}"
+    );
+
+    mesh.start_legate("allow_any");
+    // HTTP to the application's port: the inbound listener's chain for it,
+    // the caller's address in x-forwarded-for.
+    let http = mesh.client_curl("/in");
+    assert!(http.starts_with("HTTP/1.1 200"), "{http}");
+    assert!(
+        http.to_ascii_lowercase().contains("x-inbound: legate"),
+        "{http}"
+    );
+    assert!(
+        http.contains(&format!("app saw 127.0.0.1 xff={}", mesh.client_ip)),
+        "{http}"
+    );
+    // A port no chain serves: passed through to the application from
+    // 127.0.0.6, which the rules do not intercept again.
+    let tcp = mesh.client_tcp(7000);
+    assert!(tcp.contains("got:from-127.0.0.6"), "{tcp}");
+    assert_eq!(mesh.routed_on("virtual_inbound", "filter_chain"), 1);
+    assert_eq!(mesh.routed_on("virtual_inbound", "passthrough"), 1);
+    assert_eq!(
+        mesh.routed("listener") + mesh.routed("passthrough"),
+        0,
+        "no loop"
+    );
+
+    mesh.pod.ok(&[LEGATE, "iptables", "clean"]);
+    let after = mesh.client_curl("/in");
+    assert!(
+        after.contains(&format!("app saw {} xff=None", mesh.client_ip)),
+        "{after}"
+    );
 }

@@ -228,7 +228,7 @@ async fn serve_connection(
                 match od.policy {
                     OutboundTrafficPolicy::AllowAny => {
                         count(Routed::Passthrough);
-                        tcp::passthrough(stream, peer, dest).await;
+                        tcp::passthrough(stream, peer, dest, local).await;
                     }
                     OutboundTrafficPolicy::RegistryOnly => {
                         count(Routed::Blocked);

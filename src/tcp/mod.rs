@@ -196,11 +196,44 @@ async fn splice(
 const PASSTHROUGH_CONNECT: Duration = Duration::from_secs(10);
 const PASSTHROUGH_IDLE: Duration = Duration::from_secs(3600);
 
+/// Whether `ip` is an address of this host (it can be bound).
+fn is_local(ip: std::net::IpAddr) -> bool {
+    std::net::TcpListener::bind(SocketAddr::new(ip, 0)).is_ok()
+}
+
+/// Connects to `dest`; to an address of this host (an inbound connection
+/// for the application) from 127.0.0.6 (`::6`), the source the iptables
+/// rules let through, so the connection is not intercepted again.
+async fn connect_passthrough(dest: SocketAddr, local: SocketAddr) -> io::Result<TcpStream> {
+    if dest.ip() != local.ip() && !is_local(dest.ip()) {
+        return TcpStream::connect(dest).await;
+    }
+    let (socket, source) = match dest {
+        SocketAddr::V4(_) => (
+            tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::from(([127, 0, 0, 6], 0)),
+        ),
+        SocketAddr::V6(_) => (
+            tokio::net::TcpSocket::new_v6()?,
+            SocketAddr::from((std::net::Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6), 0)),
+        ),
+    };
+    socket.bind(source)?;
+    socket.connect(dest).await
+}
+
 /// Passes a connection through to its original destination as it is (an
 /// intercepted connection no listener or filter chain matches, under
-/// `outbound_traffic_policy: allow_any`).
-pub async fn passthrough(downstream: TcpStream, peer: SocketAddr, dest: SocketAddr) {
-    let upstream = match tokio::time::timeout(PASSTHROUGH_CONNECT, TcpStream::connect(dest)).await {
+/// `outbound_traffic_policy: allow_any`). `local` is the address it was
+/// accepted on.
+pub async fn passthrough(
+    downstream: TcpStream,
+    peer: SocketAddr,
+    dest: SocketAddr,
+    local: SocketAddr,
+) {
+    let connect = connect_passthrough(dest, local);
+    let upstream = match tokio::time::timeout(PASSTHROUGH_CONNECT, connect).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::debug!(%peer, %dest, error = %e, "passthrough: connect failed");
