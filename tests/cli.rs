@@ -111,6 +111,8 @@ fn every_example_validates() {
         .collect();
     files.sort();
     assert!(files.len() >= 3, "examples: {files:?}");
+    // The Kubernetes example's sidecar configuration.
+    files.push(dir.join("kubernetes").join("legate.yaml"));
     let out = Command::new(BIN)
         .arg("validate")
         .args(&files)

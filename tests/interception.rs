@@ -433,3 +433,27 @@ fn calls_into_the_pod_reach_the_application_through_legate() {
         "{after}"
     );
 }
+
+/// `examples/netns-demo.sh` does what these tests do, by hand: it must
+/// keep working (and leave nothing behind).
+#[test]
+fn the_netns_demo_runs() {
+    if !can_run() {
+        return;
+    }
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/netns-demo.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .env("LEGATE_BIN", LEGATE)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("x-through: legate"), "{text}");
+    assert!(text.contains("x-forwarded-for 10.78.0.2"), "{text}");
+    assert!(text.contains("done (namespaces removed on exit)"), "{text}");
+}
