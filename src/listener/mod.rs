@@ -205,7 +205,7 @@ async fn serve_connection(
         Some(od) => {
             let dest = original_dst(&stream, local);
             let stats = cfg.stats.clone();
-            let count = |r: Routed| stats.original_dst[r as usize].increment(1);
+            let count = |r: Routed| stats.count_original_dst(r as usize);
             if let Some(target) = (dest != local)
                 .then(|| {
                     od.handoff

@@ -212,6 +212,18 @@ impl ClusterStats {
 
 impl ListenerStats {
     /// Counts a response's flags.
+    /// Counts an intercepted connection by where it went: `result` is
+    /// `listener::Routed as usize`.
+    pub fn count_original_dst(&self, result: usize) {
+        const RESULTS: [&str; 4] = ["listener", "filter_chain", "passthrough", "blocked"];
+        if let (Some(slot), Some(name)) = (self.original_dst.get(result), RESULTS.get(result)) {
+            slot.get_or_init(|| {
+                counter!("legate_listener_original_dst_total", "listener" => self.name.clone(), "result" => *name)
+            })
+            .increment(1);
+        }
+    }
+
     pub fn count_flags(&self, f: flags::ResponseFlags) {
         for (i, name) in f.indexed() {
             self.flags[i]
@@ -243,8 +255,9 @@ pub struct ListenerStats {
     pub rate_limit_ok: Counter,
     pub rate_limited: Counter,
     /// Intercepted connections of a `use_original_dst` listener, by where
-    /// they went (see `listener::Routed`).
-    pub original_dst: [Counter; 4],
+    /// they went (see `listener::Routed`); made on first use, so other
+    /// listeners show none.
+    pub original_dst: [OnceLock<Counter>; 4],
 }
 
 impl ListenerStats {
@@ -264,9 +277,7 @@ impl ListenerStats {
             fault_aborts: counter!("legate_http_fault_aborts_injected_total", "listener" => l.clone()),
             rate_limit_ok: counter!("legate_http_local_rate_limit_total", "listener" => l.clone(), "result" => "ok"),
             rate_limited: counter!("legate_http_local_rate_limit_total", "listener" => l.clone(), "result" => "rate_limited"),
-            original_dst: ["listener", "filter_chain", "passthrough", "blocked"].map(|result| {
-                counter!("legate_listener_original_dst_total", "listener" => l.clone(), "result" => result)
-            }),
+            original_dst: Default::default(),
         }
     }
 }
