@@ -197,3 +197,30 @@ fn rate_limit_configs_are_checked() {
         assert!(err.contains(want), "{limit}: wanted {want:?}, got {err:?}");
     }
 }
+
+/// A rate-limited route's own answers (a direct response, a redirect, and
+/// a 503 for a cluster with nobody healthy) get the route's and virtual
+/// host's response header changes, as they do on a route without filters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limited_routes_own_answers_get_the_response_headers() {
+    let up = upstream("up").await;
+    let limit = "rate_limit: { max_tokens: 100, fill_interval: 1h }";
+    let headers = "response_headers: { add: [{ name: x-route, value: r }] }";
+    let routes = format!(
+        "              - {{ match: {{ prefix: /direct }}, direct_response: {{ status: 207, body: here }}, {limit}, {headers} }}\n              - {{ match: {{ prefix: /moved }}, redirect: {{ path: /new }}, {limit}, {headers} }}\n              - {{ match: {{ prefix: /nobody }}, route: {{ cluster: empty }}, {limit}, {headers} }}\n"
+    );
+    let clusters = format!(
+        "  - {{ name: up, endpoints: [{{ address: \"{}\" }}] }}\n  - {{ name: empty, endpoints: [] }}",
+        up.addr
+    );
+    let (_p, addr) = one_vhost(
+        "rl-own-answers",
+        "response_headers: { add: [{ name: x-vhost, value: v }] }",
+        &routes,
+        &clusters,
+    )
+    .await;
+    expect_route_and_vhost_headers(addr, &[("/direct", 207), ("/moved", 301), ("/nobody", 503)])
+        .await;
+    assert_eq!(get(addr, "x", "/direct", &[]).await.text(), "here");
+}

@@ -442,3 +442,15 @@ pub fn route_errors(route_fields: &str) -> String {
         .map(|e| e.to_string())
         .unwrap_or_default()
 }
+
+/// GETs each path (host `x`) and checks its status and that the response
+/// has the headers `x-route: r` and `x-vhost: v` (a route's and a virtual
+/// host's response header changes).
+pub async fn expect_route_and_vhost_headers(addr: SocketAddr, cases: &[(&str, u16)]) {
+    for &(path, status) in cases {
+        let r = get(addr, "x", path, &[]).await;
+        assert_eq!(r.status, status, "{path}");
+        assert_eq!(r.header("x-route"), Some("r"), "{path}: {:?}", r.headers);
+        assert_eq!(r.header("x-vhost"), Some("v"), "{path}: {:?}", r.headers);
+    }
+}
