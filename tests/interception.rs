@@ -83,6 +83,22 @@ while True:
 print("got:%s" % got.decode())
 "#;
 
+/// `curl -i` of `url` from inside `ns`: the response head and body.
+fn curl_from(ns: &Netns, url: &str) -> String {
+    ns.ok(&["curl", "-s", "-i", "--max-time", "5", url])
+}
+
+/// [`TCP_CLIENT`] from inside `ns` to `ip:port`: what it printed, errors
+/// included.
+fn tcp_from(ns: &Netns, ip: &str, port: u16) -> String {
+    let out = ns.exec(&["python3", "-c", TCP_CLIENT, ip, &port.to_string()]);
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// (Fields drop in order: the processes go before their namespaces.)
 struct Mesh {
     legate: Option<Background>,
@@ -247,57 +263,25 @@ clusters:
         self.pod.ok(&[LEGATE, "iptables", "apply", "--ipv6", "off"]);
     }
 
+    /// The pod's application calling the server.
     fn curl(&self, path: &str) -> String {
-        self.pod.ok(&[
-            "curl",
-            "-s",
-            "-i",
-            "--max-time",
-            "5",
-            &format!("http://{}{path}", self.server_ip),
-        ])
+        curl_from(&self.pod, &format!("http://{}{path}", self.server_ip))
     }
 
     fn tcp(&self, port: u16) -> String {
-        let out = self.pod.exec(&[
-            "python3",
-            "-c",
-            TCP_CLIENT,
-            &self.server_ip,
-            &port.to_string(),
-        ]);
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
+        tcp_from(&self.pod, &self.server_ip, port)
     }
 
     /// The client calling the pod's application.
     fn client_curl(&self, path: &str) -> String {
-        self.client.ok(&[
-            "curl",
-            "-s",
-            "-i",
-            "--max-time",
-            "5",
+        curl_from(
+            &self.client,
             &format!("http://{}:8080{path}", self.pod_front_ip),
-        ])
+        )
     }
 
     fn client_tcp(&self, port: u16) -> String {
-        let out = self.client.exec(&[
-            "python3",
-            "-c",
-            TCP_CLIENT,
-            &self.pod_front_ip,
-            &port.to_string(),
-        ]);
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
+        tcp_from(&self.client, &self.pod_front_ip, port)
     }
 
     /// `legate_listener_original_dst_total` for `result`.

@@ -221,8 +221,9 @@ pub struct FilterChain {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilterChainMatch {
-    /// The connection's destination port (the original destination once
-    /// interception lands, otherwise the listener's port).
+    /// The connection's destination port: its original destination's on
+    /// a `use_original_dst` listener (and on the listeners it hands
+    /// connections to), otherwise the listener's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination_port: Option<u16>,
 }
