@@ -7,6 +7,8 @@
 #   N1=2000 N2=12000 CONNS=16 benches/callgrind.sh
 #   POLICIES=1 TARGETS=legate benches/callgrind.sh   # with retries, a rate limit,
 #                                                    # a circuit breaker and outlier detection
+#   PROTO=h2 TARGETS=legate benches/callgrind.sh     # HTTP/2 (h2c prior knowledge)
+#                                                    # both ways, 10 streams a connection
 #
 # Each proxy runs under callgrind twice, forwarding N1 and then N2 requests
 # (h2load --h1, CONNS keep-alive connections) to one nginx upstream; the
@@ -23,6 +25,21 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 N1=${N1:-2000}
 N2=${N2:-12000}
 CONNS=${CONNS:-16}
+PROTO=${PROTO:-h1}
+case $PROTO in
+h1) LOAD_ARGS=(--h1) UP_LISTEN_OPTS="" CLUSTER_PROTOCOL="" ;;
+h2)
+	LOAD_ARGS=(-m 10) UP_LISTEN_OPTS=" http2" CLUSTER_PROTOCOL="    protocol: http2"
+	[[ ${TARGETS:-} == legate ]] || {
+		echo "PROTO=h2 is for TARGETS=legate (the Envoy and nginx configs here are HTTP/1.1)" >&2
+		exit 2
+	}
+	;;
+*)
+	echo "PROTO is h1 or h2" >&2
+	exit 2
+	;;
+esac
 TARGETS=${TARGETS:-"legate envoy nginx"}
 LEGATE_BIN=${LEGATE_BIN:-$ROOT/target/release/legate}
 # shellcheck source=benches/find-envoy.sh
@@ -47,7 +64,7 @@ cat >"$TMP/up.conf" <<NGX
 daemon off; master_process off; worker_processes 1; error_log $TMP/up-err.log; pid $TMP/up.pid;
 events { worker_connections 4096; }
 http { access_log off; keepalive_requests 10000000;
-  server { listen 127.0.0.1:$UP; location / { return 200 "hello from upstream\n"; } } }
+  server { listen 127.0.0.1:$UP$UP_LISTEN_OPTS; location / { return 200 "hello from upstream\n"; } } }
 NGX
 nginx -c "$TMP/up.conf" -p "$TMP" &
 PIDS+=($!)
@@ -78,6 +95,7 @@ $RATE_LIMIT
 clusters:
   - name: up
     endpoints: [{ address: "127.0.0.1:$UP" }]
+$CLUSTER_PROTOCOL
 $CLUSTER_POLICIES
 YAML
 
@@ -141,7 +159,7 @@ run_one() { # TARGET N -> prints total Ir
 	PIDS+=("$pid")
 	wait_port "$PORT"
 	callgrind_control -i on "$pid" >/dev/null 2>&1
-	h2load --h1 -n "$n" -c "$CONNS" "http://127.0.0.1:$PORT/" >"$TMP/h2load.$target.$n" 2>&1
+	h2load "${LOAD_ARGS[@]}" -n "$n" -c "$CONNS" "http://127.0.0.1:$PORT/" >"$TMP/h2load.$target.$n" 2>&1
 	callgrind_control -i off "$pid" >/dev/null 2>&1
 	# Dump now: Envoy can exit without callgrind's final dump.
 	callgrind_control -d "$pid" >/dev/null 2>&1
@@ -155,7 +173,7 @@ run_one() { # TARGET N -> prints total Ir
 	cat "$out"* | awk '/^totals:/ { t += $2 } END { print t + 0 }'
 }
 
-echo "## Instructions per request (callgrind), HTTP/1.1, $CONNS keep-alive connections"
+echo "## Instructions per request (callgrind), $([[ $PROTO == h2 ]] && echo "HTTP/2, 10 streams a connection" || echo HTTP/1.1), $CONNS keep-alive connections"
 echo
 echo "    date: $(date -u '+%Y-%m-%d %H:%M UTC'); requests: $N1 and $N2; $(valgrind --version)"
 echo
